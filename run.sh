@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One entry point that creates its own environment, then runs a job in it.
+#   ./run.sh demo [args]   the offline end-to-end job (default arguments embedded)
+#   ./run.sh test [args]   the test suite (pytest) and ruff
+#   ./run.sh rocket ...    any `rocket` command inside the environment
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV="${ROCKET_VENV:-.venv}"
+PY="${PYTHON:-python3}"
+stamp="$VENV/.rocket-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+  echo "[run.sh] creating the environment in $VENV (first run only)" >&2
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[all,dev]"
+  touch "$stamp"
+fi
+export MUJOCO_GL="${MUJOCO_GL:-egl}"
+job="${1:-demo}"; shift || true
+case "$job" in
+  test)
+    "$VENV/bin/ruff" check src tests benchmarks
+    exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  demo)
+    exec "$VENV/bin/rocket" demo "$@" ;;
+  rocket)
+    exec "$VENV/bin/rocket" "$@" ;;
+  *)
+    echo "usage: ./run.sh {demo|test|rocket} [args]" >&2; exit 2 ;;
+esac

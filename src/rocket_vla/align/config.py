@@ -1,0 +1,199 @@
+"""The alignment configuration and the paper's five variants as presets of it."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from rocket_vla.align.indices import resolve_layers
+from rocket_vla.align.matryoshka import matryoshka_widths
+from rocket_vla.align.pairing import balanced_pairs
+from rocket_vla.errors import RocketError
+
+ProjectorKind = Literal["none", "shared", "independent"]
+VARIANTS = ("baseline", "spatial_forcing", "naive", "shared", "rocket")
+
+# The paper's pairs in the project's index convention (hidden-state index k = after
+# block k). Teacher indices are the paper's 0-based VGGT block indices plus one.
+PAPER_PAIRS: dict[str, tuple[list[int], list[int]]] = {
+    # OpenVLA-7B (Llama-2, 32 blocks) <-> VGGT (24 blocks)
+    "openvla": ([2, 4, 6, 8, 10, 12, 14, 16, 18, 32], [3, 5, 7, 9, 11, 13, 15, 17, 19, 24]),
+    # pi0 / PaliGemma (Gemma, 18 blocks) <-> VGGT
+    "pi0": ([2, 3, 4, 5, 6, 7, 8, 9, 10, 18], [3, 5, 7, 9, 11, 13, 15, 17, 19, 24]),
+}
+# Spatial Forcing's single pair: student 24 of 32 (OpenVLA), 12 of 18 (pi0) <-> teacher last.
+PAPER_SF_LAYER: dict[str, int] = {"openvla": 24, "pi0": 12}
+
+
+@dataclass
+class AlignConfig:
+    """Everything the :class:`~rocket_vla.align.Aligner` needs; presets fill it in.
+
+    Layer lists use the project index convention (``indices.py``) and are paired
+    position by position. ``student_depth``/``teacher_depth`` (number of blocks) enable
+    range checks and negative indices; leave them ``None`` to skip both.
+    """
+
+    variant: str = "custom"
+    student_layers: list[int] = field(default_factory=list)
+    teacher_layers: list[int] = field(default_factory=list)
+    student_dim: int = 0
+    teacher_dim: int = 0
+    hidden_dim: int = 2048
+    projector: ProjectorKind = "shared"
+    matryoshka: bool = False
+    matryoshka_ratios: list[float] | None = None
+    matryoshka_reverse: bool = False
+    layernorm: bool = True
+    ensemble: int = 1
+    weight: float = 0.5
+    pos_embed_scale: float = 0.1
+    student_depth: int | None = None
+    teacher_depth: int | None = None
+
+    # -- derived ---------------------------------------------------------------------
+    @property
+    def enabled(self) -> bool:
+        """False for the baseline: no projector is built and no teacher is needed."""
+        return self.projector != "none"
+
+    @property
+    def num_pairs(self) -> int:
+        return len(self.student_layers)
+
+    def resolved(self) -> AlignConfig:
+        """A copy with negative indices resolved against the depths (validated)."""
+        self.validate()
+        cfg = dataclasses.replace(self)
+        if self.student_depth is not None:
+            cfg.student_layers = resolve_layers(self.student_layers, self.student_depth,
+                                                what="student layer")
+        if self.teacher_depth is not None:
+            cfg.teacher_layers = resolve_layers(self.teacher_layers, self.teacher_depth,
+                                                what="teacher layer")
+        return cfg
+
+    def widths(self) -> list[int] | None:
+        """Active projector width per pair, or ``None`` when every pair uses all of it."""
+        if not self.matryoshka:
+            return None
+        return matryoshka_widths(
+            self.hidden_dim, self.num_pairs, ratios=self.matryoshka_ratios,
+            reverse=self.matryoshka_reverse,
+        )
+
+    def validate(self) -> None:
+        """Raise a one-sentence :class:`RocketError` for the first problem found."""
+        if self.projector not in ("none", "shared", "independent"):
+            raise RocketError(
+                f"unknown projector kind {self.projector!r}; use 'none', 'shared' or 'independent'."
+            )
+        if not self.enabled:
+            return
+        if len(self.student_layers) != len(self.teacher_layers):
+            raise RocketError(
+                f"{len(self.student_layers)} student layers but {len(self.teacher_layers)} "
+                "teacher layers; give one teacher layer per student layer."
+            )
+        if not self.student_layers:
+            raise RocketError("no layer pairs are configured; give student and teacher layers.")
+        if self.student_dim < 1 or self.teacher_dim < 1 or self.hidden_dim < 1:
+            raise RocketError(
+                "student_dim, teacher_dim and hidden_dim must be positive; set them to the "
+                "models' hidden sizes."
+            )
+        if self.ensemble < 1:
+            raise RocketError(f"ensemble must be at least 1, got {self.ensemble}.")
+        student = self.student_layers
+        teacher = self.teacher_layers
+        if self.student_depth is not None:
+            student = resolve_layers(student, self.student_depth, what="student layer")
+        if self.teacher_depth is not None:
+            teacher = resolve_layers(teacher, self.teacher_depth, what="teacher layer")
+        if self.matryoshka:
+            if self.projector != "shared":
+                raise RocketError(
+                    "Matryoshka widths need the shared projector; per-pair projectors always "
+                    "use their full width (set projector='shared' or matryoshka=False)."
+                )
+            for name, layers in (("student", student), ("teacher", teacher)):
+                if any(b <= a for a, b in zip(layers, layers[1:], strict=False)):
+                    raise RocketError(
+                        f"Matryoshka assigns widths by depth, so {name} layers must be strictly "
+                        f"ascending, got {layers}; sort the pairs by depth."
+                    )
+            self.widths()  # validates explicit ratios
+
+    # -- presets ---------------------------------------------------------------------
+    @classmethod
+    def preset(
+        cls,
+        variant: str,
+        *,
+        student_dim: int = 0,
+        teacher_dim: int = 0,
+        student_depth: int | None = None,
+        teacher_depth: int | None = None,
+        student_layers: list[int] | None = None,
+        teacher_layers: list[int] | None = None,
+        layout: str | None = None,
+        num_pairs: int = 10,
+        **overrides: Any,
+    ) -> AlignConfig:
+        """One of the paper's five variants, as a configuration of the one code path.
+
+        Pairs come from, in order: explicit ``student_layers``/``teacher_layers``; the
+        paper's pairs for ``layout`` ("openvla", "pi0"); else the balanced selection of
+        ``num_pairs`` for the given depths. Spatial Forcing uses one pair: the student
+        layer at 3/4 depth (the paper's 24 of 32) unless given, and the last teacher layer.
+        """
+        if variant not in VARIANTS:
+            raise RocketError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
+        if layout is not None and layout not in PAPER_PAIRS:
+            raise RocketError(f"unknown layout {layout!r}; choose one of {', '.join(PAPER_PAIRS)}.")
+        base = dict(variant=variant, student_dim=student_dim, teacher_dim=teacher_dim,
+                    student_depth=student_depth, teacher_depth=teacher_depth)
+        if variant == "baseline":
+            cfg = cls(**base, projector="none", weight=0.0)
+            return dataclasses.replace(cfg, **overrides)
+        if variant == "spatial_forcing":
+            if student_layers is None:
+                if layout is not None:
+                    student_layers = [PAPER_SF_LAYER[layout]]
+                elif student_depth is not None:
+                    student_layers = [max(1, round(0.75 * student_depth))]
+                else:
+                    raise RocketError(
+                        "spatial_forcing needs student_layers or student_depth to place its pair."
+                    )
+            teacher_layers = teacher_layers if teacher_layers is not None else [-1]
+        elif student_layers is None or teacher_layers is None:
+            if layout is not None:
+                student_layers, teacher_layers = (list(x) for x in PAPER_PAIRS[layout])
+            elif student_depth is not None and teacher_depth is not None:
+                student_layers, teacher_layers = balanced_pairs(
+                    student_depth, teacher_depth, num_pairs
+                )
+            else:
+                raise RocketError(
+                    f"{variant} needs layer pairs: give student_layers and teacher_layers, "
+                    "a layout, or both depths for the balanced selection."
+                )
+        projector: ProjectorKind = "independent" if variant in ("spatial_forcing", "naive") else "shared"
+        cfg = cls(**base, student_layers=list(student_layers), teacher_layers=list(teacher_layers),
+                  projector=projector, matryoshka=variant == "rocket")
+        cfg = dataclasses.replace(cfg, **overrides)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AlignConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RocketError(f"unknown alignment config keys {unknown}; remove or rename them.")
+        return cls(**data)

@@ -1,0 +1,1 @@
+"""Sub-commands of the `rocket` CLI, one module each."""
