@@ -7,7 +7,7 @@ Compares, on identical inputs and weights:
   floor     the projector matmuls alone (same widths), forward + backward: no LayerNorm,
             no GELU, no loss
 
-Run:  python benchmarks/align_head.py            (CPU-sized shapes, stated in the output)
+Run:  python benchmarks/align_head.py            (CPU-sized: paper layout at half width, 64 tokens)
       python benchmarks/align_head.py --paper    (paper shapes: 10 pairs, batch 8, 512 tokens,
                                                   student 4096, teacher 2048, hidden 2048)
 """
@@ -70,12 +70,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--paper", action="store_true", help="the paper's shapes (needs a GPU to be quick)")
     ap.add_argument("--pairs", type=int, default=10)
-    ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--student-dim", type=int, default=1024)
-    ap.add_argument("--teacher-dim", type=int, default=512)
-    ap.add_argument("--hidden", type=int, default=512)
-    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--student-dim", type=int, default=2048)
+    ap.add_argument("--teacher-dim", type=int, default=1024)
+    ap.add_argument("--hidden", type=int, default=1024)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",

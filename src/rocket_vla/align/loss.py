@@ -15,10 +15,9 @@ import torch
 def cosine_distance(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """``1 - cos`` over the last dim, in at least float32 so bf16 autocast stays stable.
 
-    Written as ``(p . t_hat) / |p|`` with the (frozen) target normalised once: its
-    backward is a few fused elementwise ops, several times cheaper than
-    ``F.cosine_similarity``'s, which matters because the loss runs on every aligned token
-    of every pair. Vectors shorter than ``eps`` count as length ``eps`` (no NaN).
+    Written as ``(p . t_hat) / |p|``: the target is frozen, so it is normalised once and
+    autograd only tracks the prediction's side. Vectors shorter than ``eps`` count as
+    length ``eps``, so a zero vector (e.g. a blank padded token) gives 1, never NaN.
     """
     dtype = torch.promote_types(pred.dtype, torch.float32)
     pred, target = pred.to(dtype), target.to(dtype)
