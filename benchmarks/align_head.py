@@ -105,7 +105,7 @@ def main() -> None:
     fns = {"ours": ours, "official": official_pattern, "floor": floor_pattern}
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(3):  # warm-up
-        for name, fn in fns.items():
+        for fn in fns.values():
             time_fn(fn, aligner, student, teacher, params, sync)
     for _ in range(args.repeats):  # interleaved so background load hits all three alike
         for name, fn in fns.items():
