@@ -15,7 +15,9 @@ from rocket_vla import __version__
 from rocket_vla.errors import RocketError
 
 # Sub-command modules under rocket_vla.commands, in the order `rocket --help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("select_layers",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "demo", "select_layers", "collect", "eval", "train", "cache_teacher", "profile",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,100 @@
+"""`rocket eval`: evaluate a policy on LIBERO under the paper's protocol."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rocket_vla.errors import RocketError
+
+
+def parse_policy_args(pairs: list[str], checkpoint: str | None) -> dict[str, Any]:
+    """``--policy-arg k=v`` (JSON-typed when possible) plus ``--checkpoint`` -> factory kwargs."""
+    import json
+
+    kwargs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise RocketError(
+                f"--policy-arg {pair!r} is not key=value; write e.g. --policy-arg temperature=0."
+            )
+        try:
+            kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key] = value
+    if checkpoint:
+        kwargs["checkpoint"] = checkpoint
+    return kwargs
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [v for item in values for v in item.split(",") if v]
+
+
+def run(args: argparse.Namespace) -> int:
+    from rocket_vla.envs.runner import EvalConfig, run_evaluation, summary_markdown
+    from rocket_vla.envs.suites import list_tasks, normalize_suite, setup_headless_gl
+
+    setup_headless_gl()
+    suites = [normalize_suite(s) for s in _split(args.suite) or []]
+    if args.list_tasks:
+        for suite in suites:
+            for t in list_tasks(suite):
+                print(f"{suite}\t{t.task_id}\t{t.language}")
+        return 0
+    if args.policy == "checkpoint" and not args.checkpoint:
+        raise RocketError("--policy checkpoint needs --checkpoint PATH.")
+    cfg = EvalConfig(
+        out_dir=args.out, suites=suites, tasks=_split(args.tasks), trials=args.trials,
+        first_trial=args.first_trial, policy=args.policy,
+        policy_kwargs=parse_policy_args(args.policy_arg or [], args.checkpoint),
+        workers=args.workers, image_size=args.image_size, render=args.render, seed=args.seed,
+        max_steps=args.max_steps, num_wait=args.num_wait, video=args.video,
+        video_format=args.video_format, videos_per_task=args.videos_per_task,
+    )
+    summary = run_evaluation(cfg, progress=not args.quiet)
+    print(summary_markdown(summary), end="")
+    print(f"# results: {args.out}/episodes.jsonl, {args.out}/summary.json")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a policy on LIBERO (paper protocol, parallel, resumable)",
+        description="Run trials of LIBERO tasks (trial k starts from init state k), with the "
+        "paper's step budgets (spatial 220, object 280, goal 300, libero_10 520) after 10 no-op "
+        "steps, executing each action chunk open-loop. Writes one JSON line per episode to "
+        "OUT/episodes.jsonl (a rerun resumes), and OUT/summary.{json,md}.",
+    )
+    p.add_argument("--suite", action="append", default=None, required=True,
+                   help="libero_spatial | libero_object | libero_goal | libero_10 (repeat or "
+                   "comma-separate for several)")
+    p.add_argument("--tasks", action="append", default=None,
+                   help="task ids or names, comma-separated (default: all 10)")
+    p.add_argument("--trials", type=int, default=50, help="trials per task (paper: 50)")
+    p.add_argument("--first-trial", type=int, default=0, help="first init-state index")
+    p.add_argument("--policy", default="expert",
+                   help="registered policy name ('expert' = scripted experts), or "
+                   "'package.module:factory'")
+    p.add_argument("--checkpoint", default=None, help="checkpoint path passed to the policy factory")
+    p.add_argument("--policy-arg", action="append", default=None, metavar="KEY=VALUE",
+                   help="extra keyword argument for the policy factory (repeatable)")
+    p.add_argument("--out", default="runs/eval", help="run folder (results, summary, videos)")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    p.add_argument("--image-size", type=int, default=128, help="camera resolution (paper: 256)")
+    p.add_argument("--render", choices=("decision", "every_step"), default="decision",
+                   help="render cameras only when the policy reads them (default) or every step")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="override the suite's step budget (default: paper budgets)")
+    p.add_argument("--num-wait", type=int, default=10, help="no-op steps before acting")
+    p.add_argument("--video", choices=("none", "failures", "successes", "all"), default="none")
+    p.add_argument("--video-format", choices=("mp4", "gif"), default="mp4")
+    p.add_argument("--videos-per-task", type=int, default=2)
+    p.add_argument("--list-tasks", action="store_true", help="print the tasks and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)

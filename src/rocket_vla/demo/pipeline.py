@@ -1,0 +1,155 @@
+"""The demo's stages, in order. Each stage writes its results under the run folder and is
+skipped on a rerun when its output is already complete (collection and evaluation resume
+episode by episode; training resumes from its last checkpoint)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rocket_vla.demo.config import DemoConfig
+
+Log = Callable[[str], None]
+
+
+def _print(msg: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def dataset_dirs(cfg: DemoConfig) -> tuple[Path, Path]:
+    """Cache folders keyed by everything that changes the collected data."""
+    key = json.dumps([cfg.suite, cfg.tasks, cfg.demo_first_init, cfg.train_demos, cfg.heldout_demos,
+                      cfg.image_size, cfg.frame_stride, cfg.seed])
+    root = Path(cfg.cache_dir) / "datasets" / hashlib.sha1(key.encode()).hexdigest()[:12]
+    return root / "train", root / "heldout"
+
+
+def collect(cfg: DemoConfig, log: Log = _print) -> tuple[Path, Path]:
+    """Scripted-expert demonstrations: a training split and a held-out split (disjoint inits)."""
+    from rocket_vla.envs.collect import CollectConfig, run_collection
+
+    train_dir, heldout_dir = dataset_dirs(cfg)
+    splits = ((train_dir, cfg.demo_first_init, cfg.train_demos),
+              (heldout_dir, cfg.demo_first_init + cfg.train_demos, cfg.heldout_demos))
+    for out, first, count in splits:
+        log(f"collecting {count} demos/task from init states {first}..{first + count - 1} -> {out}")
+        run_collection(CollectConfig(
+            out_dir=str(out), suites=[cfg.suite], tasks=[str(t) for t in cfg.tasks], init_states=count,
+            first_init=first, frame_stride=cfg.frame_stride, image_size=cfg.image_size, depth=True,
+            workers=cfg.workers, seed=cfg.seed,
+        ))
+    return train_dir, heldout_dir
+
+
+def train_variant(cfg: DemoConfig, variant: str, dataset: Path, run: Path,
+                  log: Log = _print) -> dict[str, Any]:
+    """Train one MiniVLA with one of the paper's variants; same data and seed for all."""
+    from rocket_vla.train.config import TrainConfig
+    from rocket_vla.train.loop import train
+
+    out = run / "train" / variant
+    tcfg = TrainConfig(
+        dataset=str(dataset), out_dir=str(out), model=cfg.model, variant=variant, num_pairs=cfg.num_pairs,
+        teacher=cfg.teacher, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+        decay_after=max(1, int(cfg.steps * 0.8)), save_every=max(1, cfg.steps // 2),
+    )
+    log(f"training {variant}: {cfg.steps} steps x batch {cfg.batch_size} ({cfg.model} MiniVLA)")
+    start = time.perf_counter()
+    result = train(tcfg)
+    return {"variant": variant, "checkpoint": str(result.checkpoint), "steps": result.step,
+            "train_seconds": round(time.perf_counter() - start, 1),
+            "samples_per_s": round(result.samples_per_s, 1), "history": result.history}
+
+
+def evaluate_variant(cfg: DemoConfig, variant: str, checkpoint: str, run: Path,
+                     log: Log = _print) -> dict[str, Any]:
+    """Closed-loop LIBERO evaluation with the paper's protocol (init state k for trial k)."""
+    from rocket_vla.envs.runner import EvalConfig, run_evaluation
+
+    log(f"evaluating {variant}: {len(cfg.tasks)} task(s) x {cfg.eval_trials} trials on {cfg.suite}")
+    return run_evaluation(EvalConfig(
+        out_dir=str(run / "eval" / variant), suites=[cfg.suite], tasks=[str(t) for t in cfg.tasks],
+        trials=cfg.eval_trials, policy="rocket_vla.policies.minivla_policy:load_policy",
+        policy_kwargs={"checkpoint": checkpoint}, workers=cfg.workers, image_size=cfg.image_size,
+        seed=cfg.seed,
+    ))
+
+
+def _episode_obs(ep: Any, row: int) -> dict[str, np.ndarray]:
+    """The policy observation of image row ``row`` of a stored episode."""
+    step = int(ep.frame_index[row])
+    proprio = np.concatenate([ep.obs["ee_pos"][step], ep.obs["ee_ori"][step],
+                              ep.obs["gripper_states"][step]]).astype(np.float32)
+    return {"agentview": ep.obs["agentview_rgb"][row], "wrist": ep.obs["eye_in_hand_rgb"][row],
+            "proprio": proprio}
+
+
+def heldout_action_l1(checkpoint: str, episodes: list[Any]) -> float:
+    """Mean |predicted - demonstrated| over held-out frames, whole chunks, env action units."""
+    from rocket_vla.data.episodes import gripper_env_to_model
+    from rocket_vla.envs.policy import TaskInfo
+    from rocket_vla.policies.minivla_policy import load_policy
+
+    policy = load_policy(checkpoint)
+    errors = []
+    for ep in episodes:
+        policy.reset(TaskInfo("", 0, "", ep.language))
+        target = gripper_env_to_model(ep.actions, "signed")
+        for row in range(len(ep.frame_index)):
+            step = int(ep.frame_index[row])
+            chunk = policy.act(_episode_obs(ep, row))
+            want = target[step: step + len(chunk)]
+            errors.append(np.abs(chunk[: len(want)] - want).mean())
+    return float(np.mean(errors))
+
+
+def visual_token_features(checkpoint: str, episodes: list[Any], layers: list[int],
+                          frames_per_episode: int) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """Visual-token states at ``layers`` and the target objects' 3D positions, per frame.
+
+    Frames are spread evenly over each episode. Targets come from the positions the
+    collector stored for the expert's pick and place objects (``obs/object_pos``).
+    """
+    import torch
+
+    from rocket_vla.align import LayerTaps
+    from rocket_vla.policies.minivla_policy import load_policy
+
+    policy = load_policy(checkpoint)
+    model = policy.model
+    feats: dict[int, list[np.ndarray]] = {k: [] for k in layers}
+    targets: list[np.ndarray] = []
+    with torch.no_grad(), LayerTaps(model, model.blocks_path, layers, spans=model.visual_spans) as taps:
+        for ep in episodes:
+            policy.reset(ep.language)
+            rows = np.unique(np.linspace(0, len(ep.frame_index) - 1, frames_per_episode).round().astype(int))
+            for row in rows:
+                obs = _episode_obs(ep, int(row))
+                policy.act(obs)
+                for k, state in zip(layers, taps.states, strict=True):
+                    feats[k].append(state[0].float().numpy().reshape(-1))
+                targets.append(np.asarray(ep.obs["object_pos"][row], np.float64).reshape(-1))
+    return {k: np.stack(v) for k, v in feats.items()}, np.stack(targets)
+
+
+def spatial_probe(checkpoint: str, train_eps: list[Any], test_eps: list[Any], layers: list[int],
+                  frames_per_episode: int) -> dict[int, dict[str, Any]]:
+    """Held-out R^2 of a ridge probe from each tapped layer's visual tokens to 3D positions."""
+    import torch
+
+    from rocket_vla.analysis.spatial_probe import fit_probe
+
+    x_train, y_train = visual_token_features(checkpoint, train_eps, layers, frames_per_episode)
+    x_test, y_test = visual_token_features(checkpoint, test_eps, layers, frames_per_episode)
+    out = {}
+    for k in layers:
+        res = fit_probe(torch.from_numpy(x_train[k]), torch.from_numpy(y_train),
+                        torch.from_numpy(x_test[k]), torch.from_numpy(y_test))
+        out[k] = {"r2": round(res.r2, 4), "alpha": res.alpha, "n_train": res.n_train, "n_test": res.n_test}
+    return out

@@ -1,0 +1,67 @@
+"""`rocket demo` from start to finish: one function that runs the stages in order."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rocket_vla.demo import pipeline, report
+from rocket_vla.demo.config import DemoConfig
+from rocket_vla.demo.pipeline import Log, _print
+
+
+def run_demo(cfg: DemoConfig, log: Log = _print) -> dict[str, Any]:
+    """Collect (cached), train every variant on the same data and seed, evaluate each
+    closed-loop, measure held-out action L1 and the spatial probe, write the report."""
+    from rocket_vla.data.episodes import read_episodes
+
+    cfg.validate()
+    start = time.perf_counter()
+    run = Path(cfg.out_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "demo_config.json").write_text(json.dumps(cfg.to_dict(), indent=2), encoding="utf-8")
+    log(f"run folder: {run.resolve()}")
+
+    t0 = time.perf_counter()
+    train_dir, heldout_dir = pipeline.collect(cfg, log)
+    collect_seconds = time.perf_counter() - t0
+    train_eps, heldout_eps = read_episodes(train_dir), read_episodes(heldout_dir)
+    log(f"{len(train_eps)} training and {len(heldout_eps)} held-out demonstrations ready")
+
+    results: dict[str, Any] = {"config": cfg.to_dict(), "variants": {},
+                               "collect_seconds": round(collect_seconds, 1)}
+    trained = {v: pipeline.train_variant(cfg, v, train_dir, run, log) for v in cfg.variants}
+    layers = _probe_layers(trained)
+    results["probe_layers"] = layers
+    for variant, tr in trained.items():
+        ev = pipeline.evaluate_variant(cfg, variant, tr["checkpoint"], run, log)
+        log(f"{variant}: success {100 * report.success_rate(ev):.1f}%")
+        log(f"{variant}: held-out action L1 and spatial probe at layers {layers}")
+        results["variants"][variant] = {
+            "train": tr, "eval": ev,
+            "action_l1": pipeline.heldout_action_l1(tr["checkpoint"], heldout_eps),
+            "probe": {str(k): v for k, v in pipeline.spatial_probe(
+                tr["checkpoint"], train_eps, heldout_eps, layers, cfg.probe_frames).items()},
+        }
+    results["wall_seconds"] = round(time.perf_counter() - start, 1)
+    report.write(results, run)
+    results["plots"] = report.plot(results, run)
+    report.write(results, run)
+    log(f"done in {results['wall_seconds'] / 60:.1f} min; summary:\n" + report.summary_markdown(results))
+    return results
+
+
+def _probe_layers(trained: dict[str, dict[str, Any]]) -> list[int]:
+    """The aligned student layers of the first aligned variant (all of them for comparison)."""
+    from rocket_vla.train.checkpoint import read_config, resolve_checkpoint
+
+    depth = None
+    for tr in trained.values():
+        cfg = read_config(resolve_checkpoint(tr["checkpoint"]))
+        layers = cfg.get("align", {}).get("student_layers") or []
+        depth = cfg["model"]["depth"]
+        if layers:
+            return sorted(layers)
+    return list(range(1, (depth or 1) + 1))

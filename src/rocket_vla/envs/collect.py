@@ -1,0 +1,228 @@
+"""``rocket collect``: scripted-expert demonstrations in the LIBERO HDF5 layout.
+
+Each attempt runs the expert from an official init state (variation 0) or from a randomised
+variation of it (objects shifted in the table plane, arm joints jittered), keeps it only if
+the task is solved, and writes it as one complete file via
+:class:`~rocket_vla.data.episodes.EpisodeWriter`. Cameras (RGB, metric depth, extrinsics)
+are rendered only at the steps training will read (every ``frame_stride`` steps), which is
+where almost all the time goes. Every attempt, kept or not, is logged to ``attempts.jsonl``
+so a rerun resumes where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rocket_vla.envs.parallel import run_parallel, split_jobs
+from rocket_vla.errors import RocketError
+
+ATTEMPTS_FILE = "attempts.jsonl"
+
+
+@dataclass
+class CollectConfig:
+    """One collection run (``rocket collect --help`` spells these as flags)."""
+
+    out_dir: str
+    suites: list[str] = field(default_factory=lambda: ["libero_spatial"])
+    tasks: list[str] | None = None
+    init_states: int = 50  # official init states 0..n-1 per task
+    first_init: int = 0
+    variations: int = 0  # extra randomised variations per init state
+    variation_xy: float = 0.02  # metres: uniform object shift in the table plane
+    variation_joints: float = 0.03  # radians: uniform arm joint jitter
+    frame_stride: int = 1  # render images every k steps (1 = every step, like LIBERO)
+    image_size: int = 128
+    depth: bool = True
+    workers: int = 1
+    seed: int = 0
+    max_steps: int | None = None
+    num_wait: int = 10
+
+    def __post_init__(self) -> None:
+        if self.frame_stride < 1:
+            raise RocketError("--frame-stride must be >= 1.")
+        if self.init_states < 1 or self.variations < 0:
+            raise RocketError("--init-states must be >= 1 and --variations >= 0.")
+
+
+@dataclass(frozen=True)
+class CollectJob:
+    suite: str
+    task_id: int
+    items: tuple[tuple[int, int], ...]  # (init index, variation index)
+
+
+def episode_stem(suite: str, task_name: str, init: int, variation: int) -> str:
+    return f"{suite}/{task_name}/init{init:02d}_var{variation:02d}"
+
+
+def perturb_state(env: Any, state: np.ndarray, rng: np.random.Generator, xy: float,
+                  joints: float) -> np.ndarray:
+    """A randomised variation of an init state: free objects shifted in x/y, arm jittered."""
+    import mujoco
+
+    env.reset(state)
+    model, data = env.sim.model._model, env.sim.data._data
+    for j in range(model.njnt):
+        adr = model.jnt_qposadr[j]
+        if model.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE:
+            data.qpos[adr:adr + 2] += rng.uniform(-xy, xy, size=2)
+        elif (mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, j) or "").startswith("robot0_joint"):
+            data.qpos[adr] += rng.uniform(-joints, joints)
+    mujoco.mj_forward(model, data)
+    return env.sim_state()
+
+
+def run_jobs(cfg: CollectConfig, jobs: Iterable[CollectJob], emit: Any) -> None:
+    """Collect the jobs' episodes in this process; ``emit`` one attempt record each."""
+    from rocket_vla.data.episodes import Episode, EpisodeWriter
+    from rocket_vla.envs.episode import NOOP_ACTION, seed_everything
+    from rocket_vla.envs.experts import make_expert_policy
+    from rocket_vla.envs.libero_env import EnvConfig, LiberoEnv
+    from rocket_vla.envs.policy import TaskInfo
+    from rocket_vla.envs.processing import model_to_env_actions, quat_to_axis_angle
+    from rocket_vla.envs.suites import STEP_BUDGETS, get_init_state, get_task
+
+    expert = make_expert_policy()
+    for job in jobs:
+        spec = get_task(job.suite, job.task_id)
+        writer = EpisodeWriter(cfg.out_dir, file_attrs={
+            "suite": spec.suite, "task_id": spec.task_id, "problem_name": spec.name,
+            "bddl_file_name": os.path.basename(spec.bddl_file), "env_name": "libero",
+            "frame_stride": cfg.frame_stride, "image_size": cfg.image_size,
+            "depth_units": "metres", "camera_convention": "opencv camera axes, camera-to-world",
+        })
+        budget = cfg.max_steps or STEP_BUDGETS[spec.suite]
+        env_cfg = EnvConfig(image_size=cfg.image_size, depth=cfg.depth)
+        with LiberoEnv(spec, env_cfg) as env:
+            for init, var in job.items:
+                start = time.perf_counter()
+                seed = cfg.seed * 1_000_003 + job.task_id * 10_000 + init * 100 + var
+                seed_everything(seed)
+                state = get_init_state(spec, init)
+                if var > 0:
+                    rng = np.random.default_rng(seed)
+                    state = perturb_state(env, state, rng, cfg.variation_xy, cfg.variation_joints)
+                env.reset(state)
+                expert.reset(TaskInfo(spec.suite, spec.task_id, spec.name, spec.language))
+                for i in range(cfg.num_wait):
+                    env.step(NOOP_ACTION, render=i == cfg.num_wait - 1)
+                rec: dict[str, list] = {k: [] for k in (
+                    "actions", "states", "ee_pos", "ee_ori", "gripper_states", "joint_states",
+                    "agentview_rgb", "eye_in_hand_rgb", "agentview_depth", "eye_in_hand_depth",
+                    "agentview_extrinsics", "eye_in_hand_extrinsics", "frame_index")}
+                success, t = False, 0
+                cams = {}
+                while t < budget and not success:
+                    if t % cfg.frame_stride == 0:
+                        obs = env.observation(images=True)
+                        cams = env.camera_parameters()
+                        rec["frame_index"].append(t)
+                        rec["agentview_rgb"].append(obs["agentview"])
+                        rec["eye_in_hand_rgb"].append(obs["wrist"])
+                        rec["agentview_extrinsics"].append(cams["agentview"]["extrinsics"])
+                        rec["eye_in_hand_extrinsics"].append(cams["wrist"]["extrinsics"])
+                        if cfg.depth:
+                            depth = env.depth()
+                            rec["agentview_depth"].append(depth["agentview"])
+                            rec["eye_in_hand_depth"].append(depth["wrist"])
+                    raw = env.raw_obs()
+                    rec["states"].append(env.sim_state())
+                    rec["ee_pos"].append(np.asarray(raw["robot0_eef_pos"]))
+                    rec["ee_ori"].append(quat_to_axis_angle(raw["robot0_eef_quat"]))
+                    rec["gripper_states"].append(np.asarray(raw["robot0_gripper_qpos"]))
+                    rec["joint_states"].append(np.asarray(raw["robot0_joint_pos"]))
+                    action = model_to_env_actions(expert.act(env.observation(images=False, state=True)),
+                                                  expert.gripper)[0]
+                    rec["actions"].append(action)
+                    t += 1
+                    success = env.step(action, render=(t % cfg.frame_stride == 0))
+                path = None
+                if success:
+                    obs_arrays = {k: np.asarray(rec[k]) for k in (
+                        "ee_pos", "ee_ori", "gripper_states", "joint_states", "agentview_rgb",
+                        "eye_in_hand_rgb", "agentview_extrinsics", "eye_in_hand_extrinsics")}
+                    obs_arrays["ee_states"] = np.concatenate([obs_arrays["ee_pos"], obs_arrays["ee_ori"]], 1)
+                    if cfg.depth:
+                        obs_arrays["agentview_depth"] = np.asarray(rec["agentview_depth"], np.float32)
+                        obs_arrays["eye_in_hand_depth"] = np.asarray(rec["eye_in_hand_depth"], np.float32)
+                    attrs = {"init_state_index": init, "variation": var, "seed": seed, "success": True,
+                             "agentview_intrinsics": cams["agentview"]["intrinsics"],
+                             "eye_in_hand_intrinsics": cams["wrist"]["intrinsics"],
+                             "init_state": state}
+                    episode = Episode(np.asarray(rec["actions"], np.float32), obs_arrays, spec.language,
+                                      np.asarray(rec["frame_index"], np.int64), attrs)
+                    stem = episode_stem(spec.suite, spec.name, init, var)
+                    path = str(writer.write(stem, episode, states=np.asarray(rec["states"])))
+                emit({"suite": spec.suite, "task_id": spec.task_id, "init": init, "variation": var,
+                      "success": success, "steps": t, "frames": len(rec["frame_index"]),
+                      "wall_s": round(time.perf_counter() - start, 3), "path": path})
+
+
+def plan_collection(cfg: CollectConfig, done: set[tuple[str, int, int, int]]) -> list[CollectJob]:
+    from rocket_vla.envs.suites import get_task, list_tasks, normalize_suite, num_init_states
+
+    jobs = []
+    for suite_name in cfg.suites:
+        suite = normalize_suite(suite_name)
+        specs = [get_task(suite, t) for t in cfg.tasks] if cfg.tasks else list_tasks(suite)
+        for spec in specs:
+            n = num_init_states(spec)
+            last = cfg.first_init + cfg.init_states - 1
+            if last >= n:
+                raise RocketError(
+                    f"init state {last} is out of range for {suite} task {spec.task_id} "
+                    f"({n} states); use --first-init + --init-states <= {n}."
+                )
+            items = tuple((k, v) for k in range(cfg.first_init, last + 1)
+                          for v in range(cfg.variations + 1)
+                          if (suite, spec.task_id, k, v) not in done)
+            if items:
+                jobs.append(CollectJob(suite, spec.task_id, items))
+    return jobs
+
+
+def run_collection(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
+    """Collect (or resume collecting) demonstrations; return counts per task."""
+    from tqdm import tqdm
+
+    from rocket_vla.envs.runner import read_results
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "collect_config.json").write_text(json.dumps(asdict(cfg), indent=2), encoding="utf-8")
+    log = out / ATTEMPTS_FILE
+    done = {(r["suite"], r["task_id"], r["init"], r["variation"]) for r in read_results(log)}
+    jobs = plan_collection(cfg, done)
+    total = sum(len(j.items) for j in jobs)
+    bar = tqdm(total=total, desc="demos", unit="ep", disable=not progress or total == 0)
+    kept = 0
+    with log.open("a", encoding="utf-8") as fh:
+
+        def emit(rec: dict[str, Any]) -> None:
+            nonlocal kept
+            fh.write(json.dumps(rec) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            kept += bool(rec["success"])
+            bar.update(1)
+            bar.set_postfix(kept=f"{kept}/{bar.n}")
+
+        pieces = split_jobs(jobs, cfg.workers, lambda j, items: CollectJob(j.suite, j.task_id, items))
+        run_parallel(run_jobs, cfg, pieces, cfg.workers, emit)
+    bar.close()
+    counts: dict[str, dict[str, int]] = {}
+    for r in read_results(log):
+        c = counts.setdefault(f"{r['suite']}/{r['task_id']}", {"attempts": 0, "kept": 0})
+        c["attempts"] += 1
+        c["kept"] += bool(r["success"])
+    return counts

@@ -1,0 +1,365 @@
+"""Scripted experts that solve LIBERO pick-and-place tasks from privileged simulator state.
+
+They exist to (1) check the evaluation pipeline end to end with a policy that is known to
+work, and (2) produce demonstrations without human teleoperation. Each expert is an
+ordinary :class:`~rocket_vla.envs.policy.Policy` (chunks of one action, model gripper
+convention), so ``rocket eval --policy expert`` measures them under exactly the protocol a
+learned model gets.
+
+The controller is a proportional servo on OSC_POSE deltas: position error / 0.05 m and
+rotation error / 0.5 rad, clipped to [-1, 1] (the controller's input range), holding a
+downward gripper orientation. A task's goal is read from its BDDL file: a single
+``(on|in) <object> <target>`` predicate becomes pick <object> -> place over <target>.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rocket_vla.envs.policy import TaskInfo
+from rocket_vla.errors import RocketError
+
+OPEN, CLOSED = 1.0, 0.0  # model convention (policy.py): 1 = open
+
+
+@dataclass
+class ExpertConfig:
+    """Tunable constants of the scripted pick-and-place controller (metres, steps)."""
+
+    pos_scale: float = 0.05  # metres of error that saturate the position command
+    rot_scale: float = 0.5  # radians of error that saturate the rotation command
+    approach_height: float = 0.08  # hover above the grasp point before descending
+    pos_tol: float = 0.008  # "reached" tolerance
+    close_steps: int = 12
+    open_steps: int = 10
+    carry_clearance: float = 0.04  # object bottom above the tallest obstacle while carrying
+    place_above_surface: float = 0.015  # release height above a support ("on")
+    phase_timeout: int = 70  # steps before a stuck phase moves on
+    max_regrasps: int = 2
+
+
+@dataclass
+class PickPlacePlan:
+    """Which object to pick and where it goes, resolved from the BDDL goal."""
+
+    relation: str  # "on" | "in"
+    obj: str
+    target: str
+
+
+@functools.lru_cache(maxsize=64)
+def plan_for_task(suite: str, task_id: int) -> PickPlacePlan:
+    """Read the task's BDDL goal; only single pick-and-place goals are scripted."""
+    from libero.libero.envs.bddl_utils import robosuite_parse_problem
+
+    from rocket_vla.envs.suites import get_task
+
+    spec = get_task(suite, task_id)
+    goal = robosuite_parse_problem(spec.bddl_file)["goal_state"]
+    if len(goal) != 1 or goal[0][0].lower() not in ("on", "in"):
+        raise RocketError(
+            f"no scripted expert for {suite} task {task_id} ({spec.language!r}); experts cover "
+            "single pick-and-place goals (all of libero_spatial and libero_object)."
+        )
+    rel, obj, target = (g.lower() for g in goal[0])
+    return PickPlacePlan(rel, obj, target)
+
+
+# -- small rotation helpers (numpy only) ---------------------------------------------------
+def quat_to_mat(q: np.ndarray) -> np.ndarray:
+    x, y, z, w = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def mat_to_axis_angle(r: np.ndarray) -> np.ndarray:
+    cos = np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)
+    angle = np.arccos(cos)
+    if angle < 1e-6:
+        return np.zeros(3)
+    if np.pi - angle < 1e-3:  # near 180 degrees the antisymmetric part vanishes
+        axis = np.sqrt(np.maximum((np.diag(r) + 1.0) / 2.0, 0.0))
+        k = int(np.argmax(axis))
+        axis[k] = axis[k] if axis[k] > 0 else 1.0
+        for j in range(3):
+            if j != k:
+                axis[j] = np.copysign(axis[j], r[k, j] + r[j, k])
+        return axis / np.linalg.norm(axis) * angle
+    axis = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]]) / (2 * np.sin(angle))
+    return axis * angle
+
+
+def rot_z(yaw: float) -> np.ndarray:
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def hand_overlap(point: np.ndarray, axis: int, boxes: np.ndarray) -> float:
+    """Volume (m^3) by which an open Panda hand at grasp ``point`` intersects ``boxes``.
+
+    The hand is modelled as two fingers (open, along ``axis``) plus the palm above them;
+    sizes are the Panda gripper's, with a small margin.
+    """
+    if boxes.size == 0:
+        return 0.0
+    across = 1 - axis
+    parts = []
+    for sign in (1.0, -1.0):  # fingers: 1.6 cm x 2.2 cm, from tip to palm
+        c = point.copy()
+        c[axis] += sign * 0.05
+        half = np.zeros(3)
+        half[axis], half[across], half[2] = 0.012, 0.013, 0.03
+        c[2] += 0.025
+        parts.append((c - half, c + half))
+    palm_c = point.copy()
+    palm_c[2] += 0.10
+    half = np.zeros(3)
+    half[axis], half[across], half[2] = 0.11, 0.035, 0.045
+    parts.append((palm_c - half, palm_c + half))
+    total = 0.0
+    for p_lo, p_hi in parts:
+        ext = np.clip(np.minimum(p_hi, boxes[:, 3:]) - np.maximum(p_lo, boxes[:, :3]), 0, None)
+        total += float(np.prod(ext, 1).sum())
+    return total
+
+
+@dataclass
+class _Episode:
+    phase: str = "start"
+    phase_steps: int = 0
+    target_rot: np.ndarray | None = None
+    grasp_point: np.ndarray | None = None
+    grasp_offset: np.ndarray | None = None  # eef - object centre, fixed at grasp time
+    obj_lo0: float = 0.0
+    regrasps: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class PickPlaceExpert:
+    """Pick the goal object, carry it over the target and release it (see module docstring)."""
+
+    needs_images = False
+    needs_state = True
+    gripper = "unit"
+
+    def __init__(self, config: ExpertConfig | None = None) -> None:
+        self.config = config or ExpertConfig()
+        self.plan: PickPlacePlan | None = None
+        self._ep = _Episode()
+
+    def reset(self, task: TaskInfo) -> None:
+        self.plan = plan_for_task(task.suite, task.task_id)
+        self._ep = _Episode()
+
+    # -- geometry from privileged state -------------------------------------------------
+    @staticmethod
+    def _box(obs: dict[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            return obs[f"state/{name}_bbox_min"], obs[f"state/{name}_bbox_max"]
+        except KeyError as err:
+            raise RocketError(
+                f"the expert needs privileged state for {name!r}; run it through the runner, "
+                "which passes state to policies with needs_state = True."
+            ) from err
+
+    def _resolve(self, obs: dict[str, np.ndarray], region: str) -> str:
+        """Map a BDDL region name (``basket_1_contain_region``) to the object that owns it."""
+        names = sorted({k[6:-9] for k in obs if k.endswith("_bbox_min")}, key=len, reverse=True)
+        for n in names:
+            if region == n or region.startswith(n + "_"):
+                return n
+        raise RocketError(f"cannot find the object of region {region!r} in the scene.")
+
+    def _choose_grasp(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
+        """Grasp point (eef target) and gripper yaw for the goal object."""
+        plan = self.plan
+        lo, hi = self._box(obs, plan.obj)
+        centre, size = (lo + hi) / 2, hi - lo
+        if "bowl" in plan.obj:
+            # Straddle the rim with the closing axis radial; of the four sides, take the one
+            # where the hand collides least with the scene (e.g. drawer walls, nearby boxes).
+            off = 0.44 * min(size[0], size[1])
+            boxes = self._obstacles(obs, lo, hi)
+            cands = []
+            for axis, yaw in ((1, 0.0), (0, np.pi / 2)):
+                for sign in (1.0, -1.0):
+                    p = centre.copy()
+                    p[axis] += sign * off
+                    p[2] = self._local_top(obs, lo, hi, p) - 0.02
+                    cands.append((hand_overlap(p, axis, boxes), p, yaw))
+            # Least collision first; among (near-)ties the side closest to the robot base,
+            # since the far side can lie beyond the reach of a downward-pointing hand.
+            base = obs.get("state/robot0_base_pos", np.zeros(3))
+            best = min(c[0] for c in cands)
+            ok = [c for c in cands if c[0] <= best + 2e-6]
+            _, point, yaw = min(ok, key=lambda c: float(np.linalg.norm(c[1][:2] - base[:2])))
+            return point, yaw
+        yaw = np.pi / 2 if (size[1] > 0.065 and size[0] < size[1]) else 0.0
+        point = centre.copy()
+        point[2] = max(lo[2] + 0.008, hi[2] - 0.035)
+        return point, yaw
+
+    @staticmethod
+    def _local_top(obs: dict[str, np.ndarray], lo: np.ndarray, hi: np.ndarray, p: np.ndarray) -> float:
+        """Top of the object's own geoms near ``p`` (a tilted bowl's rim is not level)."""
+        boxes = obs.get("state/obstacle_boxes", np.zeros((0, 6)))
+        inside = np.all(boxes[:, :3] >= lo - 1e-3, 1) & np.all(boxes[:, 3:] <= hi + 1e-3, 1)
+        own = boxes[inside]
+        if own.size == 0:
+            return float(hi[2])
+        d = np.linalg.norm(np.maximum(np.maximum(own[:, :2] - p[:2], p[:2] - own[:, 3:5]), 0), axis=1)
+        near = own[d < 0.015]
+        return float(near[:, 5].max()) if near.size else float(hi[2])
+
+    @staticmethod
+    def _obstacles(obs: dict[str, np.ndarray], lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Scene collision boxes minus the object's own geoms and the support below it."""
+        boxes = obs.get("state/obstacle_boxes", np.zeros((0, 6)))
+        inside = np.all(boxes[:, :3] >= lo - 1e-3, 1) & np.all(boxes[:, 3:] <= hi + 1e-3, 1)
+        below = boxes[:, 5] <= lo[2] + 0.005
+        return boxes[~inside & ~below]
+
+    # -- control --------------------------------------------------------------------------
+    def _servo(self, obs: dict[str, np.ndarray], target: np.ndarray, grip: float,
+               speed: float = 1.0) -> np.ndarray:
+        cfg = self.config
+        eef = obs["state/robot0_eef_pos"]
+        pos = np.clip((target - eef) / cfg.pos_scale * speed, -1, 1)
+        rot_err = mat_to_axis_angle(self._ep.target_rot @ quat_to_mat(obs["state/robot0_eef_quat"]).T)
+        rot = np.clip(rot_err / cfg.rot_scale, -1, 1)
+        return np.concatenate([pos, rot, [grip]])[None].astype(np.float32)
+
+    def _goto(self, phase: str) -> None:
+        self._ep.phase, self._ep.phase_steps = phase, 0
+        self._ep.extra["trail"] = []
+
+    def _stalled(self, eef: np.ndarray, window: int = 8, eps: float = 0.0015) -> bool:
+        """True when the hand has moved less than ``eps`` over the last ``window`` steps
+        (blocked by contact): waiting longer only burns the step budget."""
+        trail = self._ep.extra.setdefault("trail", [])
+        trail.append(eef.copy())
+        return len(trail) > window and float(np.linalg.norm(trail[-1] - trail[-1 - window])) < eps
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        if self.plan is None:
+            raise RocketError("call reset(task) before act(obs).")
+        cfg, ep = self.config, self._ep
+        eef = obs["state/robot0_eef_pos"]
+        ep.phase_steps += 1
+        timeout = ep.phase_steps > cfg.phase_timeout
+        lo, hi = self._box(obs, self.plan.obj)
+        obj_centre = (lo + hi) / 2
+
+        if ep.phase == "start":
+            point, yaw = self._choose_grasp(obs)
+            base = quat_to_mat(obs["state/robot0_eef_quat"])
+            # Keep the initial downward orientation, only turn about the vertical axis.
+            ep.target_rot = rot_z(yaw) @ base
+            ep.grasp_point, ep.obj_lo0 = point, lo[2]
+            self._goto("approach")
+        if ep.phase == "approach":
+            hover = ep.grasp_point + np.array([0, 0, cfg.approach_height])
+            rot_err = np.linalg.norm(mat_to_axis_angle(
+                ep.target_rot @ quat_to_mat(obs["state/robot0_eef_quat"]).T))
+            # A rim grasp must not start descending while the hand is still turning (a
+            # finger would land on the rim); centre grasps straddle the object anyway.
+            aligned = rot_err < 0.08 or "bowl" not in self.plan.obj
+            if (np.linalg.norm(hover - eef) < cfg.pos_tol * 2 and aligned) or timeout:
+                self._goto("descend")
+            return self._servo(obs, hover, OPEN)
+        if ep.phase == "descend":
+            if np.linalg.norm(ep.grasp_point - eef) < cfg.pos_tol or timeout or self._stalled(eef):
+                self._goto("close")
+            return self._servo(obs, ep.grasp_point, OPEN, speed=0.8)
+        if ep.phase == "close":
+            if ep.phase_steps >= cfg.close_steps:
+                ep.grasp_offset = eef - obj_centre
+                self._goto("lift")
+            return self._servo(obs, ep.grasp_point, CLOSED)
+        carry_z = self._carry_height(obs, lo, hi, eef)
+        if ep.phase == "lift":
+            target = np.array([eef[0], eef[1], carry_z])
+            target[:2] = ep.grasp_point[:2]
+            if lo[2] < ep.obj_lo0 + 0.01 and ep.phase_steps > 15:
+                return self._regrasp(obs)
+            if abs(carry_z - eef[2]) < cfg.pos_tol * 2 or timeout:
+                self._goto("carry")
+            return self._servo(obs, target, CLOSED)
+        t_lo, t_hi = self._box(obs, self._resolve(obs, self.plan.target))
+        t_centre = (t_lo + t_hi) / 2
+        over = np.array([t_centre[0], t_centre[1], carry_z]) + np.array([*ep.grasp_offset[:2], 0])
+        if ep.phase == "carry":
+            if lo[2] < ep.obj_lo0 + 0.01:
+                return self._regrasp(obs)
+            if np.linalg.norm((over - eef)[:2]) < cfg.pos_tol or timeout:
+                self._goto("lower")
+            return self._servo(obs, over, CLOSED)
+        if ep.phase == "lower":
+            if self.plan.relation == "in":
+                bottom = max(t_lo[2] + 0.02, t_hi[2] - 0.07)
+            else:
+                bottom = t_hi[2] + cfg.place_above_surface
+            place = over.copy()
+            place[2] = eef[2] + (bottom - lo[2])
+            if lo[2] - bottom < 0.006 or timeout:
+                self._goto("release")
+            return self._servo(obs, place, CLOSED, speed=0.6)
+        if ep.phase == "release":
+            if ep.phase_steps >= cfg.open_steps:
+                ep.extra["retreat"] = eef + np.array([0, 0, 0.10])
+                self._goto("retreat")
+            return self._servo(obs, eef, OPEN)
+        # retreat and hold
+        return self._servo(obs, ep.extra["retreat"], OPEN)
+
+    def _carry_height(self, obs: dict[str, np.ndarray], lo: np.ndarray, hi: np.ndarray,
+                      eef: np.ndarray) -> float:
+        """Eef height keeping the held object's bottom above every obstacle along the way.
+
+        Only obstacles in the corridor between the grasp and the target matter (a tall
+        cabinet off to the side must not send the arm to its reach limit).
+        """
+        ep = self._ep
+        if ep.grasp_offset is None:
+            return float(eef[2])
+        if "carry_top" not in ep.extra:
+            t_lo, t_hi = self._box(obs, self._resolve(obs, self.plan.target))
+            start, goal = ep.grasp_point[:2], (t_lo[:2] + t_hi[:2]) / 2
+            boxes = self._obstacles(obs, lo, hi)
+            half = (hi[:2] - lo[:2]).max() / 2 + 0.03
+            tops = [t_hi[2]]
+            for b in boxes:
+                # distance from the box (xy) to the segment start->goal, sampled
+                for f in np.linspace(0.0, 1.0, 21):
+                    q = start + f * (goal - start)
+                    d = np.maximum(np.maximum(b[:2] - q, q - b[3:5]), 0)
+                    if np.linalg.norm(d) < half:
+                        tops.append(b[5])
+                        break
+            ep.extra["carry_top"] = max(tops)
+        hang = eef[2] - lo[2]  # eef above the object's bottom
+        return float(ep.extra["carry_top"] + self.config.carry_clearance + hang)
+
+    def _regrasp(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        ep = self._ep
+        if ep.regrasps >= self.config.max_regrasps:
+            self._goto("retreat")
+            ep.extra["retreat"] = obs["state/robot0_eef_pos"] + np.array([0, 0, 0.05])
+        else:
+            ep.regrasps += 1
+            point, _ = self._choose_grasp(obs)
+            ep.grasp_point, ep.obj_lo0, ep.grasp_offset = point, self._box(obs, self.plan.obj)[0][2], None
+            ep.extra.pop("carry_top", None)
+            self._goto("approach")
+        return self._servo(obs, obs["state/robot0_eef_pos"] + np.array([0, 0, 0.03]), OPEN)
+
+
+def make_expert_policy(config: ExpertConfig | None = None, **_: object) -> PickPlaceExpert:
+    """Factory used by ``rocket eval --policy expert`` (extra CLI kwargs are ignored)."""
+    return PickPlaceExpert(config)

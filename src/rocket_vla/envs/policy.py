@@ -1,0 +1,194 @@
+"""The policy interface every model implements to be evaluated on LIBERO.
+
+A policy is anything with ``reset(task)`` and ``act(obs) -> chunk``: no base class, no
+torch, no simulator import. The evaluation runner owns the protocol (init states, no-op
+steps, step budgets, chunk execution, gripper mapping); the policy only maps observations
+to actions.
+
+Observation dict passed to :meth:`Policy.act` (all numpy arrays):
+
+``agentview``  (H, W, 3) uint8 -- third-person camera, already rotated by 180 degrees.
+``wrist``      (H, W, 3) uint8 -- eye-in-hand camera, already rotated by 180 degrees.
+``proprio``    (8,) float32 -- eef position (3, metres, world frame), eef orientation as
+               axis-angle (3, radians), the two gripper finger joints (2, metres).
+``step``       () int64 -- policy steps executed so far in this episode (0 at the first call).
+
+H = W = the run's image size (``--image-size``, default 128 on a CPU; the paper renders 256).
+Images are present only when the policy's ``needs_images`` is true (the default); a policy
+that sets ``needs_state = True`` (the scripted experts) also gets privileged simulator state
+under keys prefixed ``state/``: ``state/robot0_eef_pos``, ``state/robot0_eef_quat``
+(x, y, z, w), ``state/robot0_gripper_qpos``, ``state/robot0_joint_pos`` and, per object,
+``state/<object>_pos`` and ``state/<object>_quat``.
+
+Action chunk returned by :meth:`Policy.act`: shape [chunk, 7] (a [7] vector counts as a
+chunk of one), float. Dimensions 0-2 are the delta eef position and 3-5 the delta
+orientation (axis-angle), both normalised to [-1, 1] as LIBERO's OSC_POSE controller reads
+them. Dimension 6 is the gripper in the MODEL convention: g in [0, 1] with 1 = open and
+0 = closed (``gripper = "unit"``, the default), or g in [-1, 1] with +1 = open if the policy
+sets ``gripper = "signed"``. The runner maps it with sign(2g - 1) (resp. sign(g)) and inverts
+it to LIBERO's -1 = open / +1 = close. The whole chunk is executed open-loop; the next
+observation is read after its last action.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from rocket_vla.errors import RocketError
+
+#: The entry-point group third-party packages use to add policies without importing them here.
+ENTRY_POINT_GROUP = "rocket_vla.policies"
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a policy is told at the start of an episode."""
+
+    suite: str
+    task_id: int
+    name: str
+    language: str
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Observation dict in, action chunk out (see the module docstring for the exact format).
+
+    Optional attributes the runner reads with ``getattr``: ``needs_images`` (bool, default
+    True: set False to skip rendering entirely), ``needs_state`` (bool, default False: adds
+    privileged ``state/...`` entries), ``gripper`` ("unit" default, or "signed").
+    """
+
+    def reset(self, task: TaskInfo) -> None:
+        """Start a new episode of ``task`` (clear action queues, encode the instruction...)."""
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """Return the next action chunk, shape [chunk, 7], in the model convention."""
+
+
+PolicyFactory = Callable[..., Policy]
+
+_REGISTRY: dict[str, PolicyFactory | str] = {
+    # Built-ins are import paths so that registering them costs nothing at import time.
+    "expert": "rocket_vla.envs.experts:make_expert_policy",
+    "checkpoint": "rocket_vla.envs.policy:policy_from_checkpoint",
+    "minivla": "rocket_vla.policies.minivla_policy:load_policy",
+}
+#: Files a checkpoint folder may carry to say which policy loads it: {"policy": "<name>"}.
+CHECKPOINT_POLICY_FILES = ("rocket_policy.json", "config.json")
+
+
+def register_policy(name: str, factory: PolicyFactory | str) -> None:
+    """Make ``rocket eval --policy NAME`` build a policy with ``factory(**kwargs)``.
+
+    ``factory`` is a callable or an import path ``"package.module:function"``. Evaluation
+    workers are separate processes, so they rebuild the policy from the factory's import
+    path: register a module-level function (not a lambda) or workers fall back to the path
+    being unimportable and the run fails with a clear error. kwargs come from the command
+    line (``--checkpoint PATH`` becomes ``checkpoint=PATH``, ``--policy-arg k=v`` adds more).
+    """
+    if not name or not isinstance(name, str):
+        raise RocketError("a policy name must be a non-empty string; pass e.g. 'minivla'.")
+    _REGISTRY[name] = factory
+
+
+def registered_policies() -> list[str]:
+    """Names usable with ``--policy``: registered ones plus installed entry points."""
+    names = set(_REGISTRY)
+    with contextlib.suppress(Exception):  # broken metadata must not break the CLI
+        names.update(ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP))
+    return sorted(names)
+
+
+def factory_path(name: str) -> str:
+    """The import path of a policy factory, the form worker processes can rebuild it from."""
+    if ":" in name and name not in _REGISTRY:
+        return name
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name == name:
+                return ep.value
+        raise RocketError(
+            f"unknown policy {name!r}; use one of {', '.join(registered_policies())} "
+            "or an import path 'package.module:function'."
+        )
+    if isinstance(entry, str):
+        return entry
+    module, qualname = getattr(entry, "__module__", None), getattr(entry, "__qualname__", "")
+    if not module or "<" in qualname:
+        raise RocketError(
+            f"policy {name!r} was registered with a lambda or local function; register a "
+            "module-level function so evaluation workers can import it."
+        )
+    return f"{module}:{qualname}"
+
+
+def load_factory(path: str) -> PolicyFactory:
+    """Import ``"module:attr"`` and return the factory it names."""
+    module_name, _, attr = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as err:
+        raise RocketError(
+            f"cannot import policy factory {path!r} ({err}); install the package that "
+            "provides it or fix the import path."
+        ) from err
+    if not callable(obj):
+        raise RocketError(f"policy factory {path!r} is not callable; point it at a function or class.")
+    return obj
+
+
+def get_policy_factory(name: str) -> PolicyFactory:
+    """Resolve a policy name (registered, entry point, or import path) to its factory."""
+    return load_factory(factory_path(name))
+
+
+def build_policy(name: str, **kwargs: Any) -> Policy:
+    """Build a policy by name and check that it has the interface the runner calls."""
+    policy = get_policy_factory(name)(**kwargs)
+    if not (callable(getattr(policy, "reset", None)) and callable(getattr(policy, "act", None))):
+        raise RocketError(
+            f"policy {name!r} has no reset(task)/act(obs) methods; implement the Policy protocol."
+        )
+    return policy
+
+
+def policy_from_checkpoint(checkpoint: str | None = None, **kwargs: Any) -> Policy:
+    """``--policy checkpoint --checkpoint PATH``: let the checkpoint say which policy loads it.
+
+    The checkpoint folder (or the folder of a checkpoint file) must hold ``rocket_policy.json``
+    or a ``config.json`` with a ``"policy"`` key naming a registered policy or an import path;
+    that factory is then called with ``checkpoint=PATH`` and the other kwargs. This keeps
+    ``rocket eval`` independent of any one model family.
+    """
+    if not checkpoint:
+        raise RocketError("--policy checkpoint needs --checkpoint PATH.")
+    path = Path(checkpoint)
+    if not path.exists():
+        raise RocketError(f"checkpoint {path} does not exist; check the path.")
+    folder = path if path.is_dir() else path.parent
+    for fname in CHECKPOINT_POLICY_FILES:
+        meta = folder / fname
+        if meta.is_file():
+            try:
+                name = json.loads(meta.read_text(encoding="utf-8")).get("policy")
+            except (ValueError, AttributeError):
+                name = None
+            if isinstance(name, str) and name and name != "checkpoint":
+                return build_policy(name, checkpoint=str(path), **kwargs)
+    raise RocketError(
+        f"{folder} does not say which policy loads it; add rocket_policy.json with "
+        '{"policy": "<name>"} or pass --policy <name> --checkpoint PATH.'
+    )

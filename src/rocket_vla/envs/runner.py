@@ -1,0 +1,266 @@
+"""``rocket eval``: the paper's LIBERO protocol over suites, tasks and trials, in parallel.
+
+Results are files: one JSON line per finished episode (``episodes.jsonl``, appended and
+fsynced as each episode ends, so a killed run loses at most the episodes in flight and a
+rerun skips everything already recorded), then ``summary.json`` / ``summary.md`` with the
+per-task and per-suite success table, and optional MP4/GIF rollouts under ``videos/``.
+
+Workers are spawned processes (:mod:`rocket_vla.envs.parallel`), each keeping one
+environment per task alive across that task's trials; they rebuild the policy from its
+factory's import path (see :func:`rocket_vla.envs.policy.register_policy`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rocket_vla.envs.parallel import run_parallel, split_jobs
+from rocket_vla.errors import RocketError
+
+RESULTS_FILE = "episodes.jsonl"
+VIDEO_MODES = ("none", "failures", "successes", "all")
+#: Settings that change what an episode measures; a resumed run must keep them.
+PROTOCOL_FIELDS = ("policy", "policy_kwargs", "image_size", "seed", "max_steps", "num_wait")
+
+
+@dataclass
+class EvalConfig:
+    """One evaluation run (see ``rocket eval --help`` for the command-line spelling)."""
+
+    out_dir: str
+    suites: list[str] = field(default_factory=lambda: ["libero_spatial"])
+    tasks: list[str] | None = None  # task ids or names, applied to every suite; None = all
+    trials: int = 50  # trial k uses init state k
+    first_trial: int = 0
+    policy: str = "expert"
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    workers: int = 1
+    image_size: int = 128
+    render: str = "decision"  # "decision" | "every_step" (for benchmarking only)
+    seed: int = 0
+    max_steps: int | None = None  # None = the paper's budget per suite
+    num_wait: int = 10
+    video: str = "none"
+    video_format: str = "mp4"
+    videos_per_task: int = 2
+
+    def __post_init__(self) -> None:
+        if self.video not in VIDEO_MODES:
+            raise RocketError(f"unknown --video {self.video!r}; use one of {', '.join(VIDEO_MODES)}.")
+        if self.video_format not in ("mp4", "gif"):
+            raise RocketError(f"unknown video format {self.video_format!r}; use mp4 or gif.")
+        if self.trials < 1 or self.first_trial < 0:
+            raise RocketError("--trials must be >= 1 and --first-trial >= 0.")
+        if self.workers < 1:
+            raise RocketError("--workers must be >= 1.")
+
+
+@dataclass(frozen=True)
+class Job:
+    """Trials of one task, run by one worker with one environment."""
+
+    suite: str
+    task_id: int
+    trials: tuple[int, ...]
+
+    @property
+    def items(self) -> tuple[int, ...]:
+        return self.trials
+
+
+def episode_seed(base: int, suite: str, task_id: int, trial: int) -> int:
+    """A per-episode seed that does not depend on worker count or scheduling order."""
+    from rocket_vla.envs.suites import SUITES
+
+    return base * 1_000_003 + SUITES.index(suite) * 10_000 + task_id * 100 + trial
+
+
+def plan_jobs(cfg: EvalConfig, done: set[tuple[str, int, int]]) -> list[Job]:
+    """Validate suites/tasks/trials up front and list the jobs still to run."""
+    from rocket_vla.envs.suites import get_task, normalize_suite, num_init_states
+
+    jobs = []
+    for suite_name in cfg.suites:
+        suite = normalize_suite(suite_name)
+        specs = [get_task(suite, t) for t in cfg.tasks] if cfg.tasks else None
+        if specs is None:
+            from rocket_vla.envs.suites import list_tasks
+
+            specs = list_tasks(suite)
+        for spec in specs:
+            n = num_init_states(spec)
+            last = cfg.first_trial + cfg.trials - 1
+            if last >= n:
+                raise RocketError(
+                    f"trial {last} needs init state {last}, but {suite} task {spec.task_id} has "
+                    f"{n}; use --first-trial + --trials <= {n}."
+                )
+            todo = tuple(k for k in range(cfg.first_trial, last + 1)
+                         if (suite, spec.task_id, k) not in done)
+            if todo:
+                jobs.append(Job(suite, spec.task_id, todo))
+    return jobs
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Episode records of a run; a torn last line (killed mid-write) is ignored."""
+    if not path.exists():
+        return []
+    records = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def _check_resume(cfg: EvalConfig, out: Path) -> None:
+    cfg_path = out / "run_config.json"
+    current = {k: getattr(cfg, k) for k in PROTOCOL_FIELDS}
+    if cfg_path.exists():
+        previous = json.loads(cfg_path.read_text(encoding="utf-8")).get("protocol", {})
+        diff = [k for k in PROTOCOL_FIELDS if previous.get(k) != current[k]]
+        if diff:
+            raise RocketError(
+                f"{out} holds a run with different {', '.join(diff)}; use a new --out folder or "
+                "the same settings to resume."
+            )
+    cfg_path.write_text(json.dumps({"protocol": current, "config": asdict(cfg)}, indent=2),
+                        encoding="utf-8")
+
+
+# -- worker side ------------------------------------------------------------------------
+def run_jobs(cfg: EvalConfig, jobs: Iterable[Job], emit: Any) -> None:
+    """Run jobs in this process and call ``emit(record)`` after every episode."""
+    from rocket_vla.envs.episode import run_episode
+    from rocket_vla.envs.libero_env import EnvConfig, LiberoEnv
+    from rocket_vla.envs.policy import build_policy
+    from rocket_vla.envs.suites import get_init_state, get_task
+
+    policy = build_policy(cfg.policy, **cfg.policy_kwargs)
+    out = Path(cfg.out_dir)
+    videos: dict[tuple[str, int], int] = defaultdict(int)
+    for job in jobs:
+        spec = get_task(job.suite, job.task_id)
+        with LiberoEnv(spec, EnvConfig(image_size=cfg.image_size, render=cfg.render)) as env:
+            for trial in job.trials:
+                record = cfg.video != "none" and videos[(job.suite, job.task_id)] < cfg.videos_per_task
+                seed = episode_seed(cfg.seed, job.suite, job.task_id, trial)
+                res = run_episode(env, policy, get_init_state(spec, trial), seed=seed,
+                                  max_steps=cfg.max_steps, num_wait=cfg.num_wait, record=record)
+                video = None
+                wanted = (cfg.video == "all" or (cfg.video == "failures" and not res.success)
+                          or (cfg.video == "successes" and res.success))
+                if record and wanted and res.frames:
+                    video = _write_video(out, spec, trial, res, cfg.video_format)
+                    videos[(job.suite, job.task_id)] += 1
+                emit({"suite": job.suite, "task_id": job.task_id, "task": spec.name,
+                      "language": spec.language, "trial": trial, "init_state": trial,
+                      "seed": seed, "success": res.success, "steps": res.steps,
+                      "policy_calls": res.policy_calls, "wall_s": round(res.wall_s, 3),
+                      "policy": cfg.policy, "video": video})
+
+
+def _write_video(out: Path, spec: Any, trial: int, res: Any, fmt: str) -> str:
+    import imageio.v2 as imageio
+
+    folder = out / "videos"
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = "success" if res.success else "failure"
+    path = folder / f"{spec.suite}_task{spec.task_id:02d}_trial{trial:02d}_{tag}.{fmt}"
+    if fmt == "gif":
+        imageio.mimsave(path, res.frames, duration=0.1, loop=0)
+    else:
+        with imageio.get_writer(path, fps=10, macro_block_size=1) as writer:
+            for frame in res.frames:
+                writer.append_data(frame)
+    return str(path.relative_to(out))
+
+
+# -- parent side --------------------------------------------------------------------------
+def run_evaluation(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) an evaluation and return the summary written to ``summary.json``."""
+    from tqdm import tqdm
+
+    from rocket_vla.envs.policy import factory_path
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_resume(cfg, out)
+    results_path = out / RESULTS_FILE
+    done = {(r["suite"], r["task_id"], r["trial"]) for r in read_results(results_path)}
+    jobs = plan_jobs(cfg, done)
+    total = sum(len(j.trials) for j in jobs)
+    if cfg.workers > 1:
+        factory_path(cfg.policy)  # fail early if workers could not rebuild the policy
+    bar = tqdm(total=total, desc="episodes", unit="ep", disable=not progress or total == 0)
+    wins = 0
+    with results_path.open("a", encoding="utf-8") as fh:
+
+        def emit(rec: dict[str, Any]) -> None:
+            nonlocal wins
+            fh.write(json.dumps(rec) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            wins += bool(rec["success"])
+            bar.update(1)
+            bar.set_postfix(success=f"{wins}/{bar.n}")
+
+        pieces = split_jobs(jobs, cfg.workers, lambda j, items: Job(j.suite, j.task_id, items))
+        run_parallel(run_jobs, cfg, pieces, cfg.workers, emit)
+    bar.close()
+    return write_summary(out)
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-task and per-suite success rates (suite average = mean over its episodes)."""
+    per_task: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        per_task[(r["suite"], r["task_id"])].append(r)
+    tasks, suites = [], defaultdict(lambda: [0, 0])
+    for (suite, tid), recs in sorted(per_task.items()):
+        wins = sum(bool(r["success"]) for r in recs)
+        steps = [r["steps"] for r in recs if r["success"]]
+        tasks.append({"suite": suite, "task_id": tid, "task": recs[0].get("task", ""),
+                      "episodes": len(recs), "successes": wins,
+                      "success_rate": wins / len(recs),
+                      "mean_steps_success": (sum(steps) / len(steps)) if steps else None,
+                      "mean_wall_s": sum(r.get("wall_s", 0.0) for r in recs) / len(recs)})
+        suites[suite][0] += wins
+        suites[suite][1] += len(recs)
+    suite_rows = [{"suite": s, "episodes": n, "successes": w, "success_rate": w / n}
+                  for s, (w, n) in sorted(suites.items())]
+    return {"tasks": tasks, "suites": suite_rows}
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    lines = ["| suite | task | success | rate | mean steps (successes) | s/episode |",
+             "|---|---|---|---|---|---|"]
+    for t in summary["tasks"]:
+        steps = f"{t['mean_steps_success']:.0f}" if t["mean_steps_success"] is not None else "-"
+        lines.append(f"| {t['suite']} | {t['task_id']}: {t['task'].replace('_', ' ')} | "
+                     f"{t['successes']}/{t['episodes']} | {100 * t['success_rate']:.1f}% | "
+                     f"{steps} | {t['mean_wall_s']:.1f} |")
+    lines += ["", "| suite | success | rate |", "|---|---|---|"]
+    for s in summary["suites"]:
+        lines.append(f"| {s['suite']} | {s['successes']}/{s['episodes']} | "
+                     f"{100 * s['success_rate']:.1f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(out: Path) -> dict[str, Any]:
+    summary = summarize(read_results(out / RESULTS_FILE))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
+    return summary

@@ -1,0 +1,72 @@
+"""Build a teacher from a small dataclass config (what commands and training presets hold).
+
+Kinds:
+
+* ``vggt``       -- our VGGT aggregator loaded from the official checkpoint (``path``:
+                    ``model.pt`` or ``.safetensors``, full model or aggregator-only);
+* ``hf``         -- a transformers backbone from a local directory (``path``);
+* ``vggt-random``-- a VGGT of ``vggt_size`` (``tiny`` or ``1b``) with seeded random weights.
+                    It computes real features of an untrained network: useful to exercise
+                    pipelines offline and for benchmarks, never as a spatial teacher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rocket_vla.errors import RocketError
+from rocket_vla.teachers.base import Teacher, TeacherInput
+
+KINDS = ("vggt", "hf", "vggt-random")
+
+
+@dataclass
+class TeacherConfig:
+    kind: str = "vggt"
+    path: str | None = None
+    input_size: tuple[int, int] | None = None  # (H, W) the teacher sees; None = as given
+    autocast: str = "auto"
+    device: str = "cpu"
+    vggt_size: str = "1b"  # for vggt / vggt-random: "1b" or "tiny"
+    seed: int = 0
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """``"518"`` or ``"224x308"`` (height x width) -> (H, W); empty -> None."""
+    if not text:
+        return None
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) <= 0:
+        raise RocketError(f"input size {text!r} is not HxW or a single side; write e.g. 224x224.")
+    return parts[0], parts[1]
+
+
+def build_teacher(cfg: TeacherConfig) -> Teacher:
+    """Instantiate the configured teacher on its device (weights from local files only)."""
+    from rocket_vla.teachers.vggt import VGGTConfig, VGGTTeacher
+
+    if cfg.kind not in KINDS:
+        raise RocketError(f"teacher kind {cfg.kind!r} is unknown; use one of {KINDS}.")
+    inp = TeacherInput(size=cfg.input_size, autocast=cfg.autocast)
+    device = torch.device(cfg.device)
+    sizes = {"1b": VGGTConfig.vggt_1b, "tiny": VGGTConfig.tiny}
+    if cfg.vggt_size not in sizes:
+        raise RocketError(f"VGGT size {cfg.vggt_size!r} is unknown; use one of {sorted(sizes)}.")
+    if cfg.kind == "vggt-random":
+        return VGGTTeacher(sizes[cfg.vggt_size](), inp, device=device, seed=cfg.seed)
+    if not cfg.path:
+        raise RocketError(
+            f"the {cfg.kind} teacher needs weights; pass --teacher-path (a local file or folder)."
+        )
+    if cfg.kind == "vggt":
+        return VGGTTeacher.from_checkpoint(cfg.path, sizes[cfg.vggt_size](), inp, device=device)
+    from rocket_vla.teachers.hf import HFTeacher
+
+    return HFTeacher.from_pretrained(cfg.path, inp, device=device)

@@ -1,0 +1,566 @@
+"""VGGT's aggregator, written for rocket-vla, as a `Teacher`.
+
+VGGT is on neither PyPI nor in transformers, so this is our own implementation of the
+network the paper aligns to. Module and parameter names follow the published checkpoint
+layout exactly (``aggregator.patch_embed.blocks.3.attn.qkv.weight``, ...), because the
+point of this file is to load the official ``model.pt`` with *strict* matching: a weight
+that silently fails to load would give a plausible-looking but wrong teacher.
+
+The network, per sample of S views [S, 3, H, W] in [0, 1]:
+
+1. ImageNet normalisation, then a DINOv2 ViT (ViT-L/14 with 4 registers for VGGT-1B);
+   its final-normed patch tokens are the patch embedding.
+2. Each view gets a camera token and ``R`` register tokens in front of its patches
+   (view 0 has its own pair, the others share a second pair): ``1 + R + h*w`` tokens.
+3. ``depth`` alternating blocks: a frame block attends within each view, then a global
+   block attends across all views' tokens. Both use qk-LayerNorm and 2D RoPE (base 100;
+   the first half of each head's channels rotate with the patch row, the second half
+   with the column; patch positions start at 1 and the special tokens sit at 0).
+4. The output of pair ``g`` is concat(frame-block output, global-block output): 2C wide.
+
+In the project's index convention layer ``g`` (1..depth) is that concat; layer 0 is the
+token stream entering the first pair, duplicated to 2C so every layer has the same width
+(both halves of the concat would be this stream if the blocks were identities).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rocket_vla.errors import RocketError
+from rocket_vla.teachers.base import IMAGENET_MEAN, IMAGENET_STD, Teacher, TeacherInput
+
+log = logging.getLogger(__name__)
+
+# Top-level modules of the full VGGT model that are not the aggregator. Their keys are
+# skipped (and reported) when loading, because a teacher needs the aggregator only.
+HEAD_PREFIXES = ("camera_head", "depth_head", "point_head", "track_head")
+
+
+@dataclass
+class VGGTConfig:
+    """Sizes of a VGGT aggregator. Defaults are VGGT-1B; see :meth:`tiny` for tests."""
+
+    embed_dim: int = 1024
+    depth: int = 24  # alternating frame/global pairs
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    num_register_tokens: int = 4  # of the aggregator (camera token + these per view)
+    init_values: float = 0.01  # layer-scale init of the aggregator blocks
+    rope_base: float = 100.0
+    patch_size: int = 14
+    img_size: int = 518  # sets the patch-embed position table (518/14 = 37 -> 1370 rows)
+    patch_embed_depth: int = 24
+    patch_embed_heads: int = 16
+    patch_embed_registers: int = 4
+    patch_embed_init_values: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.embed_dim % self.num_heads or self.embed_dim % self.patch_embed_heads:
+            raise RocketError(
+                f"VGGT embed_dim {self.embed_dim} must be divisible by the head counts "
+                f"({self.num_heads}, {self.patch_embed_heads}); pick matching sizes."
+            )
+        head_dim = self.embed_dim // self.num_heads
+        if head_dim % 4:
+            raise RocketError(
+                f"VGGT head dim {head_dim} must be divisible by 4 for 2D RoPE; change "
+                "embed_dim or num_heads."
+            )
+        if self.img_size % self.patch_size:
+            raise RocketError(
+                f"VGGT img_size {self.img_size} must be a multiple of patch_size {self.patch_size}."
+            )
+
+    @classmethod
+    def vggt_1b(cls) -> VGGTConfig:
+        return cls()
+
+    @classmethod
+    def tiny(cls, **overrides: object) -> VGGTConfig:
+        """A few-hundred-k-parameter aggregator for tests and a small trained teacher."""
+        base = dict(
+            embed_dim=64,
+            depth=4,
+            num_heads=4,
+            num_register_tokens=4,
+            patch_size=14,
+            img_size=56,
+            patch_embed_depth=2,
+            patch_embed_heads=4,
+            patch_embed_registers=4,
+        )
+        base.update(overrides)
+        return cls(**base)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- RoPE
+def rope_frequencies(half_dim: int, base: float) -> torch.Tensor:
+    """Inverse frequencies for one axis: ``base ** (-2i / half_dim)``, i < half_dim/2."""
+    return 1.0 / (base ** (torch.arange(0, half_dim, 2, dtype=torch.float32) / half_dim))
+
+
+def rope_tables(
+    positions: torch.Tensor, head_dim: int, base: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables ``[N, head_dim]`` for integer (row, col) ``positions`` [N, 2].
+
+    The first half of the head dim encodes the row, the second the column; inside each
+    half the frequencies are laid out twice (``[f, f]``) to pair channel ``j`` with
+    ``j + quarter`` -- the rotate-half layout the published weights were trained with.
+    """
+    half = head_dim // 2
+    inv = rope_frequencies(half, base).to(positions.device)
+    tables_cos, tables_sin = [], []
+    for axis in (0, 1):
+        angles = positions[:, axis].to(torch.float32)[:, None] * inv[None, :]  # [N, half/2]
+        angles = torch.cat([angles, angles], dim=-1)  # [N, half]
+        tables_cos.append(angles.cos())
+        tables_sin.append(angles.sin())
+    return torch.cat(tables_cos, dim=-1), torch.cat(tables_sin, dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` [..., N, head_dim] by the tables; each half rotates independently."""
+    half = x.shape[-1] // 2
+    quarter = half // 2
+    pieces = []
+    for part in (x[..., :half], x[..., half:]):
+        pieces.append(torch.cat([-part[..., quarter:], part[..., :quarter]], dim=-1))
+    rotated = torch.cat(pieces, dim=-1)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+def patch_positions(rows: int, cols: int, num_special: int, device: torch.device) -> torch.Tensor:
+    """(row, col) per token of one view: special tokens at (0, 0), patches from (1, 1)."""
+    r = torch.arange(rows, device=device)
+    c = torch.arange(cols, device=device)
+    grid = torch.stack(torch.meshgrid(r, c, indexing="ij"), dim=-1).reshape(-1, 2) + 1
+    special = torch.zeros(num_special, 2, dtype=grid.dtype, device=device)
+    return torch.cat([special, grid], dim=0)
+
+
+# --------------------------------------------------------------------------- blocks
+class LayerScale(nn.Module):
+    def __init__(self, dim: int, init_values: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_values)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with optional qk-LayerNorm and optional 2D RoPE."""
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.q_norm: nn.Module = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm: nn.Module = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with layer scale on both residual branches."""
+
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float, init_values: float, eps: float,
+        qk_norm: bool,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, num_heads, qk_norm)
+        self.ls1 = LayerScale(dim, init_values)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.ls2 = LayerScale(dim, init_values)
+
+    def forward(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        x = x + self.ls1(self.attn(self.norm1(x), rope))
+        return x + self.ls2(self.mlp(self.norm2(x)))
+
+
+class PatchConv(nn.Module):
+    """Non-overlapping patchify as a strided convolution (``patch_embed.proj`` in DINOv2)."""
+
+    def __init__(self, patch_size: int, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class DinoEncoder(nn.Module):
+    """DINOv2 ViT with register tokens; returns its final-normed patch tokens."""
+
+    def __init__(self, cfg: VGGTConfig) -> None:
+        super().__init__()
+        dim = cfg.embed_dim
+        self.patch_size = cfg.patch_size
+        grid = cfg.img_size // cfg.patch_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, dim))
+        self.register_tokens = nn.Parameter(torch.zeros(1, cfg.patch_embed_registers, dim))
+        self.mask_token = nn.Parameter(torch.zeros(1, dim))  # unused here; in the checkpoint
+        self.patch_embed = PatchConv(cfg.patch_size, dim)
+        self.blocks = nn.ModuleList(
+            Block(dim, cfg.patch_embed_heads, cfg.mlp_ratio, cfg.patch_embed_init_values, 1e-6,
+                  qk_norm=False)
+            for _ in range(cfg.patch_embed_depth)
+        )
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+
+    def position_table(self, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
+        """The learned position table, bicubically resized (antialiased) to the patch grid."""
+        table = self.pos_embed
+        n = table.shape[1] - 1
+        side = int(math.isqrt(n))
+        if rows * cols == n and rows == cols:
+            return table.to(dtype)
+        cls_pos, grid = table[:, :1].float(), table[:, 1:].float()
+        grid = grid.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(rows, cols), mode="bicubic", antialias=True)
+        grid = grid.permute(0, 2, 3, 1).reshape(1, rows * cols, -1)
+        return torch.cat([cls_pos, grid], dim=1).to(dtype)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        n, _, height, width = images.shape
+        rows, cols = height // self.patch_size, width // self.patch_size
+        x = self.patch_embed(images)
+        x = torch.cat([self.cls_token.expand(n, -1, -1).to(x.dtype), x], dim=1)
+        x = x + self.position_table(rows, cols, x.dtype)
+        regs = self.register_tokens.expand(n, -1, -1).to(x.dtype)
+        x = torch.cat([x[:, :1], regs, x[:, 1:]], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        x = self.norm(x)
+        return x[:, 1 + self.register_tokens.shape[1]:]
+
+
+class Aggregator(nn.Module):
+    """The VGGT aggregator: patch embedding + alternating frame/global attention."""
+
+    def __init__(self, cfg: VGGTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        dim = cfg.embed_dim
+        self.patch_embed = DinoEncoder(cfg)
+        self.frame_blocks = nn.ModuleList(
+            Block(dim, cfg.num_heads, cfg.mlp_ratio, cfg.init_values, 1e-5, qk_norm=True)
+            for _ in range(cfg.depth)
+        )
+        self.global_blocks = nn.ModuleList(
+            Block(dim, cfg.num_heads, cfg.mlp_ratio, cfg.init_values, 1e-5, qk_norm=True)
+            for _ in range(cfg.depth)
+        )
+        self.camera_token = nn.Parameter(torch.zeros(1, 2, 1, dim))
+        self.register_token = nn.Parameter(torch.zeros(1, 2, cfg.num_register_tokens, dim))
+
+    @property
+    def patch_start(self) -> int:
+        return 1 + self.cfg.num_register_tokens
+
+    def _special_tokens(self, batch: int, views: int) -> torch.Tensor:
+        """[B*S, 1+R, C]: view 0 takes slot 0 of each bank, the other views slot 1."""
+        bank = torch.cat([self.camera_token, self.register_token], dim=2)  # [1, 2, 1+R, C]
+        first = bank[:, :1].expand(batch, 1, -1, -1)
+        rest = bank[:, 1:].expand(batch, views - 1, -1, -1)
+        return torch.cat([first, rest], dim=1).reshape(batch * views, *bank.shape[2:])
+
+    def forward(self, images: torch.Tensor, layers: list[int]) -> dict[int, torch.Tensor]:
+        """Tokens [B, S, 1+R+h*w, 2C] for each index in ``layers`` (0..depth).
+
+        ``images`` are in [0, 1]; the loop stops after the deepest requested pair.
+        """
+        b, s, _, height, width = images.shape
+        if min(layers) < 0 or max(layers) > self.cfg.depth:
+            raise RocketError(f"VGGT layers must be in 0..{self.cfg.depth}, got {layers}.")
+        mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 1, 3, 1, 1)
+        images = ((images - mean) / std).reshape(b * s, 3, height, width)
+        patches = self.patch_embed(images)
+        special = self._special_tokens(b, s).to(patches.dtype)
+        x = torch.cat([special, patches], dim=1)  # [B*S, P, C]
+        p, c = x.shape[1], x.shape[2]
+
+        rows, cols = height // self.cfg.patch_size, width // self.cfg.patch_size
+        pos = patch_positions(rows, cols, self.patch_start, images.device)
+        head_dim = c // self.cfg.num_heads
+        rope_frame = rope_tables(pos, head_dim, self.cfg.rope_base)
+        rope_global = (rope_frame[0].repeat(s, 1), rope_frame[1].repeat(s, 1))
+
+        wanted = set(layers)
+        out: dict[int, torch.Tensor] = {}
+        if 0 in wanted:
+            x0 = x.reshape(b, s, p, c)
+            out[0] = torch.cat([x0, x0], dim=-1)
+        for g in range(1, max(layers) + 1):
+            x = self.frame_blocks[g - 1](x.reshape(b * s, p, c), rope_frame)
+            frame_out = x.reshape(b, s, p, c)
+            x = self.global_blocks[g - 1](x.reshape(b, s * p, c), rope_global)
+            if g in wanted:
+                out[g] = torch.cat([frame_out, x.reshape(b, s, p, c)], dim=-1)
+        return out
+
+
+class VGGTModel(nn.Module):
+    """Container whose state-dict keys carry the published ``aggregator.`` prefix."""
+
+    def __init__(self, cfg: VGGTConfig) -> None:
+        super().__init__()
+        self.aggregator = Aggregator(cfg)
+
+
+def init_vggt_weights(model: nn.Module, seed: int | None = None) -> None:
+    """Random init in the style of the original (truncated-normal linears, tiny tokens).
+
+    Used for tests, benchmarks and as the starting point of a teacher we train ourselves;
+    a seed makes two builds bit-identical, which the fingerprint tests rely on.
+    """
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    def normal(param: torch.Tensor, std: float) -> None:
+        values = torch.randn(param.shape, generator=gen) * std
+        param.copy_(values.clamp(-2 * std, 2 * std) if std > 1e-3 else values)
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+            elif isinstance(module, (nn.Linear, nn.Conv2d)):
+                normal(module.weight, 0.02)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, DinoEncoder):
+                normal(module.pos_embed, 0.02)
+                normal(module.cls_token, 1e-6)
+                normal(module.register_tokens, 1e-6)
+                module.mask_token.zero_()
+            elif isinstance(module, Aggregator):
+                normal(module.camera_token, 1e-6)
+                normal(module.register_token, 1e-6)
+
+
+# --------------------------------------------------------------------------- loading
+@dataclass
+class LoadReport:
+    """What a checkpoint load did: how many aggregator tensors, which head keys were skipped."""
+
+    path: str
+    loaded: int
+    ignored: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        heads = sorted({k.split(".", 1)[0] for k in self.ignored})
+        extra = f"; ignored {len(self.ignored)} head keys ({', '.join(heads)})" if heads else ""
+        return f"loaded {self.loaded} aggregator tensors from {self.path}{extra}"
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or a pickle read with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise RocketError(f"VGGT checkpoint {path} does not exist; pass the path of model.pt.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except RocketError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any reader failure is a bad file for the user
+        raise RocketError(
+            f"could not read the checkpoint {path} ({type(err).__name__}: {err}); "
+            "re-download it or pass a .pt/.safetensors state dict."
+        ) from err
+    if isinstance(state, Mapping) and len(state) == 1:
+        (only,) = state.values()
+        if isinstance(only, Mapping):  # {"model": state_dict} style wrappers
+            state = only
+    tensors_only = isinstance(state, Mapping) and all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    )
+    if not tensors_only:
+        raise RocketError(f"{path} does not hold a state dict of tensors; pass VGGT's model.pt.")
+    return dict(state)
+
+
+def split_checkpoint(
+    state: Mapping[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    """Split a full or aggregator-only state dict into (aggregator, head keys, foreign keys).
+
+    Aggregator keys come back *without* the ``aggregator.`` prefix. A full model is
+    recognised by that prefix; without it the dict is taken to be the aggregator alone.
+    """
+    if state and all(k.startswith("module.") for k in state):  # saved from a DDP wrapper
+        state = {k[len("module."):]: v for k, v in state.items()}
+    full = any(k.startswith("aggregator.") for k in state)
+    agg: dict[str, torch.Tensor] = {}
+    heads: list[str] = []
+    foreign: list[str] = []
+    for key, value in state.items():
+        top = key.split(".", 1)[0]
+        if top in HEAD_PREFIXES:
+            heads.append(key)
+        elif full and key.startswith("aggregator."):
+            agg[key[len("aggregator."):]] = value
+        elif full:
+            foreign.append(key)
+        else:
+            agg[key] = value
+    return agg, sorted(heads), sorted(foreign)
+
+
+def _listing(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def load_aggregator(
+    aggregator: Aggregator, state: Mapping[str, torch.Tensor], source: str
+) -> LoadReport:
+    """Strictly load ``state`` (full model or aggregator-only) into ``aggregator``.
+
+    Head keys are skipped and listed in the report; any other difference -- a missing
+    or unexpected aggregator key, or a shape that does not match the config -- raises a
+    RocketError naming the keys, so a wrong file or config never loads half-way.
+    """
+    agg, heads, foreign = split_checkpoint(state)
+    expected = aggregator.state_dict()
+    missing = sorted(set(expected) - set(agg))
+    unexpected = sorted(set(agg) - set(expected)) + foreign
+    wrong_shape = sorted(
+        f"{k} {tuple(agg[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in set(agg) & set(expected)
+        if tuple(agg[k].shape) != tuple(expected[k].shape)
+    )
+    if missing or unexpected or wrong_shape:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_listing(['aggregator.' + k for k in missing])}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_listing(unexpected)}")
+        if wrong_shape:
+            parts.append(f"shape mismatches: {_listing(wrong_shape)}")
+        raise RocketError(
+            f"checkpoint {source} does not match the VGGT aggregator config ("
+            + "; ".join(parts)
+            + "); pass the official VGGT checkpoint or a VGGTConfig matching the file."
+        )
+    on_meta = any(t.device.type == "meta" for t in expected.values())
+    aggregator.load_state_dict(agg, strict=True, assign=on_meta)
+    report = LoadReport(path=source, loaded=len(agg), ignored=heads)
+    log.info(report.summary())
+    return report
+
+
+# --------------------------------------------------------------------------- teacher
+class VGGTTeacher(Teacher):
+    """VGGT aggregator features: ``depth`` layers of width ``2 * embed_dim``."""
+
+    name = "vggt"
+
+    def __init__(
+        self,
+        config: VGGTConfig | None = None,
+        input_cfg: TeacherInput | None = None,
+        *,
+        device: torch.device | str = "cpu",
+        seed: int | None = 0,
+        materialise: bool = True,
+    ) -> None:
+        super().__init__(input_cfg)
+        self.config = config or VGGTConfig()
+        if materialise:
+            self.model = VGGTModel(self.config).to(device)
+            init_vggt_weights(self.model, seed)
+        else:
+            with torch.device("meta"):
+                self.model = VGGTModel(self.config)
+        self.model.eval().requires_grad_(False)
+        self.num_layers = self.config.depth
+        self.dim = 2 * self.config.embed_dim
+        self.patch_size = self.config.patch_size
+        self.load_report: LoadReport | None = None
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        config: VGGTConfig | None = None,
+        input_cfg: TeacherInput | None = None,
+        *,
+        device: torch.device | str = "cpu",
+    ) -> VGGTTeacher:
+        """Build on the meta device and assign the checkpoint's tensors (no double allocation)."""
+        teacher = cls(config, input_cfg, materialise=False)
+        teacher.load_checkpoint(path)
+        teacher.model.to(device)
+        return teacher
+
+    def load_checkpoint(self, path: str | Path) -> LoadReport:
+        state = read_checkpoint(path)
+        self.load_report = load_aggregator(self.model.aggregator, state, str(path))
+        self.model.float()
+        self._weights_changed()
+        return self.load_report
+
+    def save(self, path: str | Path, *, metadata: Mapping[str, str] | None = None) -> None:
+        """Write the aggregator as safetensors with the published key names."""
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        meta = {"format": "pt", "vggt_config": str(asdict(self.config))}
+        meta.update(metadata or {})
+        save_file(state, str(path), metadata=meta)
+
+    def _architecture(self) -> dict:
+        return {"class": "VGGTAggregator", **asdict(self.config)}
+
+    def _forward_layers(self, images: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
+        tokens = self.model.aggregator(images, layers)
+        b, s, _, height, width = images.shape
+        rows, cols = height // self.patch_size, width // self.patch_size
+        start = self.model.aggregator.patch_start
+        return [tokens[k][:, :, start:].reshape(b, s, rows, cols, self.dim) for k in layers]

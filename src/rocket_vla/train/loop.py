@@ -1,0 +1,475 @@
+"""The training loop: MiniVLA + ROCKET alignment, readable top to bottom.
+
+One code path runs all five variants: the baseline is the same loop with an aligner that
+has no projector, and it never builds or calls a teacher. A step is::
+
+    batch -> augment (seeded by step) -> student forward with LayerTaps on its blocks
+          -> teacher features (live or cached) resampled into the crop boxes
+          -> loss = L1(actions) + weight * L_align -> backward (accumulated) -> clip -> AdamW
+
+Every source of randomness after initialisation is a function of (seed, step): the batch
+order is a per-epoch permutation indexed by the global sample position, and augmentation
+draws from a generator seeded with (seed, step). So ``--resume`` only has to restore the
+weights, the optimizer/scheduler state and the step to continue *exactly*.
+
+Multi-GPU goes through HF Accelerate unchanged (``accelerate launch -m rocket_vla.cli
+train ...``): each rank takes its slice of the same global batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import default_collate
+
+from rocket_vla.align import AlignConfig, Aligner, AlignOutput, LayerTaps, balanced_select
+from rocket_vla.data.augment import augment_views
+from rocket_vla.data.dataset import ChunkDataset, fit_stats, images_to_float
+from rocket_vla.data.normalize import DatasetStats
+from rocket_vla.errors import RocketError
+from rocket_vla.policies.minivla import MiniVLA, MiniVLAConfig, action_l1
+from rocket_vla.train import checkpoint as ckpt_io
+from rocket_vla.train.config import TrainConfig
+from rocket_vla.train.teacher_source import LiveTeacher, TeacherSource
+
+
+# ----------------------------------------------------------------------------- model
+class RocketModel(nn.Module):
+    """The trainable whole: the student policy, its layer taps and the aligner's projectors.
+
+    Kept as one module, with the alignment loss computed inside ``forward``, so that
+    Accelerate/DDP wraps (and checkpoints) policy and projectors together.
+    """
+
+    def __init__(self, policy: MiniVLA, aligner: Aligner) -> None:
+        super().__init__()
+        self.policy = policy
+        self.aligner = aligner
+        self.taps: LayerTaps | None = None
+        if aligner.enabled:
+            self.taps = LayerTaps(policy, MiniVLA.blocks_path, aligner.config.student_layers,
+                                  spans=policy.visual_spans, final=MiniVLA.final_path)
+            self.taps.attach()
+
+    def forward(
+        self, images: torch.Tensor, proprio: torch.Tensor, text: torch.Tensor,
+        targets: list[torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, AlignOutput | None]:
+        """Normalised action chunk, and the alignment output when ``targets`` are given."""
+        pred = self.policy(images, proprio, text)
+        if self.taps is None:
+            return pred, None
+        if targets is None:  # inference: drop the captured states instead of holding them
+            self.taps.clear()
+            return pred, None
+        states = [s.float() for s in self.taps.states]
+        self.taps.clear()
+        return pred, self.aligner(states, targets)
+
+
+def build_align_config(cfg: TrainConfig, policy: MiniVLA, teacher: TeacherSource | None
+                       ) -> AlignConfig:
+    """The variant's preset for this student (and teacher, unless it is the baseline)."""
+    if cfg.variant == "baseline":
+        return AlignConfig.preset("baseline", student_dim=policy.width,
+                                  student_depth=policy.depth)
+    assert teacher is not None
+    pairs = min(cfg.num_pairs, policy.depth, teacher.num_layers)
+    student_layers, teacher_layers = cfg.student_layers, cfg.teacher_layers
+    cached = getattr(teacher, "layers", None)
+    if teacher_layers is None and cached is not None and cfg.variant != "spatial_forcing":
+        # A cache holds only some layers: pair a balanced subset of them with the student.
+        pairs = min(pairs, len(cached))
+        teacher_layers = [cached[i] for i in balanced_select(len(cached), pairs)]
+        student_layers = [i + 1 for i in balanced_select(policy.depth, pairs)]
+    return AlignConfig.preset(
+        cfg.variant, student_dim=policy.width, teacher_dim=teacher.dim,
+        student_depth=policy.depth, teacher_depth=teacher.num_layers,
+        student_layers=student_layers, teacher_layers=teacher_layers, num_pairs=pairs,
+        hidden_dim=cfg.projector_hidden, weight=cfg.align_weight,
+    ).resolved()
+
+
+# ----------------------------------------------------------------------------- schedule
+def lr_lambda(cfg: TrainConfig):
+    """Multiplier of the base lr at optimizer step ``s`` (warmup, then the schedule)."""
+
+    def fn(s: int) -> float:
+        if cfg.warmup and s < cfg.warmup:
+            return (s + 1) / cfg.warmup
+        if cfg.schedule == "step":  # the paper: x0.1 after `decay_after` steps
+            return 0.1 if s >= cfg.decay_after else 1.0
+        if cfg.schedule == "cosine":
+            progress = (s - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return fn
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (norms, biases, embeddings of position stay free)."""
+    decay, free = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else free).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": free, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+# ----------------------------------------------------------------------------- data order
+def sample_order(n: int, seed: int, start: int, count: int) -> np.ndarray:
+    """Samples ``start .. start+count`` of the endless stream of per-epoch permutations."""
+    out = np.empty(count, dtype=np.int64)
+    filled = 0
+    while filled < count:
+        epoch, offset = divmod(start + filled, n)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        take = min(count - filled, n - offset)
+        out[filled : filled + take] = perm[offset : offset + take]
+        filled += take
+    return out
+
+
+def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(int(np.random.default_rng([seed, step, micro, rank, 7]).integers(2**62)))
+    return g
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class TrainResult:
+    step: int
+    checkpoint: Path | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    samples_per_s: float = 0.0
+    seconds: float = 0.0
+
+
+def resolve_precision(setting: str) -> str:
+    """``auto``: bf16 on a CUDA device that supports it, else full precision (CPU)."""
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+def load_episodes(path: str) -> list[Any]:
+    """Episodes of a LIBERO-layout HDF5 file (or folder of them), checked before any work."""
+    if not path:
+        raise RocketError("no dataset given; pass --dataset PATH to a LIBERO-layout HDF5 file.")
+    if not Path(path).exists():
+        raise RocketError(f"dataset {path} does not exist; collect one with `rocket collect`.")
+    try:
+        from rocket_vla.data.episodes import read_episodes
+    except ImportError as err:  # pragma: no cover - the data package ships with rocket-vla
+        raise RocketError(f"cannot read episodes ({err}); install rocket-vla[io].") from err
+    return list(read_episodes(path))
+
+
+# ----------------------------------------------------------------------------- trainer
+class Trainer:
+    """Builds everything from a :class:`TrainConfig`, validating inputs before any work.
+
+    ``episodes`` (in-memory episodes) replaces ``cfg.dataset``; ``teacher`` replaces the
+    teacher named by ``cfg.teacher`` (a ``Teacher`` or a :class:`TeacherSource`). Neither
+    is touched for the baseline.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        episodes: Sequence[Any] | None = None,
+        teacher: Any = None,
+        resume: str | Path | None = None,
+    ) -> None:
+        from accelerate import Accelerator
+
+        cfg.validate()
+        self.cfg = cfg
+        self.accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision))
+        resume_ckpt, saved = self._check_resume(resume)
+        eps = list(episodes) if episodes is not None else load_episodes(cfg.dataset)
+        if cfg.max_episodes is not None:
+            eps = eps[: cfg.max_episodes]
+        self.model_config = MiniVLAConfig.preset(cfg.model)
+        self.stats = (DatasetStats.from_dict(saved["stats"]) if saved else fit_stats(eps))
+        self.dataset = ChunkDataset(eps, self.stats, chunk=self.model_config.chunk,
+                                    max_text_len=self.model_config.max_text_len)
+        self.teacher = None if cfg.variant == "baseline" else self._teacher_source(teacher)
+
+        torch.manual_seed(cfg.seed)
+        policy = MiniVLA(self.model_config)
+        self.align_config = build_align_config(cfg, policy, self.teacher)
+        if saved and saved.get("align") and saved["align"] != self.align_config.to_dict():
+            raise RocketError(
+                "the checkpoint's alignment config (teacher dim/layers) differs from this "
+                "run's; resume with the same teacher and layer pairs."
+            )
+        self.model = RocketModel(policy, Aligner(self.align_config))
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
+        self.step = 0
+        if resume_ckpt is not None:
+            ckpt_io.load_weights(self.model, resume_ckpt)
+            state = ckpt_io.load_trainer_state(resume_ckpt)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+            self.step = int(state["step"])
+
+        # The scheduler is stepped by hand (once per optimizer step on every rank), so it is
+        # deliberately not prepared: Accelerate would step it once per process.
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.policy = self.accelerator.unwrap_model(self.model).policy
+        self.aligner = self.accelerator.unwrap_model(self.model).aligner
+        self.out_dir = Path(cfg.out_dir)
+
+    # -- checks ----------------------------------------------------------------------
+    def _check_resume(self, resume: str | Path | None) -> tuple[Path | None, dict | None]:
+        if resume is None:
+            return None, None
+        ckpt = ckpt_io.resolve_checkpoint(resume)
+        saved = ckpt_io.read_config(ckpt)
+        if "train" not in saved or "model" not in saved:
+            raise RocketError(f"{ckpt} is not a `rocket train` checkpoint; pass one it wrote.")
+        before = TrainConfig.from_dict(saved["train"])
+        changed = self.cfg.changed_fields(before)
+        if changed:
+            detail = ", ".join(
+                f"{k}: {before.to_dict()[k]!r} -> {self.cfg.to_dict()[k]!r}" for k in changed
+            )
+            raise RocketError(
+                f"cannot resume {ckpt} with changed hyper-parameters ({detail}); use the "
+                "checkpoint's settings or start a new run."
+            )
+        if self.cfg.schedule == "cosine" and self.cfg.steps != before.steps:
+            raise RocketError(
+                "the cosine schedule depends on --steps; resume with the same --steps "
+                f"({before.steps}) or start a new run."
+            )
+        return ckpt, saved
+
+    def _teacher_source(self, teacher: Any) -> TeacherSource:
+        if teacher is None and self.cfg.teacher_cache:
+            from rocket_vla.data.dataset import CAMERAS
+            from rocket_vla.train.teacher_source import DiskCacheTeacher
+
+            return DiskCacheTeacher(self.cfg.teacher_cache, CAMERAS)
+        if teacher is None:
+            from rocket_vla.train.teachers import build_teacher
+
+            teacher = build_teacher(self.cfg.teacher, self.cfg.teacher_size,
+                                    device=str(self.accelerator.device))
+        elif callable(getattr(teacher, "to", None)) and hasattr(teacher, "model"):
+            teacher.to(self.accelerator.device)  # a Teacher: run it where the student runs
+        source = teacher
+        if not hasattr(source, "features"):
+            raise RocketError("the teacher has no features(); pass a Teacher or a TeacherSource.")
+        if not _is_source(source):
+            source = LiveTeacher(source)
+        return source
+
+    # -- one step --------------------------------------------------------------------
+    def _batch(self, step: int, micro: int) -> dict[str, Any]:
+        acc = self.accelerator
+        per_rank = self.cfg.batch_size
+        micro_index = step * self.cfg.grad_accum + micro
+        start = (micro_index * acc.num_processes + acc.process_index) * per_rank
+        order = sample_order(len(self.dataset), self.cfg.seed, start, per_rank)
+        return default_collate([self.dataset[int(i)] for i in order])
+
+    def _losses(self, batch: dict[str, Any], gen: torch.Generator
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        device = self.accelerator.device
+        frames = images_to_float(batch["images"])
+        images, boxes = augment_views(frames, self.model_config.image_size, self.cfg.augment, gen)
+        targets = None
+        if self.aligner.enabled:
+            assert self.teacher is not None
+            feats = self.teacher.features(batch, frames.to(device),
+                                          self.align_config.teacher_layers)
+            targets = self.aligner.targets([f.to(device) for f in feats],
+                                           self.policy.image_grid, boxes.to(device))
+        pred, out = self.model(images.to(device), batch["proprio"].to(device),
+                               batch["text"].to(device), targets)
+        action_loss = action_l1(pred.float(), batch["actions"].to(device),
+                                batch["action_mask"].to(device))
+        if out is None:
+            return action_loss, action_loss, torch.zeros(0)
+        return action_loss + out.weighted, action_loss, out.per_pair
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        cfg, acc = self.cfg, self.accelerator
+        self.model.train()
+        totals = {"action": 0.0, "total": 0.0}
+        pairs = torch.zeros(self.align_config.num_pairs if self.aligner.enabled else 0)
+        for micro in range(cfg.grad_accum):
+            batch = self._batch(step, micro)
+            gen = step_generator(cfg.seed, step, micro, acc.process_index)
+            last = micro == cfg.grad_accum - 1
+            ctx = acc.no_sync(self.model) if not last else contextlib.nullcontext()
+            with ctx:
+                total, action, per_pair = self._losses(batch, gen)
+                acc.backward(total / cfg.grad_accum)
+            totals["action"] += float(action.detach()) / cfg.grad_accum
+            totals["total"] += float(total.detach()) / cfg.grad_accum
+            if per_pair.numel():
+                pairs += per_pair.cpu() / cfg.grad_accum
+        grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {**totals, "pairs": pairs.tolist(), "grad_norm": float(grad_norm),
+                "lr": self.scheduler.get_last_lr()[0]}
+
+    # -- checkpoints -----------------------------------------------------------------
+    def checkpoint_config(self) -> dict[str, Any]:
+        return {
+            "format": "rocket-vla/minivla-checkpoint/1",
+            "train": self.cfg.to_dict(),
+            "model": self.model_config.to_dict(),
+            "align": self.align_config.to_dict(),
+            "stats": self.stats.to_dict(),
+        }
+
+    def save(self, step: int) -> Path | None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if not acc.is_main_process:
+            return None
+        state = {
+            "step": step,
+            "data_position": step * self.cfg.grad_accum * self.cfg.batch_size
+            * acc.num_processes,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
+        return ckpt_io.save_checkpoint(
+            self.out_dir / "checkpoints", step, acc.unwrap_model(self.model),
+            self.checkpoint_config(), state, keep_last=self.cfg.keep_last,
+        )
+
+    # -- the loop --------------------------------------------------------------------
+    def describe(self) -> str:
+        a = self.align_config
+        pairs = (f"student {a.student_layers} <-> teacher {a.teacher_layers} "
+                 f"(index k = stream after block k), projector={a.projector}, "
+                 f"matryoshka={a.matryoshka}, weight={a.weight}" if a.enabled
+                 else "no alignment (no teacher)")
+        return (f"variant={self.cfg.variant} | MiniVLA-{self.cfg.model} "
+                f"{self.policy.num_parameters() / 1e6:.2f}M params | {len(self.dataset)} samples "
+                f"| {pairs}")
+
+    def fit(self) -> TrainResult:
+        cfg, acc = self.cfg, self.accelerator
+        main = acc.is_main_process
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            print(f"[rocket train] {self.describe()}", flush=True)
+        writer = _tensorboard(self.out_dir / "tb") if (main and cfg.tensorboard) else None
+        bar = _progress(cfg.steps, self.step, main and cfg.progress)
+        result = TrainResult(self.step, None)
+        samples_per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
+        metrics_file = (self.out_dir / "metrics.jsonl").open("a") if main else None
+        t0 = time.perf_counter()
+        window_t, window_steps = t0, 0
+        start = self.step
+        try:
+            for step in range(self.step, cfg.steps):
+                m = self.train_step(step)
+                self.step = step + 1
+                window_steps += 1
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    now = time.perf_counter()
+                    m["samples_per_s"] = window_steps * samples_per_step / (now - window_t)
+                    window_t, window_steps = now, 0
+                    row = {"step": self.step, **m}
+                    result.history.append(row)
+                    if main:
+                        _log(writer, metrics_file, row)
+                        if bar is not None:
+                            bar.set_postfix(action=f"{m['action']:.4f}",
+                                            align=f"{sum(m['pairs']) / max(1, len(m['pairs'])):.4f}")
+                if bar is not None:
+                    bar.update(1)
+                if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                    result.checkpoint = self.save(self.step)
+        finally:
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+            if metrics_file is not None:
+                metrics_file.close()
+        result.step = self.step
+        result.seconds = time.perf_counter() - t0
+        done = self.step - start
+        result.samples_per_s = done * samples_per_step / result.seconds if done else 0.0
+        return result
+
+
+def train(cfg: TrainConfig, **kwargs: Any) -> TrainResult:
+    """Build a :class:`Trainer` (all checks first) and run it to ``cfg.steps``."""
+    return Trainer(cfg, **kwargs).fit()
+
+
+# ----------------------------------------------------------------------------- helpers
+def _is_source(obj: Any) -> bool:
+    """A TeacherSource takes the batch as well as the frames; a bare Teacher does not."""
+    import inspect
+
+    try:
+        params = inspect.signature(obj.features).parameters
+    except (TypeError, ValueError):
+        return False
+    return "batch" in params
+
+
+def _tensorboard(path: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # pragma: no cover - tensorboard is in the [train] extra
+        print("[rocket train] tensorboard is not installed; logging to metrics.jsonl only")
+        return None
+    return SummaryWriter(str(path))
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Iterator[Any] | Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+
+
+def _log(writer: Any, metrics_file: Any, row: dict[str, Any]) -> None:
+    step = row["step"]
+    if writer is not None:
+        writer.add_scalar("loss/total", row["total"], step)
+        writer.add_scalar("loss/action_l1", row["action"], step)
+        for i, v in enumerate(row["pairs"]):
+            writer.add_scalar(f"align/pair_{i}", v, step)
+        if row["pairs"]:
+            writer.add_scalar("loss/align", sum(row["pairs"]) / len(row["pairs"]), step)
+        writer.add_scalar("opt/lr", row["lr"], step)
+        writer.add_scalar("opt/grad_norm", row["grad_norm"], step)
+        writer.add_scalar("perf/samples_per_s", row["samples_per_s"], step)
+    if metrics_file is not None:
+        metrics_file.write(json.dumps(row) + "\n")
+        metrics_file.flush()

@@ -1,0 +1,51 @@
+"""A trained checkpoint as the evaluation policy `rocket eval` loads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from minivla_fixtures import make_episodes, single_thread, tiny_config
+
+from rocket_vla.envs.policy import TaskInfo, build_policy
+from rocket_vla.errors import RocketError
+from rocket_vla.train import Trainer
+
+FACTORY = "rocket_vla.policies.minivla_policy:load_policy"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    with single_thread():
+        yield
+
+
+def test_checkpoint_policy_uses_training_normalisation(tmp_path) -> None:
+    episodes = make_episodes(n=2, length=8)
+    trainer = Trainer(tiny_config(tmp_path, steps=2, variant="baseline"), episodes=episodes)
+    trainer.fit()
+    policy = build_policy(FACTORY, checkpoint=str(tmp_path / "run"))
+    policy.reset(TaskInfo("libero_spatial", 0, "t0", episodes[0].language))
+    obs = {"agentview": np.zeros((128, 128, 3), np.uint8), "wrist": np.zeros((128, 128, 3), np.uint8),
+           "proprio": episodes[0].obs["ee_pos"][0].tolist() + [0.0] * 5, "step": np.int64(0)}
+    obs["proprio"] = np.asarray(obs["proprio"], dtype=np.float32)
+    chunk = policy.act(obs)
+    assert chunk.shape == (8, 7) and np.all(np.isfinite(chunk))
+    low, high = trainer.stats.action.low, trainer.stats.action.high
+    assert np.all(chunk[:, :6] >= low[:6] - 1e-6) and np.all(chunk[:, :6] <= high[:6] + 1e-6)
+    # the same numbers as the trained network, un-normalised with the stored statistics
+    net = trainer.policy.eval()
+    with torch.no_grad():
+        images = torch.stack([policy._image(obs["agentview"]), policy._image(obs["wrist"])])[None]
+        prop = torch.from_numpy(trainer.stats.proprio.normalize(obs["proprio"]))[None]
+        ref = trainer.stats.action.unnormalize(net(images, prop, policy.text)[0].numpy())
+    assert np.allclose(chunk[:, :6], ref[:, :6], atol=1e-5)
+    assert np.allclose(chunk[:, 6], -ref[:, 6], atol=1e-5)
+    assert policy.gripper == "signed"
+
+
+def test_policy_refuses_a_foreign_folder(tmp_path) -> None:
+    with pytest.raises(RocketError, match="no MiniVLA checkpoint"):
+        build_policy(FACTORY, checkpoint=str(tmp_path))
