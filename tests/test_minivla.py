@@ -35,7 +35,7 @@ def test_forward_predicts_a_chunk_of_actions() -> None:
 
 
 def test_presets_and_errors() -> None:
-    assert MiniVLAConfig.preset("demo").grid == (8, 8)
+    assert MiniVLAConfig.preset("demo").grid == (4, 4)
     with pytest.raises(RocketError, match="unknown MiniVLA size"):
         MiniVLAConfig.preset("huge")
     with pytest.raises(RocketError, match="multiple of patch_size"):

@@ -109,12 +109,27 @@ def heldout_action_l1(checkpoint: str, episodes: list[Any]) -> float:
     return float(np.mean(errors))
 
 
+def probe_target(ep: Any, step: int) -> np.ndarray:
+    """3D positions of the task's pick object and place target at ``step`` (all objects if
+    the plan cannot be matched), from the ``object_pos`` the collector stores per step."""
+    from rocket_vla.envs.experts import plan_for_task
+
+    names = str(ep.attrs.get("object_names", "")).split(",")
+    positions = np.asarray(ep.obs["object_pos"][step], np.float64)
+    try:
+        plan = plan_for_task(str(ep.attrs["suite"]), int(ep.attrs["task_id"]))
+        chosen = [next(i for i, n in enumerate(names) if name.startswith(n))
+                  for name in (plan.obj, plan.target)]
+    except (KeyError, StopIteration, ValueError):
+        chosen = list(range(len(names)))
+    return positions[chosen].reshape(-1)
+
+
 def visual_token_features(checkpoint: str, episodes: list[Any], layers: list[int],
                           frames_per_episode: int) -> tuple[dict[int, np.ndarray], np.ndarray]:
     """Visual-token states at ``layers`` and the target objects' 3D positions, per frame.
 
-    Frames are spread evenly over each episode. Targets come from the positions the
-    collector stored for the expert's pick and place objects (``obs/object_pos``).
+    Frames are spread evenly over each episode; targets are :func:`probe_target`.
     """
     import torch
 
@@ -134,7 +149,7 @@ def visual_token_features(checkpoint: str, episodes: list[Any], layers: list[int
                 policy.act(obs)
                 for k, state in zip(layers, taps.states, strict=True):
                     feats[k].append(state[0].float().numpy().reshape(-1))
-                targets.append(np.asarray(ep.obs["object_pos"][row], np.float64).reshape(-1))
+                targets.append(probe_target(ep, int(ep.frame_index[row])))
     return {k: np.stack(v) for k, v in feats.items()}, np.stack(targets)
 
 

@@ -42,6 +42,7 @@ class CollectConfig:
     frame_stride: int = 1  # render images every k steps (1 = every step, like LIBERO)
     image_size: int = 128
     depth: bool = True
+    render: str = "decision"  # "every_step" only to measure what decision-step rendering saves
     workers: int = 1
     seed: int = 0
     max_steps: int | None = None
@@ -70,7 +71,7 @@ def perturb_state(env: Any, state: np.ndarray, rng: np.random.Generator, xy: flo
     """A randomised variation of an init state: free objects shifted in x/y, arm jittered."""
     import mujoco
 
-    env.reset(state)
+    env.reset(state, seed=int(rng.integers(2**31)))
     model, data = env.sim.model._model, env.sim.data._data
     for j in range(model.njnt):
         adr = model.jnt_qposadr[j]
@@ -102,7 +103,7 @@ def run_jobs(cfg: CollectConfig, jobs: Iterable[CollectJob], emit: Any) -> None:
             "depth_units": "metres", "camera_convention": "opencv camera axes, camera-to-world",
         })
         budget = cfg.max_steps or STEP_BUDGETS[spec.suite]
-        env_cfg = EnvConfig(image_size=cfg.image_size, depth=cfg.depth)
+        env_cfg = EnvConfig(image_size=cfg.image_size, depth=cfg.depth, render=cfg.render)
         with LiberoEnv(spec, env_cfg) as env:
             for init, var in job.items:
                 start = time.perf_counter()
@@ -112,14 +113,15 @@ def run_jobs(cfg: CollectConfig, jobs: Iterable[CollectJob], emit: Any) -> None:
                 if var > 0:
                     rng = np.random.default_rng(seed)
                     state = perturb_state(env, state, rng, cfg.variation_xy, cfg.variation_joints)
-                env.reset(state)
+                env.reset(state, seed=seed)
                 expert.reset(TaskInfo(spec.suite, spec.task_id, spec.name, spec.language))
                 for i in range(cfg.num_wait):
                     env.step(NOOP_ACTION, render=i == cfg.num_wait - 1)
                 rec: dict[str, list] = {k: [] for k in (
                     "actions", "states", "ee_pos", "ee_ori", "gripper_states", "joint_states",
                     "agentview_rgb", "eye_in_hand_rgb", "agentview_depth", "eye_in_hand_depth",
-                    "agentview_extrinsics", "eye_in_hand_extrinsics", "frame_index")}
+                    "agentview_extrinsics", "eye_in_hand_extrinsics", "frame_index", "object_pos")}
+                object_names: list[str] = []
                 success, t = False, 0
                 cams = {}
                 while t < budget and not success:
@@ -136,6 +138,10 @@ def run_jobs(cfg: CollectConfig, jobs: Iterable[CollectJob], emit: Any) -> None:
                             rec["agentview_depth"].append(depth["agentview"])
                             rec["eye_in_hand_depth"].append(depth["wrist"])
                     raw = env.raw_obs()
+                    if not object_names:  # every movable object's position: spatial-probe targets
+                        object_names = sorted(k[:-4] for k in raw if k.endswith("_pos")
+                                              and not k.startswith("robot0_") and "_to_robot0_" not in k)
+                    rec["object_pos"].append(np.stack([np.asarray(raw[f"{n}_pos"]) for n in object_names]))
                     rec["states"].append(env.sim_state())
                     rec["ee_pos"].append(np.asarray(raw["robot0_eef_pos"]))
                     rec["ee_ori"].append(quat_to_axis_angle(raw["robot0_eef_quat"]))
@@ -150,7 +156,8 @@ def run_jobs(cfg: CollectConfig, jobs: Iterable[CollectJob], emit: Any) -> None:
                 if success:
                     obs_arrays = {k: np.asarray(rec[k]) for k in (
                         "ee_pos", "ee_ori", "gripper_states", "joint_states", "agentview_rgb",
-                        "eye_in_hand_rgb", "agentview_extrinsics", "eye_in_hand_extrinsics")}
+                        "eye_in_hand_rgb", "agentview_extrinsics", "eye_in_hand_extrinsics",
+                        "object_pos")}
                     obs_arrays["ee_states"] = np.concatenate([obs_arrays["ee_pos"], obs_arrays["ee_ori"]], 1)
                     if cfg.depth:
                         obs_arrays["agentview_depth"] = np.asarray(rec["agentview_depth"], np.float32)
@@ -158,7 +165,7 @@ def run_jobs(cfg: CollectConfig, jobs: Iterable[CollectJob], emit: Any) -> None:
                     attrs = {"init_state_index": init, "variation": var, "seed": seed, "success": True,
                              "agentview_intrinsics": cams["agentview"]["intrinsics"],
                              "eye_in_hand_intrinsics": cams["wrist"]["intrinsics"],
-                             "init_state": state}
+                             "init_state": state, "object_names": ",".join(object_names)}
                     episode = Episode(np.asarray(rec["actions"], np.float32), obs_arrays, spec.language,
                                       np.asarray(rec["frame_index"], np.int64), attrs)
                     stem = episode_stem(spec.suite, spec.name, init, var)

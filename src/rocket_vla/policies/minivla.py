@@ -57,7 +57,7 @@ class MiniVLAConfig:
 
     PRESETS = {
         "tiny": dict(image_size=32, patch_size=8, dim=32, depth=4, num_heads=2, max_text_len=16),
-        "demo": dict(image_size=64, patch_size=8, dim=128, depth=6, num_heads=4, max_text_len=48),
+        "demo": dict(image_size=64, patch_size=16, dim=128, depth=6, num_heads=4, max_text_len=48),
         "small": dict(image_size=128, patch_size=16, dim=256, depth=8, num_heads=8,
                       max_text_len=64),
     }
