@@ -16,7 +16,7 @@ from rocket_vla.errors import RocketError
 
 # Sub-command modules under rocket_vla.commands, in the order `rocket --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
-    "demo", "select_layers", "collect", "eval", "train", "cache_teacher", "profile",
+    "demo", "select_layers", "collect", "eval", "train", "train_teacher", "cache_teacher", "profile",
 )
 
 

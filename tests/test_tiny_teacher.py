@@ -1,0 +1,155 @@
+"""The bundled tiny geometry teacher: shipped weights, ground-truth geometry, training, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rocket_vla.cli import main
+from rocket_vla.errors import RocketError
+from rocket_vla.teachers.tiny import NATIVE_INPUT_SIZE, load_tiny_teacher, tiny_teacher_config
+from rocket_vla.teachers.train_geometry import (
+    GeometryTrainConfig,
+    load_pairs,
+    relative_transform,
+    split_by_episode,
+    train_model,
+    transform_points,
+    unproject_depth,
+)
+
+K = np.array([[-50.0, 0.0, 31.0], [0.0, 50.0, 32.0], [0.0, 0.0, 1.0]])
+
+
+def _rot_z(deg: float, t: tuple[float, float, float]) -> np.ndarray:
+    a = np.deg2rad(deg)
+    m = np.eye(4)
+    m[:2, :2] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
+    m[:3, 3] = t
+    return m
+
+
+# --------------------------------------------------------------------------- shipped weights
+def test_shipped_teacher_loads_offline_with_documented_sizes() -> None:
+    cfg = tiny_teacher_config()
+    assert cfg["native_input_size"] == NATIVE_INPUT_SIZE == 112
+    teacher = load_tiny_teacher()
+    assert (teacher.num_layers, teacher.dim, teacher.patch_size) == (4, 192, 14)
+    assert teacher.patch_grid(128, 128) == (8, 8)  # any frame is resized to 112 inside
+    assert teacher.load_report is not None and teacher.load_report.ignored  # heads skipped
+    frames = torch.rand(1, 2, 3, 128, 128)
+    feats = teacher.features(frames, [1, -1])
+    assert [tuple(f.shape) for f in feats] == [(1, 2, 8, 8, 192)] * 2
+    assert all(torch.isfinite(f).all() for f in feats)
+    # the training code passes (side, side); 56 px gives the 4x4 grid it was also trained on
+    small = load_tiny_teacher(input_size=(56, 56), device="cpu")
+    assert small.features(frames, [-1])[0].shape == (1, 2, 4, 4, 192)
+    assert small.fingerprint() != teacher.fingerprint()  # input size is part of the identity
+    with pytest.raises(RocketError, match="multiple of its patch size"):
+        load_tiny_teacher(input_size=50)
+
+
+def test_shipped_teacher_is_trained_not_random() -> None:
+    """Its aggregator differs from the seeded random init of the same config."""
+    from rocket_vla.teachers.base import hash_state_dict
+    from rocket_vla.teachers.vggt import VGGTConfig, VGGTTeacher
+
+    teacher = load_tiny_teacher()
+    random = VGGTTeacher(VGGTConfig(**tiny_teacher_config()["aggregator"]), seed=0)
+    assert hash_state_dict(teacher.model) != hash_state_dict(random.model)
+
+
+# --------------------------------------------------------------------------- geometry
+def test_unprojection_matches_a_hand_computed_point() -> None:
+    depth = np.full((64, 64), 1.0)
+    depth[10, 40] = 2.0  # row v = 10, column u = 40
+    cam = unproject_depth(depth, K)
+    # x = d (u - cx) / fx = 2 * 9 / -50, y = d (v - cy) / fy = 2 * -22 / 50, z = d
+    np.testing.assert_allclose(cam[10, 40], [-0.36, -0.88, 2.0], atol=1e-12)
+    np.testing.assert_allclose(cam[32, 31], [0.0, 0.0, 1.0], atol=1e-12)  # principal point
+    # camera-to-world: rotate 90 deg about z, then translate (1, 2, 3)
+    world = transform_points(cam[10, 40], _rot_z(90, (1.0, 2.0, 3.0)))
+    np.testing.assert_allclose(world, [1.0 + 0.88, 2.0 - 0.36, 5.0], atol=1e-12)
+    # into a reference camera translated by (1, 0, 0): world minus (1, 0, 0)
+    ref = _rot_z(0, (1.0, 0.0, 0.0))
+    rel = relative_transform(_rot_z(90, (1.0, 2.0, 3.0)), ref)
+    np.testing.assert_allclose(transform_points(cam[10, 40], rel), [0.88, 1.64, 5.0], atol=1e-12)
+
+
+def _write_episodes(root: Path, n: int, *, depth: bool = True, size: int = 28) -> None:
+    from rocket_vla.data.episodes import Episode, EpisodeWriter
+
+    writer = EpisodeWriter(root)
+    rng = np.random.default_rng(0)
+    frames, steps = 6, 12
+    for e in range(n):
+        # learnable synthetic geometry: brightness encodes depth
+        d_agent = rng.uniform(0.8, 2.0, (frames, 1, 1)) * np.ones((frames, size, size))
+        d_wrist = rng.uniform(0.1, 0.4, (frames, 1, 1)) * np.ones((frames, size, size))
+        obs = {
+            "agentview_rgb": np.repeat(((d_agent - 0.8) / 1.2 * 255)[..., None], 3, -1).astype(np.uint8),
+            "eye_in_hand_rgb": np.repeat(((d_wrist - 0.1) / 0.3 * 255)[..., None], 3, -1).astype(np.uint8),
+            "agentview_extrinsics": np.tile(_rot_z(0, (0.0, 0.0, 1.0)), (frames, 1, 1)),
+            "eye_in_hand_extrinsics": np.tile(_rot_z(90, (0.2, 0.0, 0.5)), (frames, 1, 1)),
+            "ee_pos": np.zeros((steps, 3)),
+        }
+        if depth:
+            obs["agentview_depth"] = d_agent.astype(np.float32)
+            obs["eye_in_hand_depth"] = d_wrist.astype(np.float32)
+        attrs = {"agentview_intrinsics": K, "eye_in_hand_intrinsics": K}
+        writer.write(f"ep{e}", Episode(np.zeros((steps, 7), np.float32), obs, "pick",
+                                       np.arange(0, steps, 2), attrs))
+
+
+def test_pairs_targets_and_a_few_steps_lower_the_loss(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    _write_episodes(tmp_path / "data", 3)
+    cfg = GeometryTrainConfig(embed_dim=32, depth=1, num_heads=2, patch_embed_depth=1,
+                              head_dim=8, input_size=28, small_size=14, small_every=0,
+                              target_size=14, steps=24, batch_size=4, lr=3e-3, warmup=2,
+                              log_every=6, holdout_fraction=0.34)
+    frames = load_pairs(tmp_path / "data", cfg)
+    assert len(frames) == 18 and frames.images.shape == (18, 2, 3, 28, 28)
+    # wrist points in the agent-view frame equal the hand-composed transform of its own points
+    pts2 = frames.points(torch.tensor([0]), views=2)[0, 1]
+    rel = relative_transform(_rot_z(90, (0.2, 0.0, 0.5)), _rot_z(0, (0.0, 0.0, 1.0)))
+    expect = transform_points(frames.cam_points[0, 1].numpy(), rel)
+    np.testing.assert_allclose(pts2.numpy(), expect, atol=1e-5)
+    assert torch.equal(frames.points(torch.tensor([0]), views=1), frames.cam_points[:1])
+    train, held, held_ids = split_by_episode(frames, cfg.holdout_fraction, seed=0)
+    assert len(held_ids) == 1 and len(held) == 6 and len(train) == 12
+    assert not set(train.episode.tolist()) & set(held.episode.tolist())  # split by episode
+    _, log = train_model(train, cfg, views=2)
+    first, last = log.losses[0][1], log.losses[-1][1]
+    assert last < first, log.losses
+
+
+# --------------------------------------------------------------------------- command errors
+def test_command_reports_bad_data_in_one_sentence(tmp_path: Path, capsys) -> None:
+    assert main(["train-teacher", "--data", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not exist" in err and err.count("\n") == 0
+    _write_episodes(tmp_path / "nodepth", 2, depth=False)
+    assert main(["train-teacher", "--data", str(tmp_path / "nodepth"), "--out",
+                 str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "agentview_depth" in err and "rocket collect" in err and err.count("\n") == 0
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_card_reports_the_shipped_metrics() -> None:
+    """The card and config.json ship next to the weights and state the three predictors."""
+    from importlib import resources
+
+    root = resources.files("rocket_vla").joinpath("assets/tiny_teacher")
+    card = root.joinpath("MODEL_CARD.md").read_text()
+    metrics = json.loads(root.joinpath("metrics.json").read_text())
+    for key in ("constant_depth", "teacher", "single_view"):
+        assert key in metrics
+    assert f"{metrics['teacher']['heldout']['all']['abs_rel']:.3f}" in card
+    teacher, constant = metrics["teacher"]["heldout"]["all"], metrics["constant_depth"]["heldout"]["all"]
+    assert teacher["rmse"] < constant["rmse"] and teacher["abs_rel"] < constant["abs_rel"]
