@@ -59,12 +59,21 @@ def train_variant(cfg: DemoConfig, variant: str, dataset: Path, run: Path,
         teacher=cfg.teacher, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
         decay_after=max(1, int(cfg.steps * 0.8)), save_every=max(1, cfg.steps // 2),
     )
-    log(f"training {variant}: {cfg.steps} steps x batch {cfg.batch_size} ({cfg.model} MiniVLA)")
+    record = out / "demo_train.json"
+    if record.is_file():  # finished in an earlier run of the demo: reuse it
+        log(f"training {variant}: already done in {out}")
+        return json.loads(record.read_text(encoding="utf-8"))
+    resume = str(out) if (out / "checkpoints" / "latest").is_file() else None
+    log(f"training {variant}: {cfg.steps} steps x batch {cfg.batch_size} ({cfg.model} MiniVLA)"
+        + (" -- resuming" if resume else ""))
     start = time.perf_counter()
-    result = train(tcfg)
-    return {"variant": variant, "checkpoint": str(result.checkpoint), "steps": result.step,
-            "train_seconds": round(time.perf_counter() - start, 1),
-            "samples_per_s": round(result.samples_per_s, 1), "history": result.history}
+    result = train(tcfg, resume=resume)
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+    summary = {"variant": variant, "checkpoint": str(result.checkpoint), "steps": result.step,
+               "train_seconds": round(time.perf_counter() - start, 1),
+               "samples_per_s": round(result.samples_per_s, 1), "history": history}
+    record.write_text(json.dumps(summary), encoding="utf-8")
+    return summary
 
 
 def evaluate_variant(cfg: DemoConfig, variant: str, checkpoint: str, run: Path,

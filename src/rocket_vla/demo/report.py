@@ -47,16 +47,16 @@ def plot(results: dict[str, Any], out: Path) -> list[str]:
     files = []
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for v in variants:
-        hist = results["variants"][v]["train"]["history"]
-        steps = [h["step"] for h in hist if "action_loss" in h]
-        axes[0].plot(steps, [h["action_loss"] for h in hist if "action_loss" in h], label=v)
-        align = [(h["step"], h["align_loss"]) for h in hist if "align_loss" in h]
+        hist = [h for h in results["variants"][v]["train"]["history"] if "action" in h]
+        axes[0].plot([h["step"] for h in hist], [h["action"] for h in hist], label=v)
+        align = [(h["step"], sum(h["pairs"]) / len(h["pairs"])) for h in hist if h.get("pairs")]
         if align:
-            axes[1].plot(*zip(*align, strict=True), label=v)
+            axes[1].plot(*zip(*align, strict=True), label=f"{v} (mean over pairs)")
     axes[0].set(title="action L1 (normalised)", xlabel="step")
     axes[1].set(title="alignment loss (1 - cos)", xlabel="step")
     for ax in axes:
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "training_curves.png", dpi=110)

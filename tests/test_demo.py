@@ -1,0 +1,55 @@
+"""`rocket demo --smoke`: every stage of the end-to-end demo on the real simulator, tiny sizes."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+
+import pytest
+from minivla_fixtures import single_thread
+
+from rocket_vla.cli import main
+from rocket_vla.demo.config import DemoConfig
+from rocket_vla.errors import RocketError
+
+pytest.importorskip("libero.libero")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    with single_thread():
+        yield
+
+
+@pytest.mark.libero
+def test_smoke_demo_runs_every_stage_and_writes_the_report(tmp_path) -> None:
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    assert main(["demo", "--smoke", "--out", str(run), "--cache-dir", str(cache)]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["variants"]) == {"baseline", "rocket"}
+    layers = summary["probe_layers"]
+    assert layers, "the ROCKET run's aligned layers are probed"
+    for variant, res in summary["variants"].items():
+        suite = res["eval"]["suites"][0]
+        assert suite["episodes"] == 1 and 0.0 <= suite["success_rate"] <= 1.0
+        assert math.isfinite(res["action_l1"]) and res["action_l1"] >= 0
+        assert {str(k) for k in layers} == set(res["probe"])
+        assert all(math.isfinite(p["r2"]) for p in res["probe"].values())
+        pairs = [row["pairs"] for row in map(json.loads, (run / "train" / variant / "metrics.jsonl")
+                                             .read_text().splitlines())]
+        assert all(p == [] for p in pairs) if variant == "baseline" else all(pairs)
+    table = (run / "summary.md").read_text()
+    assert "held-out action L1" in table and "spatial probe R^2" in table
+    for name in summary["plots"]:
+        assert (run / name).stat().st_size > 1000
+
+
+def test_demo_presets_keep_evaluation_and_demonstrations_apart() -> None:
+    for name in DemoConfig.PRESETS:
+        cfg = DemoConfig.preset(name)
+        assert cfg.demo_first_init >= cfg.eval_trials
+    with pytest.raises(RocketError, match="do not overlap"):
+        DemoConfig.preset("default", demo_first_init=3)
+    with pytest.raises(RocketError, match="unknown demo preset"):
+        DemoConfig.preset("huge")
