@@ -23,6 +23,11 @@ like the official files, so our files stay drop-in replacements for LIBERO tooli
 reader returns them in the POLICY orientation (rotated 180 degrees, as
 :mod:`rocket_vla.envs.policy` documents) together with intrinsics that match the returned
 pixels: training and evaluation therefore see identical images by construction.
+Camera conventions: extrinsics are camera-to-world 4x4 poses with OpenCV axes (x right,
+y down, z forward); a pixel (u = column, v = row) with metric depth d is the world point
+``T @ [d * K^-1 (u, v, 1), 1]``. MuJoCo's raw buffer is the upright view flipped
+vertically, so the 180-degree-rotated image is the upright view mirrored left-right and its
+K has a negative fx; use K as given rather than assuming fx > 0.
 
 A dataset is a file or a directory of ``*.hdf5`` files. :class:`EpisodeWriter` writes one
 file per episode to a temporary name and renames it when complete, so a crash mid-collection

@@ -57,7 +57,7 @@ def run_episode(env: LiberoEnv, policy: Policy, init_state: np.ndarray, *, seed:
     render = needs_images or record
     start = time.perf_counter()
     seed_everything(seed)
-    env.reset(init_state, render=render and num_wait == 0)
+    env.reset(init_state, render=render and num_wait == 0, seed=seed)
     policy.reset(TaskInfo(task.suite, task.task_id, task.name, task.language))
     for i in range(num_wait):
         env.step(NOOP_ACTION, render=render and i == num_wait - 1)

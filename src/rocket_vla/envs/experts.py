@@ -344,7 +344,9 @@ class PickPlaceExpert:
                         break
             ep.extra["carry_top"] = max(tops)
         hang = eef[2] - lo[2]  # eef above the object's bottom
-        return float(ep.extra["carry_top"] + self.config.carry_clearance + hang)
+        # Always lift clear of the support too (an object on a cabinet starts above the plate).
+        return float(max(ep.extra["carry_top"] + self.config.carry_clearance + hang,
+                         ep.grasp_point[2] + 0.06))
 
     def _regrasp(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         ep = self._ep

@@ -124,8 +124,15 @@ class LiberoEnv:
             observable.set_sensor(make())
 
     # -- episode control --------------------------------------------------------------
-    def reset(self, init_state: np.ndarray, render: bool = False) -> None:
-        """Reset to a stored init state (a flattened MuJoCo state); render if ``render``."""
+    def reset(self, init_state: np.ndarray, render: bool = False, seed: int | None = None) -> None:
+        """Reset to a stored init state (a flattened MuJoCo state); render if ``render``.
+
+        LIBERO re-samples the placement of fixtures without joints (cabinet, stove...) at
+        every reset by moving their model ``body_pos``, which the init state does not cover;
+        the sampler draws from numpy's global RNG, so ``seed`` makes the scene reproducible.
+        """
+        if seed is not None:
+            np.random.seed(seed % (2**32))
         self._armed = bool(render)
         self._frames = {}
         try:
@@ -238,7 +245,7 @@ class LiberoEnv:
             k = get_camera_intrinsic_matrix(self._env.sim, cam, size, size)
             t = get_camera_extrinsic_matrix(self._env.sim, cam)
             out[short] = {"intrinsics": _rotated_intrinsics(k, size, size),
-                          "extrinsics": _rotated_extrinsics(t)}
+                          "extrinsics": np.array(t, dtype=np.float64)}  # rotation keeps the pose
         return out
 
     def privileged_state(self) -> dict[str, np.ndarray]:
@@ -367,6 +374,3 @@ def _rotated_intrinsics(k: np.ndarray, height: int, width: int) -> np.ndarray:
     out[0, 2] = (width - 1) - out[0, 2]
     return out
 
-
-def _rotated_extrinsics(t: np.ndarray) -> np.ndarray:
-    return np.array(t, dtype=np.float64)

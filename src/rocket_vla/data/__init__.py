@@ -1,0 +1,1 @@
+"""Episode storage (LIBERO/robomimic HDF5), training datasets, normalisation, augmentation."""
