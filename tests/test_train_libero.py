@@ -26,8 +26,8 @@ def test_collect_train_evaluate(tmp_path, capsys) -> None:
                  "--frame-stride", "8", "--image-size", "64", "--no-depth", "--workers", "1",
                  "--out", str(data), "--quiet"]) == 0
     assert main(["train", "--dataset", str(data), "--out", str(run), "--model", "tiny",
-                 "--variant", "baseline", "--steps", "40", "--batch-size", "8", "--lr", "3e-3",
-                 "--log-every", "1", "--save-every", "40", "--no-progress",
+                 "--variant", "baseline", "--steps", "80", "--batch-size", "8", "--lr", "3e-3",
+                 "--log-every", "1", "--save-every", "80", "--no-progress",
                  "--no-tensorboard"]) == 0
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     first = sum(r["action"] for r in rows[:5]) / 5

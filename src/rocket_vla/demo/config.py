@@ -33,6 +33,10 @@ class DemoConfig:
     num_pairs: int = 4
     teacher: str = "tiny"
     workers: int = 2
+    # torch threads for training and probing: MiniVLA's matmuls are too small to gain from a
+    # second thread, and with the cores shared (e.g. by the simulator workers) a second
+    # thread made training several times slower here. 0 keeps torch's default.
+    threads: int = 1
     seed: int = 0
     probe_frames: int = 12  # frames per episode fed to the spatial probe
 

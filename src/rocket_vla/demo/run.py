@@ -18,6 +18,10 @@ def run_demo(cfg: DemoConfig, log: Log = _print) -> dict[str, Any]:
     from rocket_vla.data.episodes import read_episodes
 
     cfg.validate()
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
     run = Path(cfg.out_dir)
     run.mkdir(parents=True, exist_ok=True)
