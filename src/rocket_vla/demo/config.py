@@ -27,9 +27,9 @@ class DemoConfig:
     frame_stride: int = 2
     model: str = "demo"
     variants: list[str] = field(default_factory=lambda: ["baseline", "rocket"])
-    steps: int = 400
+    steps: int = 1000
     batch_size: int = 32
-    lr: float = 5e-4
+    lr: float = 1e-3
     num_pairs: int = 4
     teacher: str = "tiny"
     workers: int = 2
@@ -42,7 +42,7 @@ class DemoConfig:
 
     PRESETS = {
         "default": {},
-        "quick": dict(train_demos=12, heldout_demos=3, eval_trials=4, steps=150, probe_frames=8),
+        "quick": dict(train_demos=12, heldout_demos=3, eval_trials=4, steps=300, probe_frames=8),
         # the smallest run that still exercises every stage (used by the test suite)
         "smoke": dict(train_demos=2, heldout_demos=2, eval_trials=1, steps=6, batch_size=4,
                       model="tiny", probe_frames=4, frame_stride=4, workers=1),
