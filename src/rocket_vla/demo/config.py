@@ -42,7 +42,7 @@ class DemoConfig:
 
     PRESETS = {
         "default": {},
-        "quick": dict(train_demos=12, heldout_demos=3, eval_trials=4, steps=300, probe_frames=8),
+        "quick": dict(train_demos=12, heldout_demos=3, eval_trials=4, steps=250, probe_frames=8),
         # the smallest run that still exercises every stage (used by the test suite)
         "smoke": dict(train_demos=2, heldout_demos=2, eval_trials=1, steps=6, batch_size=4,
                       model="tiny", probe_frames=4, frame_stride=4, workers=1),
