@@ -9,7 +9,7 @@ from typing import Any, Literal
 from rocket_vla.align.indices import resolve_layers
 from rocket_vla.align.matryoshka import matryoshka_widths
 from rocket_vla.align.pairing import balanced_pairs
-from rocket_vla.errors import RocketError
+from rocket_vla.errors import RocketError, reject_unknown_keys
 
 ProjectorKind = Literal["none", "shared", "independent"]
 VARIANTS = ("baseline", "spatial_forcing", "naive", "shared", "rocket")
@@ -192,8 +192,5 @@ class AlignConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AlignConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise RocketError(f"unknown alignment config keys {unknown}; remove or rename them.")
+        reject_unknown_keys(cls, data, "alignment", "remove or rename them.")
         return cls(**data)

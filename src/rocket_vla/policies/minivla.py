@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rocket_vla.errors import RocketError
+from rocket_vla.errors import RocketError, reject_unknown_keys
 
 PAD_TOKEN = 0
 BYTE_VOCAB = 257  # 256 byte values shifted by one, plus padding
@@ -104,11 +104,7 @@ class MiniVLAConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MiniVLAConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise RocketError(f"unknown MiniVLA config keys {unknown}; the checkpoint is from "
-                              "another version of MiniVLA.")
+        reject_unknown_keys(cls, data, "MiniVLA", "the checkpoint is from another version of MiniVLA.")
         return cls(**data)
 
 

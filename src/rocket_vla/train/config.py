@@ -13,7 +13,7 @@ from typing import Any
 
 from rocket_vla.align.config import VARIANTS
 from rocket_vla.data.augment import AugmentConfig
-from rocket_vla.errors import RocketError
+from rocket_vla.errors import RocketError, reject_unknown_keys
 
 SCHEDULES = ("step", "cosine", "constant")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
@@ -94,10 +94,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise RocketError(f"unknown training config keys {unknown}; remove or rename them.")
+        reject_unknown_keys(cls, data, "training", "remove or rename them.")
         data = dict(data)
         if isinstance(data.get("augment"), dict):
             data["augment"] = AugmentConfig(**data["augment"])
