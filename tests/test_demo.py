@@ -10,6 +10,7 @@ import pytest
 from minivla_fixtures import single_thread
 
 from rocket_vla.cli import main
+from rocket_vla.demo import pipeline
 from rocket_vla.demo.config import DemoConfig
 from rocket_vla.errors import RocketError
 
@@ -23,7 +24,7 @@ def _one_thread() -> Iterator[None]:
 
 
 @pytest.mark.libero
-def test_smoke_demo_runs_every_stage_and_writes_the_report(tmp_path) -> None:
+def test_smoke_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys) -> None:
     run, cache = tmp_path / "run", tmp_path / "cache"
     assert main(["demo", "--smoke", "--out", str(run), "--cache-dir", str(cache)]) == 0
     summary = json.loads((run / "summary.json").read_text())
@@ -43,6 +44,23 @@ def test_smoke_demo_runs_every_stage_and_writes_the_report(tmp_path) -> None:
     assert "held-out action L1" in table and "spatial probe R^2" in table
     for name in summary["plots"]:
         assert (run / name).stat().st_size > 1000
+
+    # The demo trained both variants at once, one process each; training them in turn in
+    # this process gives bit-identical weights.
+    import os
+
+    from safetensors.torch import load_file
+
+    assert ("at the same time" in capsys.readouterr().out) == ((os.cpu_count() or 1) >= 2)
+    cfg = DemoConfig.preset("smoke", cache_dir=str(cache), parallel_train=False)
+    train_dir = pipeline.dataset_dirs(cfg)[0]
+    features = pipeline.cache_teacher(cfg, train_dir, log=lambda m: None)  # reused, not recomputed
+    assert features is not None and features.parent == train_dir.parent
+    seq = pipeline.train_all(cfg, train_dir, tmp_path / "seq", log=lambda m: None, teacher_cache=features)
+    for variant, res in summary["variants"].items():
+        a = load_file(f"{res['train']['checkpoint']}/model.safetensors")
+        b = load_file(f"{seq[variant]['checkpoint']}/model.safetensors")
+        assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
 
 
 def test_demo_presets_keep_evaluation_and_demonstrations_apart() -> None:

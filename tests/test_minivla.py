@@ -1,4 +1,4 @@
-"""MiniVLA: shapes, the token layout the aligner relies on, and the byte tokenizer."""
+"""MiniVLA: shapes, the token layout the aligner relies on, and the two tokenizers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from minivla_fixtures import single_thread
 
 from rocket_vla.align import LayerTaps
 from rocket_vla.errors import RocketError
-from rocket_vla.policies.minivla import MiniVLA, MiniVLAConfig, action_l1, tokenize
+from rocket_vla.policies.minivla import WORD_VOCAB, MiniVLA, MiniVLAConfig, action_l1, tokenize, word_id
 
 
 @pytest.fixture(autouse=True)
@@ -76,6 +76,48 @@ def test_text_padding_is_ignored() -> None:
     model.text_pos.data[5:] += 1.0  # positions of padded tokens must not matter
     b = model(images, proprio, short)
     assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_word_tokenizer_against_a_hand_computed_case() -> None:
+    import zlib
+
+    tokens = tokenize(["Pick up the bowl, then STOP.", ""], 6, "words")
+    words = ("pick", "up", "the", "bowl", "then", "stop")
+    want = [1 + zlib.crc32(w.encode()) % (WORD_VOCAB - 1) for w in words]
+    assert tokens[0].tolist() == want  # lower-cased, punctuation dropped, cut at 6 tokens
+    assert tokens[1].tolist() == [0] * 6
+    assert tokenize(["a b"], 4, "words")[0].tolist() == [word_id("a"), word_id("b"), 0, 0]
+    with pytest.raises(RocketError, match="unknown tokenizer"):
+        tokenize(["x"], 4, "chars")
+    with pytest.raises(RocketError, match="unknown MiniVLA tokenizer"):
+        MiniVLAConfig.preset("tiny", tokenizer="chars")
+
+
+def test_word_tokenizer_keeps_every_libero_instruction_whole_and_distinct() -> None:
+    """Every instruction of the five LIBERO suites fits the demo preset, and no two of
+    their words share an id -- so word hashing loses nothing on the benchmark."""
+    benchmark = pytest.importorskip("libero.libero.benchmark")
+    cfg = MiniVLAConfig.preset("demo")
+    words: set[str] = set()
+    for suite in ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90"):
+        bench = benchmark.get_benchmark_dict()[suite]()
+        for i in range(bench.n_tasks):
+            text = bench.get_task(i).language
+            words.update(text.lower().split())
+            tokens = cfg.tokenize([text])[0]
+            assert int((tokens != 0).sum()) == len(text.split()) <= cfg.max_text_len
+    assert len({word_id(w) for w in words}) == len(words)
+
+
+def test_word_model_ignores_padding_and_reads_words() -> None:
+    cfg = MiniVLAConfig.preset("tiny", tokenizer="words")
+    model = MiniVLA(cfg).eval()
+    images, proprio, _ = _inputs(cfg, 1)
+    assert model.text_embed.num_embeddings == WORD_VOCAB
+    a = model(images, proprio, cfg.tokenize(["open the drawer"]))
+    model.text_pos.data[3:] += 1.0
+    assert torch.allclose(a, model(images, proprio, cfg.tokenize(["open the drawer"])), atol=1e-6)
+    assert not torch.allclose(a, model(images, proprio, cfg.tokenize(["close the drawer"])), atol=1e-4)
 
 
 def test_action_l1_ignores_padded_steps() -> None:

@@ -132,7 +132,7 @@ class MiniVLASubject:
         whole.eval()
         eps = list(episodes) if episodes is not None else load_episodes(dataset or train["dataset"])
         data = ChunkDataset(eps, DatasetStats.from_dict(saved["stats"]), chunk=model_cfg.chunk,
-                            max_text_len=model_cfg.max_text_len)
+                            max_text_len=model_cfg.max_text_len, tokenizer=model_cfg.tokenizer)
         if teacher_model is None:
             from rocket_vla.train.teachers import build_teacher
 

@@ -13,6 +13,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = DemoConfig.preset(
         preset, out_dir=args.out, cache_dir=args.cache_dir, steps=args.steps, workers=args.workers,
         tasks=[int(t) for t in args.tasks.split(",")] if args.tasks else None,
+        parallel_train=False if args.sequential else None,
     )
     run_demo(cfg)
     return 0
@@ -36,4 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", default=None, help="comma-separated libero_spatial task ids")
     p.add_argument("--steps", type=int, default=None, help="training steps per variant")
     p.add_argument("--workers", type=int, default=None, help="parallel simulator workers")
+    p.add_argument("--sequential", action="store_true",
+                   help="train the variants one after the other instead of one process each")
     p.set_defaults(func=run)

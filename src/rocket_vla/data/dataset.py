@@ -9,7 +9,7 @@ same frames again:
 * ``actions``  float ``[chunk, 7]`` normalised -- steps t .. t+chunk-1; past the end of the
   episode the last action is repeated and ``action_mask`` is False there, so the L1 loss
   ignores it (OpenVLA-OFT trains on chunks that run off the end the same way);
-* ``text``     byte tokens ``[max_text_len]``;
+* ``text``     instruction tokens ``[max_text_len]`` (MiniVLA's tokenizer);
 * ``episode``, ``step`` -- the source frame, the key of the teacher-feature cache.
 """
 
@@ -90,6 +90,7 @@ class ChunkDataset(Dataset):
         *,
         chunk: int = 8,
         max_text_len: int = 48,
+        tokenizer: str = "bytes",
     ) -> None:
         from rocket_vla.policies.minivla import tokenize
 
@@ -107,7 +108,7 @@ class ChunkDataset(Dataset):
             _Prepared(
                 stats.action.normalize(np.asarray(e.actions)),
                 stats.proprio.normalize(proprio_of(e)),
-                tokenize([e.language], max_text_len)[0],
+                tokenize([e.language], max_text_len, tokenizer)[0],
                 frame_rows(e),
             )
             for e in self.episodes

@@ -32,11 +32,18 @@ class DemoConfig:
     lr: float = 1e-3
     num_pairs: int = 4
     teacher: str = "tiny"
+    # compute the teacher's features of the training frames once and train from that
+    # cache (False: run the teacher live on every batch, as `rocket train --teacher` does)
+    cache_teacher: bool = True
     workers: int = 2
     # torch threads for training and probing: MiniVLA's matmuls are too small to gain from a
     # second thread, and with the cores shared (e.g. by the simulator workers) a second
     # thread made training several times slower here. 0 keeps torch's default.
     threads: int = 1
+    # train the variants at the same time, one single-threaded process each (if the
+    # machine has a core per variant); results are the same as training them in turn
+    parallel_train: bool = True
+    log_seconds: float = 30.0  # progress line interval while variants train in parallel
     seed: int = 0
     probe_frames: int = 12  # frames per episode fed to the spatial probe
 

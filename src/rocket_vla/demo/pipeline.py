@@ -47,8 +47,42 @@ def collect(cfg: DemoConfig, log: Log = _print) -> tuple[Path, Path]:
     return train_dir, heldout_dir
 
 
+def cache_teacher(cfg: DemoConfig, dataset: Path, log: Log = _print) -> Path | None:
+    """Teacher features of every training frame, computed once (``rocket cache-teacher``).
+
+    Why: a live teacher runs on every sample of every step -- tens of thousands of forward
+    passes for a dataset of a couple of thousand frames. Cached full-frame features are
+    read instead and cropped like the student's input by the aligner's crop-box
+    resampling. Kept next to the dataset, keyed by the teacher's fingerprint, so it is
+    reused while data and teacher are unchanged (and rebuilt, never misread, otherwise).
+    """
+    from rocket_vla.commands.cache_teacher import DEFAULT_CAMERAS, cache_episodes, episode_items
+    from rocket_vla.data.episodes import list_episode_files, read_episodes
+    from rocket_vla.teachers.cache import fingerprint_files
+    from rocket_vla.train.config import TrainConfig
+    from rocket_vla.train.teachers import build_teacher
+
+    if not cfg.cache_teacher or all(v == "baseline" for v in cfg.variants):
+        return None
+    teacher = build_teacher(cfg.teacher, TrainConfig.teacher_size)
+    out = dataset.parent / f"teacher_{hashlib.sha1(teacher.fingerprint().encode()).hexdigest()[:12]}"
+    episodes = read_episodes(dataset)
+    start = time.perf_counter()
+    _, report = cache_episodes(
+        teacher, episode_items(episodes, DEFAULT_CAMERAS), out,
+        layers=list(range(1, teacher.num_layers + 1)), cameras=DEFAULT_CAMERAS,
+        dataset_fingerprint=fingerprint_files(list_episode_files(dataset)),
+        frame_size=(cfg.image_size, cfg.image_size), progress=False,
+    )
+    log(f"teacher features ({cfg.teacher}, all {teacher.num_layers} layers): {report.frames} frames "
+        f"cached, {len(report.skipped)} episodes already cached, {time.perf_counter() - start:.0f} s "
+        f"-> {out}")
+    return out
+
+
 def train_variant(cfg: DemoConfig, variant: str, dataset: Path, run: Path,
-                  log: Log = _print) -> dict[str, Any]:
+                  log: Log = _print, progress: bool = True,
+                  teacher_cache: Path | None = None) -> dict[str, Any]:
     """Train one MiniVLA with one of the paper's variants; same data and seed for all."""
     from rocket_vla.train.config import TrainConfig
     from rocket_vla.train.loop import train
@@ -58,6 +92,8 @@ def train_variant(cfg: DemoConfig, variant: str, dataset: Path, run: Path,
         dataset=str(dataset), out_dir=str(out), model=cfg.model, variant=variant, num_pairs=cfg.num_pairs,
         teacher=cfg.teacher, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
         decay_after=max(1, int(cfg.steps * 0.8)), save_every=max(1, cfg.steps // 2),
+        progress=progress,
+        teacher_cache=str(teacher_cache) if teacher_cache and variant != "baseline" else None,
     )
     record = out / "demo_train.json"
     if record.is_file():  # finished in an earlier run of the demo: reuse it
@@ -74,6 +110,60 @@ def train_variant(cfg: DemoConfig, variant: str, dataset: Path, run: Path,
                "samples_per_s": round(result.samples_per_s, 1), "history": history}
     record.write_text(json.dumps(summary), encoding="utf-8")
     return summary
+
+
+def train_all(cfg: DemoConfig, dataset: Path, run: Path, log: Log = _print,
+              teacher_cache: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Train every variant; at the same time, one single-threaded process each, when there
+    are cores for it (``cfg.parallel_train``).
+
+    Why processes: MiniVLA's matmuls are too small for a second intra-op thread to pay off,
+    but two independent trainings use two cores fully -- the training stage then takes as
+    long as the slowest variant instead of the sum. Each process trains exactly what the
+    sequential path would (same config, data and seed), so the results are identical.
+    """
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, wait
+
+    todo = [v for v in cfg.variants if not (run / "train" / v / "demo_train.json").is_file()]
+    workers = min(len(todo), os.cpu_count() or 1)
+    if not cfg.parallel_train or workers < 2:
+        return {v: train_variant(cfg, v, dataset, run, log, teacher_cache=teacher_cache)
+                for v in cfg.variants}
+    log(f"training {', '.join(todo)} at the same time, one process each: {cfg.steps} steps x batch "
+        f"{cfg.batch_size} ({cfg.model} MiniVLA)")
+    context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = {v: pool.submit(_train_worker, cfg, v, str(dataset), str(run), teacher_cache)
+                   for v in todo}
+        while wait(list(futures.values()), timeout=cfg.log_seconds).not_done:
+            log("  " + " | ".join(_train_progress(run / "train" / v, v, cfg.steps) for v in todo))
+        finished = {v: f.result() for v, f in futures.items()}
+    return {v: finished.get(v) or train_variant(cfg, v, dataset, run, log, teacher_cache=teacher_cache)
+            for v in cfg.variants}
+
+
+def _train_worker(cfg: DemoConfig, variant: str, dataset: str, run: str,
+                  teacher_cache: Path | None) -> dict[str, Any]:
+    """One variant's training in its own process (the target of :func:`train_all`)."""
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    return train_variant(cfg, variant, Path(dataset), Path(run), log=lambda msg: None, progress=False,
+                         teacher_cache=teacher_cache)
+
+
+def _train_progress(out: Path, variant: str, steps: int) -> str:
+    """``variant step/steps, action loss`` from the last line of a run's metrics.jsonl."""
+    try:
+        last = (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()[-1]
+        row = json.loads(last)
+    except (OSError, IndexError, ValueError):
+        return f"{variant} starting"
+    return (f"{variant} {row['step']}/{steps} action L1 {row['action']:.3f} "
+            f"({row['samples_per_s']:.0f} samples/s)")
 
 
 def evaluate_variant(cfg: DemoConfig, variant: str, checkpoint: str, run: Path,

@@ -39,6 +39,8 @@ class ExpertConfig:
     place_above_surface: float = 0.015  # release height above a support ("on")
     phase_timeout: int = 70  # steps before a stuck phase moves on
     max_regrasps: int = 2
+    open_finger: float = 0.036  # finger joint (m) above which the gripper counts as open
+    offset_drift: float = 0.01  # in-hand shift (m) above which placement re-measures the offset
 
 
 @dataclass
@@ -260,17 +262,23 @@ class PickPlaceExpert:
             point, yaw = self._choose_grasp(obs)
             base = quat_to_mat(obs["state/robot0_eef_quat"])
             # Keep the initial downward orientation, only turn about the vertical axis.
+            ep.extra["base_rot"] = base
             ep.target_rot = rot_z(yaw) @ base
             ep.grasp_point, ep.obj_lo0 = point, lo[2]
+            ep.extra["planned_box"] = np.concatenate([lo, hi])
             self._goto("approach")
         if ep.phase == "approach":
+            self._replan_if_moved(obs, lo, hi)
             hover = ep.grasp_point + np.array([0, 0, cfg.approach_height])
             rot_err = np.linalg.norm(mat_to_axis_angle(
                 ep.target_rot @ quat_to_mat(obs["state/robot0_eef_quat"]).T))
             # A rim grasp must not start descending while the hand is still turning (a
             # finger would land on the rim); centre grasps straddle the object anyway.
             aligned = rot_err < 0.08 or "bowl" not in self.plan.obj
-            if (np.linalg.norm(hover - eef) < cfg.pos_tol * 2 and aligned) or timeout:
+            # After a failed grasp the fingers are still reopening; descending with them
+            # half closed lands a fingertip on the object instead of beside it.
+            opened = float(np.abs(obs["state/robot0_gripper_qpos"]).min()) > cfg.open_finger
+            if (np.linalg.norm(hover - eef) < cfg.pos_tol * 2 and aligned and opened) or timeout:
                 self._goto("descend")
             return self._servo(obs, hover, OPEN)
         if ep.phase == "descend":
@@ -301,6 +309,7 @@ class PickPlaceExpert:
                 self._goto("lower")
             return self._servo(obs, over, CLOSED)
         if ep.phase == "lower":
+            over = self._place_xy(over, eef, obj_centre, t_centre)
             if self.plan.relation == "in":
                 bottom = max(t_lo[2] + 0.02, t_hi[2] - 0.07)
             else:
@@ -317,6 +326,39 @@ class PickPlaceExpert:
             return self._servo(obs, eef, OPEN)
         # retreat and hold
         return self._servo(obs, ep.extra["retreat"], OPEN)
+
+    def _place_xy(self, over: np.ndarray, eef: np.ndarray, obj_centre: np.ndarray,
+                  t_centre: np.ndarray) -> np.ndarray:
+        """Eef target that puts the object's *current* centre over the target.
+
+        The offset fixed at grasp time is wrong when the object turned in the hand (a bowl
+        grasped while tilted hangs level once lifted); then the live offset is used. Objects
+        held rigidly keep the grasp-time offset, so their placement is unchanged.
+        """
+        ep = self._ep
+        live = eef - obj_centre
+        if float(np.linalg.norm((live - ep.grasp_offset)[:2])) < self.config.offset_drift:
+            return over
+        out = over.copy()
+        out[:2] = t_centre[:2] + live[:2]
+        return out
+
+    def _replan_if_moved(self, obs: dict[str, np.ndarray], lo: np.ndarray, hi: np.ndarray) -> None:
+        """Re-choose the grasp when the object moved since it was planned.
+
+        An object resting unstably (a bowl tilted on a ramekin) can still slide or tip in the
+        first steps of an episode; a rim grasp planned on the old pose then closes on air.
+        Objects that stay put keep their original plan, so stable scenes are unaffected.
+        """
+        ep = self._ep
+        box = np.concatenate([lo, hi])
+        if float(np.abs(box - ep.extra["planned_box"]).max()) < 0.004:
+            return
+        point, yaw = self._choose_grasp(obs)
+        ep.target_rot = rot_z(yaw) @ ep.extra["base_rot"]
+        ep.grasp_point, ep.obj_lo0 = point, lo[2]
+        ep.extra["planned_box"] = box
+        ep.phase_steps = 0
 
     def _carry_height(self, obs: dict[str, np.ndarray], lo: np.ndarray, hi: np.ndarray,
                       eef: np.ndarray) -> float:

@@ -6,8 +6,10 @@ matter for the method and drops the 7B LLM:
 
 * each camera image is cut into patches by its own linear patch embedding (a ViT stem
   per camera, so the wrist and third-person views need not share statistics);
-* the instruction is tokenised byte by byte (UTF-8 bytes + 1; 0 is padding), so no
-  tokenizer file has to be downloaded;
+* the instruction is tokenised without any downloaded vocabulary: byte by byte (UTF-8
+  bytes + 1; 0 is padding) or word by word (lower-cased words hashed with CRC-32 into a
+  fixed table). Words keep a LIBERO instruction (12-20 words, up to ~90 bytes) whole in a
+  quarter of the tokens, which matters on a CPU where every token costs a full MLP;
 * the 8-dim proprio state is one token;
 * ``chunk`` learned action-query tokens read the whole sequence out in parallel, and an
   L1-regression head maps each to a 7-dim action (OFT's parallel decoding);
@@ -24,6 +26,8 @@ is the stream after block ``k`` (0 = embeddings), as everywhere in rocket-vla.
 from __future__ import annotations
 
 import dataclasses
+import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +40,9 @@ from rocket_vla.errors import RocketError, reject_unknown_keys
 
 PAD_TOKEN = 0
 BYTE_VOCAB = 257  # 256 byte values shifted by one, plus padding
+WORD_VOCAB = 4096  # hashed word ids 1..4095, plus padding
+TOKENIZERS = ("bytes", "words")
+_WORD = re.compile(r"[a-z0-9]+")
 
 
 @dataclass
@@ -50,6 +57,7 @@ class MiniVLAConfig:
     num_heads: int = 4
     mlp_ratio: float = 4.0
     max_text_len: int = 48
+    tokenizer: str = "bytes"  # "bytes" or "words" (see :func:`tokenize`)
     proprio_dim: int = 8
     action_dim: int = 7
     chunk: int = 8
@@ -57,9 +65,10 @@ class MiniVLAConfig:
 
     PRESETS = {
         "tiny": dict(image_size=32, patch_size=8, dim=32, depth=4, num_heads=2, max_text_len=16),
-        "demo": dict(image_size=64, patch_size=16, dim=128, depth=6, num_heads=4, max_text_len=48),
+        "demo": dict(image_size=64, patch_size=16, dim=128, depth=6, num_heads=4, max_text_len=20,
+                     tokenizer="words"),
         "small": dict(image_size=128, patch_size=16, dim=256, depth=8, num_heads=8,
-                      max_text_len=64),
+                      max_text_len=24, tokenizer="words"),
     }
 
     def __post_init__(self) -> None:
@@ -67,6 +76,10 @@ class MiniVLAConfig:
             raise RocketError(
                 f"MiniVLA image_size {self.image_size} is not a multiple of patch_size "
                 f"{self.patch_size}; pick sizes that divide."
+            )
+        if self.tokenizer not in TOKENIZERS:
+            raise RocketError(
+                f"unknown MiniVLA tokenizer {self.tokenizer!r}; choose one of {', '.join(TOKENIZERS)}."
             )
         if self.dim % self.num_heads:
             raise RocketError(
@@ -96,6 +109,14 @@ class MiniVLAConfig:
         return 0, self.num_cameras * self.tokens_per_image
 
     @property
+    def vocab_size(self) -> int:
+        return WORD_VOCAB if self.tokenizer == "words" else BYTE_VOCAB
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Instruction tokens ``[B, max_text_len]`` in this model's tokenizer."""
+        return tokenize(texts, self.max_text_len, self.tokenizer)
+
+    @property
     def seq_len(self) -> int:
         return self.visual_span[1] + 1 + self.max_text_len + self.chunk
 
@@ -108,13 +129,28 @@ class MiniVLAConfig:
         return cls(**data)
 
 
-def tokenize(texts: Sequence[str], max_len: int) -> torch.Tensor:
-    """Byte-level tokens ``[B, max_len]`` (UTF-8 bytes + 1, 0 = pad); long text is cut."""
+def word_id(word: str) -> int:
+    """Stable id of a lower-case word in ``1 .. WORD_VOCAB - 1`` (CRC-32, not Python's
+    salted ``hash``, so ids are the same in every process and every release)."""
+    return 1 + zlib.crc32(word.encode("utf-8")) % (WORD_VOCAB - 1)
+
+
+def tokenize(texts: Sequence[str], max_len: int, kind: str = "bytes") -> torch.Tensor:
+    """Tokens ``[B, max_len]``, 0 = padding, long text cut at ``max_len`` tokens.
+
+    ``bytes``: UTF-8 bytes + 1. ``words``: lower-cased alphanumeric words, each
+    :func:`word_id` (punctuation dropped; a hash collision merely shares an embedding).
+    """
+    if kind not in TOKENIZERS:
+        raise RocketError(f"unknown tokenizer {kind!r}; choose one of {', '.join(TOKENIZERS)}.")
     out = torch.zeros(len(texts), max_len, dtype=torch.long)
     for i, text in enumerate(texts):
-        data = list(text.encode("utf-8")[:max_len])
-        if data:
-            out[i, : len(data)] = torch.tensor(data, dtype=torch.long) + 1
+        if kind == "words":
+            ids = [word_id(w) for w in _WORD.findall(text.lower())][:max_len]
+        else:
+            ids = [b + 1 for b in text.encode("utf-8")[:max_len]]
+        if ids:
+            out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
     return out
 
 
@@ -157,8 +193,8 @@ class MiniVLA(nn.Module):
     """The student. ``forward`` returns normalised action chunks ``[B, chunk, action_dim]``.
 
     Inputs: ``images`` float ``[B, cameras, 3, H, W]`` in [0, 1] at ``image_size``;
-    ``proprio`` ``[B, proprio_dim]`` (normalised); ``text`` byte tokens ``[B, max_text_len]``
-    from :func:`tokenize`.
+    ``proprio`` ``[B, proprio_dim]`` (normalised); ``text`` tokens ``[B, max_text_len]``
+    from :meth:`MiniVLAConfig.tokenize`.
     """
 
     blocks_path = "blocks"
@@ -170,7 +206,7 @@ class MiniVLA(nn.Module):
         patch_in = 3 * c.patch_size * c.patch_size
         self.patch_embed = nn.ModuleList(nn.Linear(patch_in, c.dim) for _ in range(c.num_cameras))
         self.image_pos = nn.Parameter(torch.zeros(c.num_cameras, c.tokens_per_image, c.dim))
-        self.text_embed = nn.Embedding(BYTE_VOCAB, c.dim, padding_idx=PAD_TOKEN)
+        self.text_embed = nn.Embedding(c.vocab_size, c.dim, padding_idx=PAD_TOKEN)
         self.text_pos = nn.Parameter(torch.zeros(c.max_text_len, c.dim))
         self.proprio_embed = nn.Linear(c.proprio_dim, c.dim)
         self.action_queries = nn.Parameter(torch.zeros(c.chunk, c.dim))

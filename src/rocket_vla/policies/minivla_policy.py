@@ -28,7 +28,7 @@ import torch
 from rocket_vla.data.augment import crop_resize
 from rocket_vla.data.normalize import DatasetStats
 from rocket_vla.errors import RocketError
-from rocket_vla.policies.minivla import MiniVLA, MiniVLAConfig, tokenize
+from rocket_vla.policies.minivla import MiniVLA, MiniVLAConfig
 
 CHECKPOINT_FORMAT = "rocket-vla/minivla-checkpoint/1"
 
@@ -96,10 +96,10 @@ class MiniVLAPolicy:
         self.execute = chunk if execute is None else int(execute)
         if not 1 <= self.execute <= chunk:
             raise RocketError(f"execute must be in 1..{chunk}, got {execute}.")
-        self.text = tokenize([""], model.config.max_text_len)
+        self.text = model.config.tokenize([""])
 
     def reset(self, task: Any) -> None:
-        self.text = tokenize([str(getattr(task, "language", task))], self.model.config.max_text_len)
+        self.text = self.model.config.tokenize([str(getattr(task, "language", task))])
 
     def _image(self, frame: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float() / 255.0

@@ -209,7 +209,8 @@ class Trainer:
         self.model_config = MiniVLAConfig.preset(cfg.model)
         self.stats = (DatasetStats.from_dict(saved["stats"]) if saved else fit_stats(eps))
         self.dataset = ChunkDataset(eps, self.stats, chunk=self.model_config.chunk,
-                                    max_text_len=self.model_config.max_text_len)
+                                    max_text_len=self.model_config.max_text_len,
+                                    tokenizer=self.model_config.tokenizer)
         self.teacher = None if cfg.variant == "baseline" else self._teacher_source(teacher)
 
         torch.manual_seed(cfg.seed)
