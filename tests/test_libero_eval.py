@@ -109,6 +109,8 @@ def test_collect_round_trip_and_crash_safety(tmp_path: Path) -> None:
     assert ep.obs["ee_pos"].shape == (t, 3) and ep.obs["joint_states"].shape == (t, 7)
     assert ep.attrs["agentview_intrinsics"].shape == (3, 3) and ep.attrs["frame_stride"] == 10
     assert set(np.unique(ep.actions[:, 6])) <= {-1.0, 1.0}  # LIBERO env convention
+    # 16 steps after the solve are kept (default --after-success), ending with an open hand
+    assert t == int(ep.attrs["solved_at_step"]) + 16 and ep.actions[-1, 6] == -1.0
     assert 0.3 < float(np.median(ep.obs["agentview_depth"])) < 3.0  # metres
     log = [json.loads(line) for line in (out / "attempts.jsonl").read_text().splitlines()]
     assert sum(r["success"] for r in log) == len(files)

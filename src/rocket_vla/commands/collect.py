@@ -16,7 +16,7 @@ def run(args: argparse.Namespace) -> int:
         init_states=args.init_states, first_init=args.first_init, variations=args.variations,
         variation_xy=args.variation_xy, frame_stride=args.frame_stride,
         image_size=args.image_size, depth=not args.no_depth, workers=args.workers,
-        seed=args.seed, max_steps=args.max_steps,
+        seed=args.seed, max_steps=args.max_steps, after_success=args.after_success,
     )
     counts = run_collection(cfg, progress=not args.quiet)
     total_kept = sum(c["kept"] for c in counts.values())
@@ -51,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--after-success", type=int, default=16,
+                   help="steps recorded after the task is solved (the release and retreat)")
     p.add_argument("--out", default="runs/demos", help="dataset folder")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)

@@ -25,6 +25,7 @@ class DemoConfig:
     eval_trials: int = 10  # per task
     image_size: int = 64
     frame_stride: int = 2
+    after_success: int = 16  # expert steps recorded after the solve (see CollectConfig)
     model: str = "demo"
     variants: list[str] = field(default_factory=lambda: ["baseline", "rocket"])
     steps: int = 1000

@@ -25,7 +25,7 @@ def _print(msg: str) -> None:
 def dataset_dirs(cfg: DemoConfig) -> tuple[Path, Path]:
     """Cache folders keyed by everything that changes the collected data."""
     key = json.dumps([cfg.suite, cfg.tasks, cfg.demo_first_init, cfg.train_demos, cfg.heldout_demos,
-                      cfg.image_size, cfg.frame_stride, cfg.seed])
+                      cfg.image_size, cfg.frame_stride, cfg.seed, cfg.after_success])
     root = Path(cfg.cache_dir) / "datasets" / hashlib.sha1(key.encode()).hexdigest()[:12]
     return root / "train", root / "heldout"
 
@@ -42,7 +42,7 @@ def collect(cfg: DemoConfig, log: Log = _print) -> tuple[Path, Path]:
         run_collection(CollectConfig(
             out_dir=str(out), suites=[cfg.suite], tasks=[str(t) for t in cfg.tasks], init_states=count,
             first_init=first, frame_stride=cfg.frame_stride, image_size=cfg.image_size, depth=True,
-            workers=cfg.workers, seed=cfg.seed,
+            workers=cfg.workers, seed=cfg.seed, after_success=cfg.after_success,
         ))
     return train_dir, heldout_dir
 

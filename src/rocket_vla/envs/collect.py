@@ -47,10 +47,17 @@ class CollectConfig:
     seed: int = 0
     max_steps: int | None = None
     num_wait: int = 10
+    # Steps the expert keeps acting (and being recorded) after the task is solved. The
+    # solve is detected while the gripper is still opening, so an episode cut at that
+    # step holds almost no open-gripper frames after placing; an L1 policy trained on it
+    # learns "keep holding" and never lets go. Evaluation stops at success regardless.
+    after_success: int = 16
 
     def __post_init__(self) -> None:
         if self.frame_stride < 1:
             raise RocketError("--frame-stride must be >= 1.")
+        if self.after_success < 0:
+            raise RocketError("--after-success must be >= 0.")
         if self.init_states < 1 or self.variations < 0:
             raise RocketError("--init-states must be >= 1 and --variations >= 0.")
 
@@ -122,9 +129,9 @@ def run_jobs(cfg: CollectConfig, jobs: Iterable[CollectJob], emit: Any) -> None:
                     "agentview_rgb", "eye_in_hand_rgb", "agentview_depth", "eye_in_hand_depth",
                     "agentview_extrinsics", "eye_in_hand_extrinsics", "frame_index", "object_pos")}
                 object_names: list[str] = []
-                success, t = False, 0
+                success, t, solved_at = False, 0, None
                 cams = {}
-                while t < budget and not success:
+                while t < budget and (solved_at is None or t < solved_at + cfg.after_success):
                     if t % cfg.frame_stride == 0:
                         obs = env.observation(images=True)
                         cams = env.camera_parameters()
@@ -151,7 +158,9 @@ def run_jobs(cfg: CollectConfig, jobs: Iterable[CollectJob], emit: Any) -> None:
                                                   expert.gripper)[0]
                     rec["actions"].append(action)
                     t += 1
-                    success = env.step(action, render=(t % cfg.frame_stride == 0))
+                    success = env.step(action, render=(t % cfg.frame_stride == 0)) or success
+                    if success and solved_at is None:
+                        solved_at = t
                 path = None
                 if success:
                     obs_arrays = {k: np.asarray(rec[k]) for k in (
@@ -163,6 +172,7 @@ def run_jobs(cfg: CollectConfig, jobs: Iterable[CollectJob], emit: Any) -> None:
                         obs_arrays["agentview_depth"] = np.asarray(rec["agentview_depth"], np.float32)
                         obs_arrays["eye_in_hand_depth"] = np.asarray(rec["eye_in_hand_depth"], np.float32)
                     attrs = {"init_state_index": init, "variation": var, "seed": seed, "success": True,
+                             "solved_at_step": solved_at,
                              "agentview_intrinsics": cams["agentview"]["intrinsics"],
                              "eye_in_hand_intrinsics": cams["wrist"]["intrinsics"],
                              "init_state": state, "object_names": ",".join(object_names)}
@@ -171,7 +181,8 @@ def run_jobs(cfg: CollectConfig, jobs: Iterable[CollectJob], emit: Any) -> None:
                     stem = episode_stem(spec.suite, spec.name, init, var)
                     path = str(writer.write(stem, episode, states=np.asarray(rec["states"])))
                 emit({"suite": spec.suite, "task_id": spec.task_id, "init": init, "variation": var,
-                      "success": success, "steps": t, "frames": len(rec["frame_index"]),
+                      "success": success, "steps": t, "solved_at": solved_at,
+                      "frames": len(rec["frame_index"]),
                       "wall_s": round(time.perf_counter() - start, 3), "path": path})
 
 

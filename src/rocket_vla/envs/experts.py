@@ -39,7 +39,9 @@ class ExpertConfig:
     place_above_surface: float = 0.015  # release height above a support ("on")
     phase_timeout: int = 70  # steps before a stuck phase moves on
     max_regrasps: int = 2
-    open_finger: float = 0.036  # finger joint (m) above which the gripper counts as open
+    open_finger: float = 0.03  # finger joint (m) above which the gripper counts as open enough
+    grasp_edge_margin: float = 0.015  # keep a slid grasp this far (m) inside the object's end
+    push_replan: float = 0.02  # object shift (m) during the descent that triggers a re-plan
     offset_drift: float = 0.01  # in-hand shift (m) above which placement re-measures the offset
 
 
@@ -205,7 +207,36 @@ class PickPlaceExpert:
         yaw = np.pi / 2 if (size[1] > 0.065 and size[0] < size[1]) else 0.0
         point = centre.copy()
         point[2] = max(lo[2] + 0.008, hi[2] - 0.035)
-        return point, yaw
+        axis = 0 if yaw else 1  # the fingers open along y at yaw 0 (as for the bowl rim)
+        return self._clear_point(obs, lo, hi, point, axis), yaw
+
+    def _clear_point(self, obs: dict[str, np.ndarray], lo: np.ndarray, hi: np.ndarray,
+                     point: np.ndarray, axis: int) -> np.ndarray:
+        """Slide a centre grasp along the object's free axis when the hand would hit a neighbour.
+
+        A flat object (a cream cheese box) is grasped low, so the palm and the far parts of
+        the open fingers come down beside it; a taller neighbour (a can) then stops the hand
+        centimetres above the object and the fingers close on air. Sliding the grasp along
+        the axis the fingers do not span keeps the grip on the object and the hand clear.
+        Grasps that already fit are returned unchanged.
+        """
+        boxes = self._obstacles(obs, lo, hi)
+        best = hand_overlap(point, axis, boxes)
+        if best <= 0.0:
+            return point
+        along = 1 - axis
+        reach = (hi[along] - lo[along]) / 2 - self.config.grasp_edge_margin
+        if reach <= 0.0:
+            return point
+        out = point
+        # Smallest slide first, so an equal overlap never moves the grasp further out.
+        for shift in sorted(np.linspace(-reach, reach, 9), key=abs):
+            p = point.copy()
+            p[along] += shift
+            overlap = hand_overlap(p, axis, boxes)
+            if overlap < best - 1e-7:
+                best, out = overlap, p
+        return out
 
     @staticmethod
     def _local_top(obs: dict[str, np.ndarray], lo: np.ndarray, hi: np.ndarray, p: np.ndarray) -> float:
@@ -282,6 +313,10 @@ class PickPlaceExpert:
                 self._goto("descend")
             return self._servo(obs, hover, OPEN)
         if ep.phase == "descend":
+            if self._pushed_away(lo, hi):
+                self._replan_if_moved(obs, lo, hi)
+                self._goto("approach")
+                return self._servo(obs, eef + np.array([0, 0, 0.03]), OPEN)
             if np.linalg.norm(ep.grasp_point - eef) < cfg.pos_tol or timeout or self._stalled(eef):
                 self._goto("close")
             return self._servo(obs, ep.grasp_point, OPEN, speed=0.8)
@@ -342,6 +377,20 @@ class PickPlaceExpert:
         out = over.copy()
         out[:2] = t_centre[:2] + live[:2]
         return out
+
+    def _pushed_away(self, lo: np.ndarray, hi: np.ndarray) -> bool:
+        """True (once per episode) when the descending hand shoved the object far off its plan.
+
+        A bowl leaning on a ramekin is knocked level by the first finger that touches it;
+        the planned rim point is then centimetres away and closing there wastes a whole
+        grasp-lift-regrasp cycle. Backing off and re-planning on the settled pose is cheaper.
+        """
+        ep = self._ep
+        if ep.extra.get("pushed") or float(np.abs(np.concatenate([lo, hi]) - ep.extra["planned_box"]).max()
+                                            ) < self.config.push_replan:
+            return False
+        ep.extra["pushed"] = True
+        return True
 
     def _replan_if_moved(self, obs: dict[str, np.ndarray], lo: np.ndarray, hi: np.ndarray) -> None:
         """Re-choose the grasp when the object moved since it was planned.
