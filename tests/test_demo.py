@@ -63,6 +63,24 @@ def test_smoke_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys) -> 
         assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
 
 
+def test_a_run_folder_holds_one_configuration(tmp_path) -> None:
+    """Reruns reuse finished stages, so other settings in the same folder are refused before
+    any work, and the folder is left as it was; run-only settings (workers) may differ."""
+    from rocket_vla.demo.run import check_resumable, run_demo
+
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = DemoConfig.preset("smoke", out_dir=str(run), cache_dir=str(tmp_path / "cache"))
+    (run / "demo_config.json").write_text(json.dumps(saved.to_dict()))
+    check_resumable(run, DemoConfig.preset("smoke", out_dir=str(run), workers=2))
+    with pytest.raises(RocketError, match=r"other settings \(seed, steps\)"):
+        run_demo(DemoConfig.preset("smoke", out_dir=str(run), cache_dir=str(tmp_path / "cache"),
+                                   seed=1, steps=9))
+    assert sorted(p.name for p in run.iterdir()) == ["demo_config.json"]
+    assert json.loads((run / "demo_config.json").read_text()) == saved.to_dict()
+    assert not (tmp_path / "cache").exists()
+
+
 def test_demo_presets_keep_evaluation_and_demonstrations_apart() -> None:
     for name in DemoConfig.PRESETS:
         cfg = DemoConfig.preset(name)

@@ -13,7 +13,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = DemoConfig.preset(
         preset, out_dir=args.out, cache_dir=args.cache_dir, steps=args.steps, workers=args.workers,
         tasks=[int(t) for t in args.tasks.split(",")] if args.tasks else None,
-        parallel_train=False if args.sequential else None,
+        parallel_train=False if args.sequential else None, seed=args.seed,
     )
     run_demo(cfg)
     return 0
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "evaluate both closed-loop, and write a summary table and plots to the run folder.",
     )
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="smaller run (about 8 minutes on 2 cores)")
+    size.add_argument("--quick", action="store_true", help="smaller run (about 7 minutes on 2 cores)")
     size.add_argument("--smoke", action="store_true", help="smallest run exercising every stage (tests)")
     p.add_argument("--out", default=None, help="run folder (default runs/demo)")
     p.add_argument("--cache-dir", default=None,
@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", default=None, help="comma-separated libero_spatial task ids")
     p.add_argument("--steps", type=int, default=None, help="training steps per variant")
     p.add_argument("--workers", type=int, default=None, help="parallel simulator workers")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of collection, training and evaluation (default 0)")
     p.add_argument("--sequential", action="store_true",
                    help="train the variants one after the other instead of one process each")
     p.set_defaults(func=run)

@@ -19,16 +19,16 @@ class DemoConfig:
     cache_dir: str = ".rocket_cache"
     suite: str = "libero_spatial"
     tasks: list[int] = field(default_factory=lambda: [0])
-    train_demos: int = 36  # per task
+    train_demos: int = 26  # per task
     heldout_demos: int = 4  # per task: action L1 and the probe's test split
-    demo_first_init: int = 10
-    eval_trials: int = 10  # per task
+    demo_first_init: int = 20
+    eval_trials: int = 20  # per task
     image_size: int = 64
     frame_stride: int = 2
     after_success: int = 16  # expert steps recorded after the solve (see CollectConfig)
     model: str = "demo"
     variants: list[str] = field(default_factory=lambda: ["baseline", "rocket"])
-    steps: int = 1000
+    steps: int = 1500
     batch_size: int = 32
     lr: float = 1e-3
     num_pairs: int = 4
@@ -50,7 +50,8 @@ class DemoConfig:
 
     PRESETS = {
         "default": {},
-        "quick": dict(train_demos=12, heldout_demos=3, eval_trials=4, steps=250, probe_frames=8),
+        "quick": dict(train_demos=12, heldout_demos=3, demo_first_init=10, eval_trials=6, steps=600,
+                      probe_frames=8),
         # the smallest run that still exercises every stage (used by the test suite)
         "smoke": dict(train_demos=2, heldout_demos=2, eval_trials=1, steps=6, batch_size=4,
                       model="tiny", probe_frames=4, frame_stride=4, workers=1),

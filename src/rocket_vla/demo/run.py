@@ -10,6 +10,7 @@ from typing import Any
 from rocket_vla.demo import pipeline, report
 from rocket_vla.demo.config import DemoConfig
 from rocket_vla.demo.pipeline import Log, _print
+from rocket_vla.errors import RocketError
 
 
 def run_demo(cfg: DemoConfig, log: Log = _print) -> dict[str, Any]:
@@ -24,6 +25,7 @@ def run_demo(cfg: DemoConfig, log: Log = _print) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
     run = Path(cfg.out_dir)
+    check_resumable(run, cfg)
     run.mkdir(parents=True, exist_ok=True)
     (run / "demo_config.json").write_text(json.dumps(cfg.to_dict(), indent=2), encoding="utf-8")
     log(f"run folder: {run.resolve()}")
@@ -58,6 +60,29 @@ def run_demo(cfg: DemoConfig, log: Log = _print) -> dict[str, Any]:
     report.write(results, run)
     log(f"done in {results['wall_seconds'] / 60:.1f} min; summary:\n" + report.summary_markdown(results))
     return results
+
+
+# Settings that only change how fast or where a run goes, not what it computes.
+_RUN_ONLY = {"out_dir", "cache_dir", "workers", "threads", "parallel_train", "log_seconds"}
+
+
+def check_resumable(run: Path, cfg: DemoConfig) -> None:
+    """Stages of a rerun are reused, so a run folder must only ever hold one configuration:
+    refuse (before any work) to mix in results of another."""
+    saved = run / "demo_config.json"
+    if not saved.is_file():
+        return
+    try:
+        old = json.loads(saved.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise RocketError(f"{saved} is unreadable; pass a new --out folder.") from None
+    new = cfg.to_dict()
+    changed = sorted(k for k in set(old) | set(new) if k not in _RUN_ONLY and old.get(k) != new.get(k))
+    if changed:
+        raise RocketError(
+            f"the run folder {run} was made with other settings ({', '.join(changed)}); pass a new "
+            "--out folder, or the same settings to resume it."
+        )
 
 
 def _probe_layers(trained: dict[str, dict[str, Any]]) -> list[int]:
