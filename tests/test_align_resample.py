@@ -83,3 +83,25 @@ def test_bad_shapes_are_clear_errors() -> None:
     with pytest.raises(RocketError, match="square"):
         student_grid(10)
     assert student_grid(256) == (16, 16)
+
+
+@settings(max_examples=15, deadline=None)
+@given(layers=st.integers(1, 4), scale=st.sampled_from([0.0, 0.1]), crop=st.booleans(),
+       seed=st.integers(0, 10_000))
+def test_aligner_targets_equal_one_resample_per_layer(layers: int, scale: float, crop: bool,
+                                                      seed: int) -> None:
+    """`Aligner.targets` resamples all layers in one call; it must equal a plain loop of
+    `resample_teacher` per layer, crop boxes and position embedding included."""
+    from rocket_vla.align import AlignConfig, Aligner
+
+    g = torch.Generator().manual_seed(seed)
+    feats = [torch.randn(2, 2, 4, 5, 8, generator=g) for _ in range(layers)]
+    lo = torch.rand(2, 2, 2, generator=g) * 0.3
+    boxes = torch.cat([lo, lo + 0.6], dim=-1) if crop else None
+    cfg = AlignConfig(student_layers=list(range(1, layers + 1)), teacher_layers=list(range(1, layers + 1)),
+                      student_dim=8, teacher_dim=8, pos_embed_scale=scale)
+    got = Aligner(cfg).targets(feats, (3, 3), crop_boxes=boxes)
+    want = [resample_teacher(f, (3, 3), crop_boxes=boxes, pos_embed_scale=scale) for f in feats]
+    assert len(got) == layers
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)

@@ -11,7 +11,7 @@ from torch import nn
 from rocket_vla.align.config import AlignConfig
 from rocket_vla.align.loss import cosine_distance, masked_mean, masked_sample_mean
 from rocket_vla.align.projector import PairProjectors
-from rocket_vla.align.resample import resample_teacher
+from rocket_vla.align.resample import resample_teacher, sincos_pos_embed_2d
 from rocket_vla.errors import RocketError
 
 
@@ -55,12 +55,26 @@ class Aligner(nn.Module):
         grid: tuple[int, int],
         crop_boxes: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
-        """Resample per-layer teacher grids ``[B, S, h, w, C]`` onto the student tokens."""
-        return [
-            resample_teacher(f, grid, crop_boxes=crop_boxes,
-                             pos_embed_scale=self.config.pos_embed_scale)
-            for f in teacher_features
-        ]
+        """Resample per-layer teacher grids ``[B, S, h, w, C]`` onto the student tokens.
+
+        Layers of one shape are resampled in a single call, stacked along channels: bilinear
+        sampling treats every channel on its own, so the numbers are those of one call per
+        layer, without paying the per-call cost (grid construction, dispatch) once per
+        layer -- on a CPU that is a visible share of a small student's step.
+        """
+        feats = list(teacher_features)
+        scale = self.config.pos_embed_scale
+        if len(feats) < 2 or any(f.shape != feats[0].shape or f.dtype != feats[0].dtype
+                                 for f in feats) or feats[0].dim() != 5:
+            return [resample_teacher(f, grid, crop_boxes=crop_boxes, pos_embed_scale=scale)
+                    for f in feats]
+        _, _, h, w, c = feats[0].shape
+        stacked = torch.cat(feats, dim=-1)
+        if scale:
+            pos = sincos_pos_embed_2d(c, h, w).to(device=stacked.device, dtype=stacked.dtype)
+            stacked = stacked + scale * pos.permute(1, 2, 0).repeat(1, 1, len(feats))
+        out = resample_teacher(stacked, grid, crop_boxes=crop_boxes)
+        return [part.contiguous() for part in out.split(c, dim=-1)]
 
     def _check(self, student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]) -> None:
         cfg = self.config
