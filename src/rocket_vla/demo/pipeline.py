@@ -47,7 +47,8 @@ def collect(cfg: DemoConfig, log: Log = _print) -> tuple[Path, Path]:
     return train_dir, heldout_dir
 
 
-def cache_teacher(cfg: DemoConfig, dataset: Path, log: Log = _print) -> Path | None:
+def cache_teacher(cfg: DemoConfig, dataset: Path, log: Log = _print,
+                  episodes: list[Any] | None = None) -> Path | None:
     """Teacher features of every training frame, computed once (``rocket cache-teacher``).
 
     Why: a live teacher runs on every sample of every step -- tens of thousands of forward
@@ -55,6 +56,7 @@ def cache_teacher(cfg: DemoConfig, dataset: Path, log: Log = _print) -> Path | N
     read instead and cropped like the student's input by the aligner's crop-box
     resampling. Kept next to the dataset, keyed by the teacher's fingerprint, so it is
     reused while data and teacher are unchanged (and rebuilt, never misread, otherwise).
+    ``episodes``: the dataset already read, if the caller has it.
     """
     from rocket_vla.commands.cache_teacher import DEFAULT_CAMERAS, cache_episodes, episode_items
     from rocket_vla.data.episodes import list_episode_files, read_episodes
@@ -66,7 +68,7 @@ def cache_teacher(cfg: DemoConfig, dataset: Path, log: Log = _print) -> Path | N
         return None
     teacher = build_teacher(cfg.teacher, TrainConfig.teacher_size)
     out = dataset.parent / f"teacher_{hashlib.sha1(teacher.fingerprint().encode()).hexdigest()[:12]}"
-    episodes = read_episodes(dataset)
+    episodes = read_episodes(dataset) if episodes is None else episodes
     start = time.perf_counter()
     _, report = cache_episodes(
         teacher, episode_items(episodes, DEFAULT_CAMERAS), out,
@@ -95,7 +97,7 @@ def train_variant(cfg: DemoConfig, variant: str, dataset: Path, run: Path,
         progress=progress,
         teacher_cache=str(teacher_cache) if teacher_cache and variant != "baseline" else None,
     )
-    record = out / "demo_train.json"
+    record = _train_record(run, variant)
     if record.is_file():  # finished in an earlier run of the demo: reuse it
         log(f"training {variant}: already done in {out}")
         return json.loads(record.read_text(encoding="utf-8"))
@@ -126,7 +128,7 @@ def train_all(cfg: DemoConfig, dataset: Path, run: Path, log: Log = _print,
     import os
     from concurrent.futures import ProcessPoolExecutor, wait
 
-    todo = [v for v in cfg.variants if not (run / "train" / v / "demo_train.json").is_file()]
+    todo = [v for v in cfg.variants if not _train_record(run, v).is_file()]
     workers = min(len(todo), os.cpu_count() or 1)
     if not cfg.parallel_train or workers < 2:
         return {v: train_variant(cfg, v, dataset, run, log, teacher_cache=teacher_cache)
@@ -142,6 +144,11 @@ def train_all(cfg: DemoConfig, dataset: Path, run: Path, log: Log = _print,
         finished = {v: f.result() for v, f in futures.items()}
     return {v: finished.get(v) or train_variant(cfg, v, dataset, run, log, teacher_cache=teacher_cache)
             for v in cfg.variants}
+
+
+def _train_record(run: Path, variant: str) -> Path:
+    """Written when a variant's training has finished; its presence skips the stage."""
+    return run / "train" / variant / "demo_train.json"
 
 
 def _train_worker(cfg: DemoConfig, variant: str, dataset: str, run: str,

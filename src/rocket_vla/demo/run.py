@@ -39,7 +39,7 @@ def run_demo(cfg: DemoConfig, log: Log = _print) -> dict[str, Any]:
     results: dict[str, Any] = {"config": cfg.to_dict(), "variants": {},
                                "collect_seconds": round(collect_seconds, 1)}
     t0 = time.perf_counter()
-    teacher_cache = pipeline.cache_teacher(cfg, train_dir, log)
+    teacher_cache = pipeline.cache_teacher(cfg, train_dir, log, episodes=train_eps)
     results["teacher_cache_seconds"] = round(time.perf_counter() - t0, 1)
     trained = pipeline.train_all(cfg, train_dir, run, log, teacher_cache=teacher_cache)
     layers = _probe_layers(trained)

@@ -129,7 +129,7 @@ def run_jobs(cfg: CollectConfig, jobs: Iterable[CollectJob], emit: Any) -> None:
                     "agentview_rgb", "eye_in_hand_rgb", "agentview_depth", "eye_in_hand_depth",
                     "agentview_extrinsics", "eye_in_hand_extrinsics", "frame_index", "object_pos")}
                 object_names: list[str] = []
-                success, t, solved_at = False, 0, None
+                t, solved_at = 0, None
                 cams = {}
                 while t < budget and (solved_at is None or t < solved_at + cfg.after_success):
                     if t % cfg.frame_stride == 0:
@@ -158,9 +158,9 @@ def run_jobs(cfg: CollectConfig, jobs: Iterable[CollectJob], emit: Any) -> None:
                                                   expert.gripper)[0]
                     rec["actions"].append(action)
                     t += 1
-                    success = env.step(action, render=(t % cfg.frame_stride == 0)) or success
-                    if success and solved_at is None:
+                    if env.step(action, render=(t % cfg.frame_stride == 0)) and solved_at is None:
                         solved_at = t
+                success = solved_at is not None
                 path = None
                 if success:
                     obs_arrays = {k: np.asarray(rec[k]) for k in (
