@@ -14,7 +14,11 @@ from rocket_vla.errors import RocketError
 from rocket_vla.teachers.tiny import NATIVE_INPUT_SIZE, load_tiny_teacher, tiny_teacher_config
 from rocket_vla.teachers.train_geometry import (
     GeometryTrainConfig,
+    _batch,
+    _judge,
+    evaluate_model,
     load_pairs,
+    predict,
     relative_transform,
     split_by_episode,
     train_model,
@@ -93,7 +97,7 @@ def _write_episodes(root: Path, n: int, *, depth: bool = True, size: int = 28) -
         obs = {
             "agentview_rgb": np.repeat(((d_agent - 0.8) / 1.2 * 255)[..., None], 3, -1).astype(np.uint8),
             "eye_in_hand_rgb": np.repeat(((d_wrist - 0.1) / 0.3 * 255)[..., None], 3, -1).astype(np.uint8),
-            "agentview_extrinsics": np.tile(_rot_z(0, (0.0, 0.0, 1.0)), (frames, 1, 1)),
+            "agentview_extrinsics": np.tile(_rot_z(0, (0.0, 0.0, 0.2)), (frames, 1, 1)),
             "eye_in_hand_extrinsics": np.tile(_rot_z(90, (0.2, 0.0, 0.5)), (frames, 1, 1)),
             "ee_pos": np.zeros((steps, 3)),
         }
@@ -115,11 +119,15 @@ def test_pairs_targets_and_a_few_steps_lower_the_loss(tmp_path: Path) -> None:
     frames = load_pairs(tmp_path / "data", cfg)
     assert len(frames) == 18 and frames.images.shape == (18, 2, 3, 28, 28)
     # wrist points in the agent-view frame equal the hand-composed transform of its own points
-    pts2 = frames.points(torch.tensor([0]), views=2)[0, 1]
-    rel = relative_transform(_rot_z(90, (0.2, 0.0, 0.5)), _rot_z(0, (0.0, 0.0, 1.0)))
+    pts = frames.points(torch.tensor([0]))
+    rel = relative_transform(_rot_z(90, (0.2, 0.0, 0.5)), _rot_z(0, (0.0, 0.0, 0.2)))
     expect = transform_points(frames.cam_points[0, 1].numpy(), rel)
-    np.testing.assert_allclose(pts2.numpy(), expect, atol=1e-5)
-    assert torch.equal(frames.points(torch.tensor([0]), views=1), frames.cam_points[:1])
+    np.testing.assert_allclose(pts[0, 1].numpy(), expect, atol=1e-5)
+    assert torch.equal(pts[0, 0], frames.cam_points[0, 0])  # the agent view is the reference
+    # the single-view variant gets the same targets, one camera per sample
+    _, depth1, points1, valid1 = _batch(frames, torch.tensor([0, 1]), 1, 28, 28)
+    assert points1.shape == (4, 1, 14, 14, 3)
+    assert torch.equal(points1[1, 0], pts[0, 1]) and torch.equal(depth1[1, 0], frames.depth[0, 1])
     train, held, held_ids = split_by_episode(frames, cfg.holdout_fraction, seed=0)
     assert len(held_ids) == 1 and len(held) == 6 and len(train) == 12
     assert not set(train.episode.tolist()) & set(held.episode.tolist())  # split by episode
@@ -153,3 +161,49 @@ def test_model_card_reports_the_shipped_metrics() -> None:
     assert f"{metrics['teacher']['heldout']['all']['abs_rel']:.3f}" in card
     teacher, constant = metrics["teacher"]["heldout"]["all"], metrics["constant_depth"]["heldout"]["all"]
     assert teacher["rmse"] < constant["rmse"] and teacher["abs_rel"] < constant["abs_rel"]
+
+
+def test_heldout_metrics_match_a_plain_per_pixel_loop(tmp_path: Path) -> None:
+    """Depth, world-point and scene-depth errors against a per-pixel Python loop."""
+    _write_episodes(tmp_path / "data", 2)
+    cfg = GeometryTrainConfig(embed_dim=32, depth=1, num_heads=2, patch_embed_depth=1,
+                              head_dim=8, input_size=28, small_size=14, small_every=0,
+                              target_size=7, eval_batch=5)
+    frames = load_pairs(tmp_path / "data", cfg)
+    frames.valid[0, 1, 2, 3] = False  # an unsupervised pixel must not count
+    model, _ = train_model(frames, GeometryTrainConfig(**{**cfg.__dict__, "steps": 2}), views=2)
+    with torch.no_grad():
+        out = predict(model, frames.images.float() / 255.0, cfg.target_size)
+    target = frames.points(torch.arange(len(frames)))
+    got = evaluate_model(model, frames, cfg, views=2)
+    for cam, c in (("agentview", 0), ("eye_in_hand", 1)):
+        rel_err, sq, pt, s_rel, s_sq = [], [], [], [], []
+        for n in range(len(frames)):
+            for i in range(7):
+                for j in range(7):
+                    if not frames.valid[n, c, i, j]:
+                        continue
+                    p, g = float(out["depth"][n, c, i, j]), float(frames.depth[n, c, i, j])
+                    rel_err.append(abs(p - g) / g)
+                    sq.append((p - g) ** 2)
+                    wp, wt = out["world_points"][n, c, i, j].double(), target[n, c, i, j].double()
+                    pt.append(float((wp - wt).norm()))
+                    if wt[2] > 0:
+                        s_rel.append(abs(float(wp[2] - wt[2])) / float(wt[2]))
+                        s_sq.append(float(wp[2] - wt[2]) ** 2)
+        m = got[cam]
+        assert m["abs_rel"] == pytest.approx(np.mean(rel_err), rel=1e-5)
+        assert m["rmse"] == pytest.approx(np.sqrt(np.mean(sq)), rel=1e-5)
+        assert m["point_error"] == pytest.approx(np.mean(pt), rel=1e-5)
+        assert len(s_rel) > 0  # the fixture's wrist surfaces lie in front of the agent view
+        assert m["scene_abs_rel"] == pytest.approx(np.mean(s_rel), rel=1e-5)
+        assert m["scene_rmse"] == pytest.approx(np.sqrt(np.mean(s_sq)), rel=1e-5)
+    assert got["all"]["pixels"] == int(frames.valid.sum())
+
+
+def test_verdict_words_follow_the_relative_changes() -> None:
+    assert _judge([-0.12, -0.30]) == "clearly beats"
+    assert _judge([-0.12, -0.04]) == "beats (by less than 10%)"
+    assert _judge([0.03, -0.01]) == "ties with (within 5%)"
+    assert _judge([0.2, 0.06]) == "does NOT beat"
+    assert _judge([-0.2, 0.06]) == "is mixed against"

@@ -96,9 +96,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _summary(metrics: dict) -> dict:
-    """The held-out pooled depth errors of each predictor, for the terminal."""
+    """Held-out pooled depth errors of each predictor, and where the models place the wrist
+    camera's surfaces in the scene (world-point error, metres), for the terminal."""
     rows = {"constant_depth": metrics["constant_depth"]["heldout"]["all"],
             "teacher": metrics["teacher"]["heldout"]["all"]}
     if "single_view" in metrics:
         rows["single_view"] = metrics["single_view"]["heldout"]["all"]
-    return {k: {m: round(v[m], 4) for m in ("abs_rel", "rmse")} for k, v in rows.items()}
+    summary = {k: {m: round(v[m], 4) for m in ("abs_rel", "rmse")} for k, v in rows.items()}
+    for key in ("teacher", "single_view"):
+        if key in summary:
+            wrist = metrics[key]["heldout"]["eye_in_hand"]
+            summary[key]["wrist_point_error"] = round(wrist["point_error"], 4)
+    return summary
