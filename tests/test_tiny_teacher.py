@@ -177,8 +177,11 @@ def test_heldout_metrics_match_a_plain_per_pixel_loop(tmp_path: Path) -> None:
     target = frames.points(torch.arange(len(frames)))
     got = evaluate_model(model, frames, cfg, views=2)
     for cam, c in (("agentview", 0), ("eye_in_hand", 1)):
-        rel_err, sq, pt, s_rel, s_sq = [], [], [], [], []
+        rel_err, sq, pt, s_rel, s_sq, scale = [], [], [], [], [], []
         for n in range(len(frames)):
+            ratios = sorted(float(out["depth"][n, c, i, j]) / float(frames.depth[n, c, i, j])
+                            for i in range(7) for j in range(7) if frames.valid[n, c, i, j])
+            scale.append(abs(np.log(ratios[(len(ratios) - 1) // 2])))  # torch's lower median
             for i in range(7):
                 for j in range(7):
                     if not frames.valid[n, c, i, j]:
@@ -198,6 +201,7 @@ def test_heldout_metrics_match_a_plain_per_pixel_loop(tmp_path: Path) -> None:
         assert len(s_rel) > 0  # the fixture's wrist surfaces lie in front of the agent view
         assert m["scene_abs_rel"] == pytest.approx(np.mean(s_rel), rel=1e-5)
         assert m["scene_rmse"] == pytest.approx(np.sqrt(np.mean(s_sq)), rel=1e-5)
+        assert m["scale_error"] == pytest.approx(np.mean(scale), rel=1e-4, abs=1e-7)
     assert got["all"]["pixels"] == int(frames.valid.sum())
 
 
@@ -207,3 +211,37 @@ def test_verdict_words_follow_the_relative_changes() -> None:
     assert _judge([0.03, -0.01]) == "ties with (within 5%)"
     assert _judge([0.2, 0.06]) == "does NOT beat"
     assert _judge([-0.2, 0.06]) == "is mixed against"
+
+
+def test_command_trains_both_models_and_writes_a_consistent_card(tmp_path: Path, capsys) -> None:
+    """`rocket train-teacher` end to end on small synthetic episodes: weights of both models,
+    metrics, and a card whose numbers are the metrics' and which the teacher loader reads."""
+    from safetensors.torch import load_file
+
+    from rocket_vla.teachers.vggt_heads import GeometryModel
+
+    _write_episodes(tmp_path / "data", 3)
+    out = tmp_path / "run"
+    args = ["train-teacher", "--data", str(tmp_path / "data"), "--out", str(out), "--steps", "3",
+            "--embed-dim", "32", "--depth", "1", "--heads", "2", "--patch-embed-depth", "1",
+            "--head-dim", "8", "--input-size", "28", "--small-size", "14", "--target-size", "14",
+            "--holdout", "0.34", "--threads", "1"]
+    assert main(args) == 0
+    summary = capsys.readouterr().out
+    assert "wrist_point_error" in summary
+    metrics = json.loads((out / "metrics.json").read_text())
+    card = (out / "MODEL_CARD.md").read_text()
+    for key in ("teacher", "single_view"):
+        wrist = metrics[key]["heldout"]["eye_in_hand"]
+        assert f"{wrist['point_error']:.3f}" in card and f"{wrist['scale_error']:.3f}" in card
+    assert "What the second view can fix" in card
+    # the single-view weights are saved next to the teacher's and reproduce its metrics
+    cfg = GeometryTrainConfig(embed_dim=32, depth=1, num_heads=2, patch_embed_depth=1,
+                              head_dim=8, input_size=28, small_size=14, target_size=14,
+                              holdout_fraction=0.34)
+    single = GeometryModel(cfg.geometry_config(), seed=None)
+    single.load_state_dict({k: v.float() for k, v in load_file(out / "single_view.safetensors").items()})
+    held = split_by_episode(load_pairs(tmp_path / "data", cfg), cfg.holdout_fraction, cfg.seed)[1]
+    again = evaluate_model(single, held, cfg, views=1)["eye_in_hand"]["point_error"]
+    assert again == pytest.approx(metrics["single_view"]["heldout"]["eye_in_hand"]["point_error"],
+                                  rel=2e-2)

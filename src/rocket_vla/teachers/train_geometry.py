@@ -402,6 +402,15 @@ def depth_metrics(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> 
             "pixels": int(valid.sum())}
 
 
+def frame_scale_error(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> float | None:
+    """Mean over frame-views [N, V, ...] with a valid pixel of ``|log median(pred / gt)|``."""
+    logs = []
+    for p, g, v in zip(pred.flatten(0, 1), gt.flatten(0, 1), valid.flatten(0, 1), strict=True):
+        if v.any():
+            logs.append(abs(math.log(float((p[v].double() / g[v].double()).median()))))
+    return float(np.mean(logs)) if logs else None
+
+
 def _weighted_median(values: torch.Tensor, weights: torch.Tensor) -> float:
     order = torch.argsort(values)
     v, w = values[order], weights[order]
@@ -441,8 +450,11 @@ def evaluate_constant(held: PairFrames, constants: dict[str, dict[str, float]]) 
 def evaluate_model(model: GeometryModel, held: PairFrames, cfg: GeometryTrainConfig,
                    views: int, size: int | None = None) -> dict[str, dict]:
     """Held-out metrics per camera and pooled: own-frame depth (``abs_rel``, ``rmse``), the
-    world-point error in metres (``point_error``, agent-view frame) and the scene-frame
-    depth (``scene_abs_rel``, ``scene_rmse``: predicted vs true z of the world points)."""
+    world-point error in metres (``point_error``, agent-view frame), the scene-frame
+    depth (``scene_abs_rel``, ``scene_rmse``: predicted vs true z of the world points) and
+    the depth ``scale_error``: the mean over frames of ``|log median(pred / gt)|``, the part
+    of a depth map's error that is one factor for the whole frame (how far away the camera
+    thinks the scene is), as opposed to its shape."""
     size = size or cfg.input_size
     model.eval()
     t = cfg.target_size
@@ -467,6 +479,7 @@ def evaluate_model(model: GeometryModel, held: PairFrames, cfg: GeometryTrainCon
         front = sel & in_front
         scene = depth_metrics(pts[..., 2], target[..., 2], front) if front.any() else {}
         m["scene_abs_rel"], m["scene_rmse"] = scene.get("abs_rel"), scene.get("rmse")
+        m["scale_error"] = frame_scale_error(pred, held.depth, sel)
         result[cam] = m
     return result
 
@@ -479,6 +492,7 @@ class GeometryRun:
     model: GeometryModel
     metrics: dict
     config: GeometryTrainConfig
+    single_view: GeometryModel | None = None
 
 
 def _round_aggregator_fp16(model: GeometryModel) -> None:
@@ -526,21 +540,28 @@ def train_geometry(
             "train_seconds": round(slog.seconds, 1), "losses": slog.losses,
             "heldout": evaluate_model(single, held, cfg, views=1),
         }
+    else:
+        single = None
     metrics["total_seconds"] = round(time.perf_counter() - t0, 1)
-    return GeometryRun(model=model, metrics=metrics, config=cfg)
+    return GeometryRun(model=model, metrics=metrics, config=cfg, single_view=single)
 
 
 def save_run(run: GeometryRun, out: str | Path, command: Sequence[str] | None = None) -> Path:
     """Write ``model.safetensors`` (aggregator + heads, fp16), ``config.json`` and
-    ``metrics.json`` under ``out``; the teacher loads the aggregator and skips the heads."""
+    ``metrics.json`` under ``out``; the teacher loads the aggregator and skips the heads.
+    The single-view variant, when trained, goes to ``single_view.safetensors`` so that its
+    reported errors can be re-measured (it is a comparison, not shipped)."""
     from safetensors.torch import save_file
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().half().contiguous() for k, v in run.model.state_dict().items()}
     agg_cfg = run.config.geometry_config().aggregator
-    save_file(state, str(out / "model.safetensors"),
-              metadata={"format": "pt", "vggt_config": json.dumps(asdict(agg_cfg))})
+    meta = {"format": "pt", "vggt_config": json.dumps(asdict(agg_cfg))}
+    models = {"model.safetensors": run.model, "single_view.safetensors": run.single_view}
+    for name, model in models.items():
+        if model is not None:
+            state = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
+            save_file(state, str(out / name), metadata=meta)
     config = {
         "aggregator": asdict(agg_cfg),
         "native_input_size": run.config.input_size,
@@ -611,17 +632,18 @@ def _verdict(m: dict) -> list[str]:
         judged = _judge([change(res, "all", k) for k in ("abs_rel", "rmse")])
         out.append(f"- Own-frame depth: the teacher {judged} {name} (pooled; relative change "
                    f"of its error: {', '.join(parts)}).")
-    keys = ("point_error", "scene_abs_rel", "scene_rmse")
+    keys = ("scale_error", "point_error", "scene_abs_rel", "scene_rmse")
     if "single_view" in m and all(
         r["eye_in_hand"].get(k) is not None for r in (mine, m["single_view"]["heldout"]) for k in keys
     ):
         res = m["single_view"]["heldout"]
-        parts = [f"{cam} {k} {change(res, cam, k):+.0%}" for cam in ("eye_in_hand", "all")
-                 for k in keys]
+        parts = [f"wrist {k} {change(res, 'eye_in_hand', k):+.0%}" for k in keys]
+        parts.append(f"pooled point_error {change(res, 'all', 'point_error'):+.0%}")
         judged = _judge([change(res, "eye_in_hand", k) for k in keys])
-        out.append(f"- Scene-frame geometry of the wrist camera (where its surfaces lie in the "
-                   f"agent-view frame): the teacher {judged} the single-view variant "
-                   f"(relative change of its error: {', '.join(parts)}).")
+        out.append(f"- What the second view can fix (the wrist depth's per-frame scale, and where "
+                   f"the wrist camera's surfaces lie in the agent-view frame): the teacher "
+                   f"{judged} the single-view variant (relative change of its error: "
+                   f"{', '.join(parts)}).")
     return out
 
 
@@ -719,13 +741,16 @@ def render_model_card(out: str | Path, data: str | Path, collect_commands: Seque
     if scene_rows:
         lines += [
             "",
-            "Scene-frame geometry: world points in the agent-view camera frame; *scene depth* is "
-            "their z, the distance along the agent-view camera's axis.",
+            "What a second view can fix: the wrist depth's *scale error* (mean over frames of "
+            "|log median(pred/gt)|, how far the camera is from what it sees, one factor per frame) "
+            "and the scene-frame geometry (world points in the agent-view camera frame; *scene "
+            "depth* is their z, the distance along the agent-view camera's axis).",
             "",
-            "| predictor | wrist point error (m) | wrist scene abs-rel | wrist scene RMSE (m) "
-            "| agentview point error (m) | pooled point error (m) |",
-            "|---|---|---|---|---|---|",
-            *("| " + " | ".join([name] + [_num(r[cam][k]) for cam, k in (
+            "| predictor | wrist depth scale error | wrist point error (m) | wrist scene abs-rel "
+            "| wrist scene RMSE (m) | agentview point error (m) | pooled point error (m) |",
+            "|---|---|---|---|---|---|---|",
+            *("| " + " | ".join([name] + [_num(r[cam].get(k)) for cam, k in (
+                ("eye_in_hand", "scale_error"),
                 ("eye_in_hand", "point_error"), ("eye_in_hand", "scene_abs_rel"),
                 ("eye_in_hand", "scene_rmse"), ("agentview", "point_error"), ("all", "point_error"))])
               + " |" for name, r in scene_rows),
