@@ -774,5 +774,8 @@ def render_model_card(out: str | Path, data: str | Path, collect_commands: Seque
         "- Trained on one LIBERO suite's scenes and cameras; not a general depth model.",
         "- Small data and a short CPU schedule: a teacher of rough geometry, far below VGGT-1B; "
         "use the official checkpoint when it is available.",
+        "- At this size and budget, whether the model learns to read the other view varies from "
+        "run to run; docs/teacher.md compares seeds and sizes "
+        "(`benchmarks/teacher_views.py` measures it for any run).",
     ]
     return "\n".join(lines) + "\n"
