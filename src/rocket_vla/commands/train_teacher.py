@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -52,7 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head-dim", type=int, default=defaults.head_dim)
     p.add_argument("--no-single-view", action="store_true",
                    help="skip training the single-view comparison model")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--sequential", action="store_true",
+                   help="train the single-view variant after the teacher instead of at the same "
+                   "time in a second process")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads per model (0 = torch's default, or half the cores each "
+                   "when the two models train at the same time)")
     p.set_defaults(func=run)
 
 
@@ -77,8 +83,11 @@ def run(args: argparse.Namespace) -> int:
     if not data.exists():
         raise RocketError(f"data {data} does not exist; collect frames with `rocket collect --out {data}`.")
     list_episode_files(data)  # a folder without episodes fails here, before any work
+    parallel = not args.sequential and not args.no_single_view
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    elif parallel:
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
     cfg = GeometryTrainConfig(
         embed_dim=args.embed_dim, depth=args.depth, num_heads=args.heads,
         patch_embed_depth=args.patch_embed_depth, head_dim=args.head_dim,
@@ -86,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         target_size=args.target_size, holdout_fraction=args.holdout, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
     )
-    run_ = train_geometry(data, cfg, single_view_baseline=not args.no_single_view,
+    run_ = train_geometry(data, cfg, single_view_baseline=not args.no_single_view, parallel=parallel,
                           progress=lambda msg: print(msg, flush=True))
     out = save_run(run_, args.out, command=["rocket", *sys.argv[1:]] if sys.argv else None)
     (out / "MODEL_CARD.md").write_text(render_model_card(out, data))

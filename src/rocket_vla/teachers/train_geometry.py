@@ -42,8 +42,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -502,11 +505,25 @@ def _round_aggregator_fp16(model: GeometryModel) -> None:
             p.copy_(p.half().float())
 
 
+def _train_in_process(train: PairFrames, cfg: GeometryTrainConfig, views: int,
+                      threads: int) -> tuple[dict[str, torch.Tensor], TrainLog]:
+    """:func:`train_model` in a worker process; returns the weights and the log."""
+    torch.set_num_threads(threads)
+    model, tlog = train_model(train, cfg, views=views)
+    return model.state_dict(), tlog
+
+
 def train_geometry(
     data: str | Path, cfg: GeometryTrainConfig, *, single_view_baseline: bool = True,
-    progress: Callable[[str], None] | None = None,
+    parallel: bool = True, progress: Callable[[str], None] | None = None,
 ) -> GeometryRun:
-    """Load pairs, split by episode, train the teacher (and the single-view variant), evaluate."""
+    """Load pairs, split by episode, train the teacher (and the single-view variant), evaluate.
+
+    With ``parallel`` and at least two CPU cores, the single-view variant trains in a
+    second process while this one trains the teacher, each with this process's torch thread
+    count: the command then takes as long as one model instead of two. Training is seeded
+    the same way in either case, so the weights equal the sequential run's.
+    """
     torch.manual_seed(cfg.seed)
     say = progress or (lambda msg: log.info(msg))
     t0 = time.perf_counter()
@@ -524,7 +541,24 @@ def train_geometry(
         },
         "constant_depth": {"values": constants, "heldout": evaluate_constant(held, constants)},
     }
-    model, tlog = train_model(train, cfg, views=2, progress=say)
+    pool = None
+    if single_view_baseline and parallel and (os.cpu_count() or 1) >= 2:
+        say("training the single-view variant at the same time, in a second process")
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        pending = pool.submit(_train_in_process, train, cfg, 1, torch.get_num_threads())
+    try:
+        model, tlog = train_model(train, cfg, views=2, progress=say)
+        single = None
+        if pool is not None:
+            state, slog = pending.result()
+            single = GeometryModel(cfg.geometry_config(), seed=None)
+            single.load_state_dict(state)
+            single.eval()
+        elif single_view_baseline:
+            single, slog = train_model(train, cfg, views=1, progress=say)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     _round_aggregator_fp16(model)
     metrics["teacher"] = {
         "train_seconds": round(tlog.seconds, 1), "losses": tlog.losses,
@@ -533,15 +567,12 @@ def train_geometry(
     if cfg.small_every > 0:
         metrics["teacher"][f"heldout_at_{cfg.small_size}px"] = evaluate_model(
             model, held, cfg, views=2, size=cfg.small_size)
-    if single_view_baseline:
-        single, slog = train_model(train, cfg, views=1, progress=say)
+    if single is not None:
         _round_aggregator_fp16(single)
         metrics["single_view"] = {
             "train_seconds": round(slog.seconds, 1), "losses": slog.losses,
             "heldout": evaluate_model(single, held, cfg, views=1),
         }
-    else:
-        single = None
     metrics["total_seconds"] = round(time.perf_counter() - t0, 1)
     return GeometryRun(model=model, metrics=metrics, config=cfg, single_view=single)
 
