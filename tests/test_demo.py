@@ -66,18 +66,26 @@ def test_smoke_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys) -> 
 def test_a_run_folder_holds_one_configuration(tmp_path) -> None:
     """Reruns reuse finished stages, so other settings in the same folder are refused before
     any work, and the folder is left as it was; run-only settings (workers) may differ."""
-    from rocket_vla.demo.run import check_resumable, run_demo
+    from rocket_vla.demo.run import check_resumable, run_demo, run_identity
 
     run = tmp_path / "run"
     run.mkdir()
     saved = DemoConfig.preset("smoke", out_dir=str(run), cache_dir=str(tmp_path / "cache"))
-    (run / "demo_config.json").write_text(json.dumps(saved.to_dict()))
+    identity = run_identity(saved)
+    assert identity["teacher_fingerprint"]  # the smoke preset aligns with the bundled teacher
+    (run / "demo_config.json").write_text(json.dumps(identity))
     check_resumable(run, DemoConfig.preset("smoke", out_dir=str(run), workers=2))
+    # a folder made with other teacher weights behind the same name is refused too
+    other = run / "other"
+    other.mkdir()
+    (other / "demo_config.json").write_text(json.dumps({**identity, "teacher_fingerprint": "old"}))
+    with pytest.raises(RocketError, match=r"other settings \(teacher_fingerprint\)"):
+        check_resumable(other, DemoConfig.preset("smoke", out_dir=str(other)))
     with pytest.raises(RocketError, match=r"other settings \(seed, steps\)"):
         run_demo(DemoConfig.preset("smoke", out_dir=str(run), cache_dir=str(tmp_path / "cache"),
                                    seed=1, steps=9))
-    assert sorted(p.name for p in run.iterdir()) == ["demo_config.json"]
-    assert json.loads((run / "demo_config.json").read_text()) == saved.to_dict()
+    assert sorted(p.name for p in run.iterdir()) == ["demo_config.json", "other"]
+    assert json.loads((run / "demo_config.json").read_text()) == identity
     assert not (tmp_path / "cache").exists()
 
 

@@ -25,9 +25,10 @@ def run_demo(cfg: DemoConfig, log: Log = _print) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
     run = Path(cfg.out_dir)
-    check_resumable(run, cfg)
+    identity = run_identity(cfg)
+    check_resumable(run, cfg, identity)
     run.mkdir(parents=True, exist_ok=True)
-    (run / "demo_config.json").write_text(json.dumps(cfg.to_dict(), indent=2), encoding="utf-8")
+    (run / "demo_config.json").write_text(json.dumps(identity, indent=2), encoding="utf-8")
     log(f"run folder: {run.resolve()}")
 
     t0 = time.perf_counter()
@@ -66,9 +67,25 @@ def run_demo(cfg: DemoConfig, log: Log = _print) -> dict[str, Any]:
 _RUN_ONLY = {"out_dir", "cache_dir", "workers", "threads", "parallel_train", "log_seconds"}
 
 
-def check_resumable(run: Path, cfg: DemoConfig) -> None:
+def run_identity(cfg: DemoConfig) -> dict[str, Any]:
+    """What a run folder's results depend on: the settings, plus the fingerprint of the
+    teacher the aligned variants use (``cfg.teacher`` is a name; the weights behind
+    ``tiny`` change when the bundled teacher is retrained, and a resumed run must not pair
+    new alignment results with old ones)."""
+    from rocket_vla.train.config import TrainConfig
+    from rocket_vla.train.teachers import build_teacher
+
+    identity = cfg.to_dict()
+    aligned = any(v != "baseline" for v in cfg.variants)
+    identity["teacher_fingerprint"] = (
+        build_teacher(cfg.teacher, TrainConfig.teacher_size).fingerprint() if aligned else None)
+    return identity
+
+
+def check_resumable(run: Path, cfg: DemoConfig, identity: dict[str, Any] | None = None) -> None:
     """Stages of a rerun are reused, so a run folder must only ever hold one configuration:
-    refuse (before any work) to mix in results of another."""
+    refuse (before any work) to mix in results of another. ``identity``: the
+    :func:`run_identity` of ``cfg``, when the caller has it."""
     saved = run / "demo_config.json"
     if not saved.is_file():
         return
@@ -76,7 +93,7 @@ def check_resumable(run: Path, cfg: DemoConfig) -> None:
         old = json.loads(saved.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise RocketError(f"{saved} is unreadable; pass a new --out folder.") from None
-    new = cfg.to_dict()
+    new = identity if identity is not None else run_identity(cfg)
     changed = sorted(k for k in set(old) | set(new) if k not in _RUN_ONLY and old.get(k) != new.get(k))
     if changed:
         raise RocketError(
