@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -30,10 +29,10 @@ from rocket_vla.teachers.train_geometry import (
     CAMERAS,
     GeometryTrainConfig,
     PairFrames,
-    _as_views,
     evaluate_model,
+    frame_scale_ratios,
     load_pairs,
-    predict,
+    predict_frames,
     split_by_episode,
 )
 from rocket_vla.teachers.vggt_heads import GeometryModel
@@ -43,16 +42,6 @@ def load_model(path: Path, cfg: GeometryTrainConfig) -> GeometryModel:
     model = GeometryModel(cfg.geometry_config(), seed=None)
     model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
     return model.eval()
-
-
-@torch.no_grad()
-def depth_maps(model: GeometryModel, held: PairFrames, cfg: GeometryTrainConfig, views: int) -> torch.Tensor:
-    t, out = cfg.target_size, []
-    for lo in range(0, len(held), cfg.eval_batch):
-        index = torch.arange(lo, min(len(held), lo + cfg.eval_batch))
-        images = _as_views(held.images[index].float() / 255.0, views)
-        out.append(predict(model, images, t)["depth"].reshape(len(index), 2, t, t))
-    return torch.cat(out)
 
 
 def edge_mask(depth: torch.Tensor) -> torch.Tensor:
@@ -74,16 +63,11 @@ def breakdown(pred: torch.Tensor, held: PairFrames) -> dict:
         for name, sel in (("edge", v & edges[:, c]), ("smooth", v & ~edges[:, c])):
             row[name] = {"pixel_share": float(sel.sum() / v.sum()), "abs_rel": float(rel[sel].mean()),
                          "error_share": float(rel[sel].sum()) / total}
-        scale, aligned = [], []
-        for n in range(len(held)):
-            vv = v[n]
-            if not vv.any():
-                continue
-            r = float((pred[n, c][vv].double() / gt[n, c][vv].double()).median())
-            scale.append(abs(math.log(r)))
-            aligned.append(float(((pred[n, c][vv] / r - gt[n, c][vv]).abs() / gt[n, c][vv]).mean()))
-        row["scale_error"] = sum(scale) / len(scale)
-        row["scale_aligned_abs_rel"] = sum(aligned) / len(aligned)
+        ratios = frame_scale_ratios(pred[:, c:c + 1], gt[:, c:c + 1], v[:, None])[:, 0]
+        has = ~torch.isnan(ratios)
+        aligned = ((pred[:, c] / ratios[:, None, None] - gt[:, c]).abs() / gt[:, c]).where(v, 0.0)
+        row["scale_error"] = float(ratios[has].log().abs().mean())
+        row["scale_aligned_abs_rel"] = float((aligned.sum((1, 2)) / v.sum((1, 2)))[has].mean())
         out[cam] = row
     return out
 
@@ -104,7 +88,7 @@ def main() -> None:
         if not (run / file).is_file():
             continue
         model = load_model(run / file, cfg)
-        report[name] = breakdown(depth_maps(model, held, cfg, views), held)
+        report[name] = breakdown(predict_frames(model, held, cfg, views)[0], held)
         if views == 2:
             perm = torch.randperm(len(held), generator=torch.Generator().manual_seed(0))
             wrong = PairFrames(torch.stack([held.images[perm, 0], held.images[:, 1]], 1),

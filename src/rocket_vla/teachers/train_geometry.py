@@ -405,13 +405,18 @@ def depth_metrics(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> 
             "pixels": int(valid.sum())}
 
 
+def frame_scale_ratios(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per frame-view [N, V, H, W] -> [N, V]: the (lower) median of ``pred / gt`` over the
+    valid pixels, NaN where a view has none."""
+    ratio = torch.where(valid, pred.double() / gt.double(), torch.nan)
+    return ratio.flatten(2).nanmedian(dim=-1).values
+
+
 def frame_scale_error(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> float | None:
     """Mean over frame-views [N, V, ...] with a valid pixel of ``|log median(pred / gt)|``."""
-    logs = []
-    for p, g, v in zip(pred.flatten(0, 1), gt.flatten(0, 1), valid.flatten(0, 1), strict=True):
-        if v.any():
-            logs.append(abs(math.log(float((p[v].double() / g[v].double()).median()))))
-    return float(np.mean(logs)) if logs else None
+    logs = frame_scale_ratios(pred, gt, valid).log().abs()
+    logs = logs[~torch.isnan(logs)]
+    return float(logs.mean()) if logs.numel() else None
 
 
 def _weighted_median(values: torch.Tensor, weights: torch.Tensor) -> float:
@@ -450,6 +455,23 @@ def evaluate_constant(held: PairFrames, constants: dict[str, dict[str, float]]) 
 
 
 @torch.no_grad()
+def predict_frames(model: GeometryModel, frames: PairFrames, cfg: GeometryTrainConfig, views: int,
+                   size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Depth [N, 2, t, t] and world points [N, 2, t, t, 3] of every pair of ``frames``,
+    each camera seen as ``views`` allows (2: together, 1: alone), input side ``size``."""
+    size = size or cfg.input_size
+    model.eval()
+    t = cfg.target_size
+    depth, points = [], []
+    for lo in range(0, len(frames), cfg.eval_batch):
+        index = torch.arange(lo, min(len(frames), lo + cfg.eval_batch))
+        out = predict(model, _batch(frames, index, views, size, cfg.input_size)[0], t)
+        depth.append(out["depth"].reshape(len(index), 2, t, t))
+        points.append(out["world_points"].reshape(len(index), 2, t, t, 3))
+    return torch.cat(depth), torch.cat(points)
+
+
+@torch.no_grad()
 def evaluate_model(model: GeometryModel, held: PairFrames, cfg: GeometryTrainConfig,
                    views: int, size: int | None = None) -> dict[str, dict]:
     """Held-out metrics per camera and pooled: own-frame depth (``abs_rel``, ``rmse``), the
@@ -458,17 +480,7 @@ def evaluate_model(model: GeometryModel, held: PairFrames, cfg: GeometryTrainCon
     the depth ``scale_error``: the mean over frames of ``|log median(pred / gt)|``, the part
     of a depth map's error that is one factor for the whole frame (how far away the camera
     thinks the scene is), as opposed to its shape."""
-    size = size or cfg.input_size
-    model.eval()
-    t = cfg.target_size
-    preds, points_pred = [], []
-    for lo in range(0, len(held), cfg.eval_batch):
-        index = torch.arange(lo, min(len(held), lo + cfg.eval_batch))
-        images = _batch(held, index, views, size, cfg.input_size)[0]
-        out = predict(model, images, t)
-        preds.append(out["depth"].reshape(len(index), 2, t, t))
-        points_pred.append(out["world_points"].reshape(len(index), 2, t, t, 3))
-    pred, pts = torch.cat(preds), torch.cat(points_pred)
+    pred, pts = predict_frames(model, held, cfg, views, size)
     target = held.points(torch.arange(len(held)))
     perr = (pts - target).norm(dim=-1)
     in_front = target[..., 2] > 0  # scene-frame depth is defined in front of the camera
