@@ -78,7 +78,7 @@ def test_profile_cka_writes_map_and_prints_pairs(runs: dict[str, Path], tmp_path
     assert data["num_samples"] == 12 and data["num_batches"] == 2
     printed = capsys.readouterr().out
     mono = data["pairs"]["monotone"]
-    flags = f"--student-layers {','.join(map(str, mono['student_layers']))}"
+    flags = f"--student_layers [{','.join(map(str, mono['student_layers']))}]"
     assert flags in printed and "student_layers: [" in printed
 
 

@@ -10,7 +10,7 @@ import pytest
 from minivla_fixtures import make_episodes, single_thread
 
 from rocket_vla.cli import main
-from rocket_vla.commands.train import parse_layers
+from rocket_vla.config_cli import CONFIG_DIR
 from rocket_vla.errors import RocketError
 from rocket_vla.train.config import TrainConfig
 from rocket_vla.train.loop import lr_lambda, sample_order
@@ -38,10 +38,42 @@ def test_sample_order_is_a_permutation_per_epoch() -> None:
         [first[3:], sample_order(10, 0, 10, 5)]))
 
 
-def test_parse_layers() -> None:
-    assert parse_layers("2,4,-1") == [2, 4, -1]
-    with pytest.raises(RocketError, match="comma-separated"):
-        parse_layers("2;4")
+def test_every_shipped_config_round_trips_through_the_command_line(tmp_path) -> None:
+    """Each shipped YAML parses into a TrainConfig; dumped back and re-read, it is unchanged."""
+    import yaml
+
+    from rocket_vla.commands.train import DESCRIPTION
+    from rocket_vla.config_cli import build_parser, dump_yaml, parse_config, shipped_configs
+
+    names = shipped_configs()
+    assert {"baseline", "spatial_forcing", "naive", "shared", "rocket"} <= set(names)
+    parser = build_parser(TrainConfig, "rocket train", DESCRIPTION)
+    for name in names:
+        cfg, _ = parse_config(parser, TrainConfig, ["--config", name])
+        cfg.validate()
+        written = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+        assert all(cfg.to_dict()[k] == (tuple(v) if k == "betas" else v) for k, v in written.items())
+        dumped = tmp_path / f"{name}.yaml"
+        dumped.write_text(dump_yaml(cfg))
+        again, _ = parse_config(parser, TrainConfig, ["--config", str(dumped)])
+        assert again == cfg
+
+
+def test_flags_override_configs_and_nested_keys_parse(tmp_path) -> None:
+    from rocket_vla.commands.train import DESCRIPTION
+    from rocket_vla.config_cli import build_parser, parse_config
+
+    parser = build_parser(TrainConfig, "rocket train", DESCRIPTION)
+    pairs = tmp_path / "pairs.yaml"
+    assert main(["select-layers", "--student-depth", "6", "--teacher-depth", "4", "--pairs", "3",
+                 "--format", "yaml", "--out", str(pairs)]) == 0
+    cfg, _ = parse_config(parser, TrainConfig, ["--config", "naive", "--config", str(pairs),
+                                                "--lr", "0.01", "--augment.enabled", "false"])
+    assert cfg.variant == "naive" and cfg.lr == 0.01 and cfg.augment.enabled is False
+    assert cfg.student_layers == [2, 4, 6] and cfg.teacher_layers == [2, 3, 4]
+    assert cfg.steps == TrainConfig().steps  # untouched fields keep the dataclass default
+    with pytest.raises(RocketError, match="neither a file nor a shipped config"):
+        parse_config(parser, TrainConfig, ["--config", "rockett"])
 
 
 def test_cli_trains_and_resumes(tmp_path, capsys) -> None:
@@ -50,9 +82,9 @@ def test_cli_trains_and_resumes(tmp_path, capsys) -> None:
     writer = EpisodeWriter(tmp_path / "data")
     for i, e in enumerate(make_episodes(n=2, length=8)):
         writer.write(f"ep{i}", Episode(e.actions, e.obs, e.language, np.arange(8)))
-    args = ["train", "--dataset", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
-            "--model", "tiny", "--variant", "baseline", "--batch-size", "4",
-            "--save-every", "2", "--no-progress", "--no-tensorboard"]
+    args = ["train", "--dataset", str(tmp_path / "data"), "--out_dir", str(tmp_path / "run"),
+            "--model", "tiny", "--variant", "baseline", "--batch_size", "4",
+            "--save_every", "2", "--progress", "false", "--tensorboard", "false"]
     assert main([*args, "--steps", "2"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["step"] == 2 and summary["checkpoint"].endswith("step_000002")

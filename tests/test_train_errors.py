@@ -26,7 +26,7 @@ def test_missing_dataset(tmp_path) -> None:
 def test_unknown_variant_and_half_given_layers(tmp_path) -> None:
     with pytest.raises(RocketError, match="unknown variant"):
         Trainer(tiny_config(tmp_path, variant="rockett"), episodes=make_episodes(n=1))
-    with pytest.raises(RocketError, match="both --student-layers and --teacher-layers"):
+    with pytest.raises(RocketError, match="both student_layers and teacher_layers"):
         Trainer(tiny_config(tmp_path, student_layers=[1, 2]), episodes=make_episodes(n=1))
 
 

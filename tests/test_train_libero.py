@@ -25,10 +25,10 @@ def test_collect_train_evaluate(tmp_path, capsys) -> None:
     assert main(["collect", "--suite", "libero_spatial", "--tasks", "0", "--init-states", "1",
                  "--frame-stride", "8", "--image-size", "64", "--no-depth", "--workers", "1",
                  "--out", str(data), "--quiet"]) == 0
-    assert main(["train", "--dataset", str(data), "--out", str(run), "--model", "tiny",
-                 "--variant", "baseline", "--steps", "80", "--batch-size", "8", "--lr", "3e-3",
-                 "--log-every", "1", "--save-every", "80", "--no-progress",
-                 "--no-tensorboard"]) == 0
+    assert main(["train", "--dataset", str(data), "--out_dir", str(run), "--model", "tiny",
+                 "--variant", "baseline", "--steps", "80", "--batch_size", "8", "--lr", "3e-3",
+                 "--log_every", "1", "--save_every", "80", "--progress", "false",
+                 "--tensorboard", "false"]) == 0
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     first = sum(r["action"] for r in rows[:5]) / 5
     last = sum(r["action"] for r in rows[-5:]) / 5

@@ -40,7 +40,9 @@ class AlignConfig:
     teacher_layers: list[int] = field(default_factory=list)
     student_dim: int = 0
     teacher_dim: int = 0
-    hidden_dim: int = 2048
+    #: projector hidden width H; ``None`` = half the student width (the paper: 2048 for
+    #: OpenVLA's 4096). The one place this default lives: training configs pass ``None`` on.
+    hidden_dim: int | None = None
     projector: ProjectorKind = "shared"
     matryoshka: bool = False
     matryoshka_ratios: list[float] | None = None
@@ -51,6 +53,10 @@ class AlignConfig:
     pos_embed_scale: float = 0.1
     student_depth: int | None = None
     teacher_depth: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.hidden_dim is None and self.student_dim > 0:
+            self.hidden_dim = max(1, self.student_dim // 2)
 
     # -- derived ---------------------------------------------------------------------
     @property
@@ -98,7 +104,7 @@ class AlignConfig:
             )
         if not self.student_layers:
             raise RocketError("no layer pairs are configured; give student and teacher layers.")
-        if self.student_dim < 1 or self.teacher_dim < 1 or self.hidden_dim < 1:
+        if self.student_dim < 1 or self.teacher_dim < 1 or (self.hidden_dim or 0) < 1:
             raise RocketError(
                 "student_dim, teacher_dim and hidden_dim must be positive; set them to the "
                 "models' hidden sizes."

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rocket_vla.commands.select_layers import format_pairs
+from rocket_vla.config_cli import format_pairs
 from rocket_vla.errors import RocketError
 
 

@@ -5,24 +5,21 @@ from __future__ import annotations
 import argparse
 
 from rocket_vla.align.pairing import balanced_pairs
-
-
-def format_pairs(student: list[int], teacher: list[int], style: str) -> str:
-    """Pairs as flags for `rocket train` or as a YAML `align:` block."""
-    s, t = ",".join(map(str, student)), ",".join(map(str, teacher))
-    if style == "yaml":
-        return f"align:\n  student_layers: [{', '.join(map(str, student))}]\n" \
-               f"  teacher_layers: [{', '.join(map(str, teacher))}]"
-    return f"--student-layers {s} --teacher-layers {t}"
+from rocket_vla.config_cli import format_pairs
 
 
 def run(args: argparse.Namespace) -> int:
     student, teacher = balanced_pairs(args.student_depth, args.teacher_depth, args.pairs)
-    print(
-        f"# balanced selection: {len(student)} pairs from {args.student_depth} student and "
-        f"{args.teacher_depth} teacher blocks (index k = stream after block k)"
-    )
-    print(format_pairs(student, teacher, args.format))
+    header = (f"# balanced selection: {len(student)} pairs from {args.student_depth} student and "
+              f"{args.teacher_depth} teacher blocks (index k = stream after block k)\n")
+    text = header + format_pairs(student, teacher, args.format).rstrip("\n") + "\n"
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"# wrote {args.out}; use it with `rocket train --config {args.out}`")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -31,11 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "select-layers",
         help="choose aligned layer pairs without training (balanced selection)",
         description="Choose k student and k teacher layers, deep-anchored and evenly spaced, "
-        "and pair them in order. Prints flags (or YAML) to paste into `rocket train`.",
+        "and pair them in order. Prints flags for `rocket train`, or YAML (--format yaml, "
+        "--out FILE) that `rocket train --config FILE` reads.",
     )
     p.add_argument("--student-depth", type=int, required=True, help="number of student blocks")
     p.add_argument("--teacher-depth", type=int, default=24,
                    help="number of teacher blocks (VGGT: 24)")
     p.add_argument("--pairs", type=int, default=10, help="number of pairs (paper: 10)")
     p.add_argument("--format", choices=("flags", "yaml"), default="flags")
+    p.add_argument("--out", default=None, help="write to this file instead of printing")
     p.set_defaults(func=run)

@@ -36,36 +36,68 @@ class TrainConfig:
     """
 
     dataset: str = ""
+    """episode HDF5 file or folder (LIBERO layout)"""
     out_dir: str = "runs/train"
+    """run folder: checkpoints, TensorBoard, metrics.jsonl"""
     model: str = "demo"
+    """MiniVLA size preset: tiny, demo, small"""
     variant: str = "rocket"
+    """one of the paper's five presets: baseline, spatial_forcing, naive, shared, rocket"""
     student_layers: list[int] | None = None
+    """student hidden-state indices to align (as `rocket select-layers` writes them); with
+    teacher_layers, overrides the balanced selection"""
     teacher_layers: list[int] | None = None
+    """teacher layers, paired position by position with student_layers"""
     num_pairs: int = 4
+    """pairs for the balanced selection when no layers are given"""
     align_weight: float = 0.5
-    projector_hidden: int = 64
+    """lambda, the weight of the alignment loss (paper: 0.5; 0.125 for pi0)"""
+    projector_hidden: int | None = None
+    """projector hidden width H (None: AlignConfig's default, half the student width)"""
     teacher: str = "tiny"
+    """'tiny' (bundled), 'random-tiny' (pipeline checks only), or a VGGT checkpoint path"""
     teacher_cache: str | None = None
+    """read teacher features from a `rocket cache-teacher` folder instead of running it"""
     teacher_size: int = 56
+    """teacher input side in pixels"""
     steps: int = 2000
+    """optimizer steps"""
     batch_size: int = 32
+    """samples per process and micro-step"""
     grad_accum: int = 1
+    """micro-steps per optimizer step"""
     lr: float = 5e-4
+    """AdamW learning rate (paper: 5e-4)"""
     weight_decay: float = 0.0
+    """AdamW weight decay, applied to matrices only"""
     betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas"""
     schedule: str = "step"
+    """step (x0.1 after decay_after steps, the paper), cosine, or constant"""
     decay_after: int = 10_000
+    """step schedule: optimizer step at which the lr drops to x0.1"""
     warmup: int = 0
+    """linear warm-up steps"""
     grad_clip: float = 1.0
+    """gradient-norm clip"""
     precision: str = "auto"
+    """auto (bf16 on a GPU that supports it), no, bf16 or fp16"""
     seed: int = 0
+    """seed of weights, data order and augmentations"""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """random crop and colour jitter (crop boxes travel to the teacher side)"""
     max_episodes: int | None = None
+    """use only the first N episodes"""
     save_every: int = 500
+    """checkpoint interval in optimizer steps"""
     keep_last: int = 2
+    """checkpoints kept (older ones are pruned)"""
     log_every: int = 20
+    """metrics interval in optimizer steps"""
     progress: bool = True
+    """show a progress bar"""
     tensorboard: bool = True
+    """write TensorBoard event files"""
 
     def validate(self) -> None:
         if self.variant not in VARIANTS:
@@ -83,7 +115,7 @@ class TrainConfig:
             raise RocketError(f"the learning rate must be positive, got {self.lr}.")
         if (self.student_layers is None) != (self.teacher_layers is None):
             raise RocketError(
-                "give both --student-layers and --teacher-layers (as `rocket select-layers` "
+                "give both student_layers and teacher_layers (as `rocket select-layers` "
                 "prints them), or neither."
             )
 

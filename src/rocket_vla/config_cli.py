@@ -1,0 +1,134 @@
+"""Command lines generated from the config dataclasses, so every default lives in one place.
+
+Why jsonargparse: it builds the flags straight from a dataclass's fields, types and
+attribute docstrings (no hand-copied defaults or help), reads ``--config FILE.yaml``
+natively (several files compose, later ones win), takes dotted overrides for nested
+configs (``--augment.enabled false``), validates types before anything runs, and prints
+the full resolved configuration (``--print_config``) as YAML that ``--config`` reads back.
+It is maintained and used the same way by Lightning's CLI. (tyro has no config files;
+draccus, LeRobot's choice, is a smaller project with fewer releases.)
+
+Shipped configurations live in ``rocket_vla/configs/*.yaml``; ``--config NAME`` finds one
+by name, ``--config PATH`` reads any file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rocket_vla.errors import RocketError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+T = TypeVar("T")
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configurations shipped with the package (``--config NAME``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config(value: str) -> str:
+    """A ``--config`` value as a file path: an existing file, or the name of a shipped one."""
+    if Path(value).is_file():
+        return value
+    shipped = CONFIG_DIR / f"{Path(value).stem}.yaml"
+    if shipped.is_file() and not Path(value).parent.parts:
+        return str(shipped)
+    raise RocketError(
+        f"config {value!r} is neither a file nor a shipped config; pass a YAML path or one "
+        f"of: {', '.join(shipped_configs())}."
+    )
+
+
+def _resolve_config_flags(argv: Sequence[str]) -> list[str]:
+    """Rewrite ``--config NAME`` / ``--config=NAME`` to the shipped file's path."""
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--config" and i + 1 < len(args):
+            out += [arg, resolve_config(args[i + 1])]
+            i += 2
+            continue
+        if arg.startswith("--config="):
+            out.append("--config=" + resolve_config(arg.split("=", 1)[1]))
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
+def build_parser(config_cls: type, prog: str, description: str,
+                 extra: Callable[[Any], None] | None = None) -> Any:
+    """A parser whose options are ``config_cls``'s fields, plus ``--config`` and ``extra``'s."""
+    from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter, set_parsing_settings
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    parser = ArgumentParser(prog=prog, description=description,
+                            formatter_class=DefaultHelpFormatter)
+    parser.add_argument("--config", action=ActionConfigFile,
+                        help="YAML file (or shipped config name: "
+                        f"{', '.join(shipped_configs())}); repeat to compose, flags override")
+    parser.add_class_arguments(config_cls, None, as_group=False)
+    if extra is not None:
+        extra(parser)
+    return parser
+
+
+def parse_config(parser: Any, config_cls: type[T], argv: Sequence[str],
+                 extra_keys: Sequence[str] = ()) -> tuple[T, dict[str, Any]]:
+    """Parse ``argv`` into a ``config_cls`` instance and a dict of the command-only options."""
+    ns = parser.parse_args(_resolve_config_flags(argv))
+    ns_dict = ns.as_dict()
+    extras = {k: ns_dict.pop(k) for k in extra_keys}
+    ns_dict.pop("config", None)
+    ns_dict.pop("__path__", None)
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    fields = {k: v for k, v in ns_dict.items() if k in names}
+    config = _build(config_cls, fields)
+    return config, extras
+
+
+def _build(cls: type[T], data: dict[str, Any]) -> T:
+    """Instantiate a (possibly nested) dataclass from the parsed plain values."""
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            value = _build(type(default), value)
+        elif isinstance(value, list) and isinstance(f.default, tuple):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def dump_yaml(config: Any) -> str:
+    """A config dataclass as YAML that ``--config`` reads back."""
+    import yaml
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return yaml.safe_dump(plain(dataclasses.asdict(config)), sort_keys=False)
+
+
+def format_pairs(student: list[int], teacher: list[int], style: str) -> str:
+    """Pairs as flags for `rocket train`, or as YAML that `rocket train --config` reads."""
+    s, t = ", ".join(map(str, student)), ", ".join(map(str, teacher))
+    if style == "yaml":
+        return f"student_layers: [{s}]\nteacher_layers: [{t}]\n"
+    return f"--student_layers [{s.replace(' ', '')}] --teacher_layers [{t.replace(' ', '')}]"
