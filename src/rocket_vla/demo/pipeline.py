@@ -60,13 +60,13 @@ def cache_teacher(cfg: DemoConfig, dataset: Path, log: Log = _print,
     """
     from rocket_vla.commands.cache_teacher import DEFAULT_CAMERAS, cache_episodes, episode_items
     from rocket_vla.data.episodes import list_episode_files, read_episodes
+    from rocket_vla.teachers.build import teacher_from_spec
     from rocket_vla.teachers.cache import fingerprint_files
     from rocket_vla.train.config import TrainConfig
-    from rocket_vla.train.teachers import build_teacher
 
     if not cfg.cache_teacher or all(v == "baseline" for v in cfg.variants):
         return None
-    teacher = build_teacher(cfg.teacher, TrainConfig.teacher_size)
+    teacher = teacher_from_spec(cfg.teacher, TrainConfig.teacher_size)
     out = dataset.parent / f"teacher_{hashlib.sha1(teacher.fingerprint().encode()).hexdigest()[:12]}"
     episodes = read_episodes(dataset) if episodes is None else episodes
     start = time.perf_counter()

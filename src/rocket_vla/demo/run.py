@@ -72,13 +72,13 @@ def run_identity(cfg: DemoConfig) -> dict[str, Any]:
     teacher the aligned variants use (``cfg.teacher`` is a name; the weights behind
     ``tiny`` change when the bundled teacher is retrained, and a resumed run must not pair
     new alignment results with old ones)."""
+    from rocket_vla.teachers.build import teacher_from_spec
     from rocket_vla.train.config import TrainConfig
-    from rocket_vla.train.teachers import build_teacher
 
     identity = cfg.to_dict()
     aligned = any(v != "baseline" for v in cfg.variants)
     identity["teacher_fingerprint"] = (
-        build_teacher(cfg.teacher, TrainConfig.teacher_size).fingerprint() if aligned else None)
+        teacher_from_spec(cfg.teacher, TrainConfig.teacher_size).fingerprint() if aligned else None)
     return identity
 
 
