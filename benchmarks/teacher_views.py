@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from rocket_vla.teachers.train_geometry import (
+from rocket_vla.teachers.geometry import (
     CAMERAS,
     GeometryTrainConfig,
     PairFrames,

@@ -35,9 +35,9 @@ import numpy as np
 import torch
 
 from rocket_vla.data.dataset import CAMERAS
+from rocket_vla.teachers.build import teacher_from_spec
 from rocket_vla.train import TrainConfig, Trainer
 from rocket_vla.train.teacher_source import MemoryFeatureCache
-from rocket_vla.train.teachers import build_teacher
 
 
 class SyntheticEpisode:
@@ -99,7 +99,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     episodes = [SyntheticEpisode(rng, args.length, args.image_size) for _ in range(args.episodes)]
-    teacher = build_teacher("random-tiny", args.teacher_size)
+    teacher = teacher_from_spec("random-tiny", args.teacher_size)
     modes = args.modes.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)

@@ -11,11 +11,8 @@ import torch
 
 from rocket_vla.cli import main
 from rocket_vla.errors import RocketError
-from rocket_vla.teachers.tiny import NATIVE_INPUT_SIZE, load_tiny_teacher, tiny_teacher_config
-from rocket_vla.teachers.train_geometry import (
+from rocket_vla.teachers.geometry import (
     GeometryTrainConfig,
-    _batch,
-    _judge,
     evaluate_model,
     load_pairs,
     predict,
@@ -24,7 +21,10 @@ from rocket_vla.teachers.train_geometry import (
     train_model,
     transform_points,
     unproject_depth,
+    view_batch,
 )
+from rocket_vla.teachers.geometry.card import _judge
+from rocket_vla.teachers.tiny import NATIVE_INPUT_SIZE, load_tiny_teacher, tiny_teacher_config
 
 K = np.array([[-50.0, 0.0, 31.0], [0.0, 50.0, 32.0], [0.0, 0.0, 1.0]])
 
@@ -125,7 +125,7 @@ def test_pairs_targets_and_a_few_steps_lower_the_loss(tmp_path: Path) -> None:
     np.testing.assert_allclose(pts[0, 1].numpy(), expect, atol=1e-5)
     assert torch.equal(pts[0, 0], frames.cam_points[0, 0])  # the agent view is the reference
     # the single-view variant gets the same targets, one camera per sample
-    _, depth1, points1, valid1 = _batch(frames, torch.tensor([0, 1]), 1, 28, 28)
+    _, depth1, points1, valid1 = view_batch(frames, torch.tensor([0, 1]), 1, 28, 28)
     assert points1.shape == (4, 1, 14, 14, 3)
     assert torch.equal(points1[1, 0], pts[0, 1]) and torch.equal(depth1[1, 0], frames.depth[0, 1])
     train, held, held_ids = split_by_episode(frames, cfg.holdout_fraction, seed=0)

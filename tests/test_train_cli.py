@@ -1,4 +1,4 @@
-"""`rocket train` wiring and the learning-rate schedules."""
+"""`rocket train` wiring (the learning-rate schedules are tested in test_optim.py)."""
 
 from __future__ import annotations
 
@@ -12,23 +12,13 @@ from minivla_fixtures import make_episodes, single_thread
 from rocket_vla.cli import main
 from rocket_vla.config_cli import CONFIG_DIR
 from rocket_vla.errors import RocketError
-from rocket_vla.train.config import TrainConfig
-from rocket_vla.train.loop import lr_lambda, sample_order
+from rocket_vla.train.loop import sample_order
 
 
 @pytest.fixture(autouse=True)
 def _one_thread() -> Iterator[None]:
     with single_thread():
         yield
-
-
-def test_step_decay_and_cosine() -> None:
-    step = lr_lambda(TrainConfig(schedule="step", decay_after=10, steps=20))
-    assert [step(s) for s in (0, 9, 10, 19)] == [1.0, 1.0, 0.1, 0.1]
-    cos = lr_lambda(TrainConfig(schedule="cosine", steps=20, warmup=4))
-    assert cos(0) == pytest.approx(0.25) and cos(3) == pytest.approx(1.0)
-    assert cos(4) == pytest.approx(1.0) and cos(20) == pytest.approx(0.0)
-    assert cos(12) == pytest.approx(0.5)
 
 
 def test_sample_order_is_a_permutation_per_epoch() -> None:

@@ -76,7 +76,9 @@ class Aligner(nn.Module):
         out = resample_teacher(stacked, grid, crop_boxes=crop_boxes)
         return [part.contiguous() for part in out.split(c, dim=-1)]
 
-    def _check(self, student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]) -> None:
+    def check_inputs(self, student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]) -> None:
+        """RocketError unless there is one student and one teacher tensor per pair, of the
+        configured widths (public: the analyses that drive the projectors check the same)."""
         cfg = self.config
         if len(student) != cfg.num_pairs or len(teacher) != cfg.num_pairs:
             raise RocketError(
@@ -110,7 +112,7 @@ class Aligner(nn.Module):
         if self.projectors is None:
             zero = torch.zeros((), device=student[0].device if student else None)
             return AlignOutput(zero, zero.new_zeros(0), zero)
-        self._check(student, teacher)
+        self.check_inputs(student, teacher)
         if mask is not None and mask.dtype != torch.bool:
             mask = mask.bool()
         sample_losses, sample_valid = [], []

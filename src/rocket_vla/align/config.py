@@ -151,8 +151,10 @@ class AlignConfig:
 
         Pairs come from, in order: explicit ``student_layers``/``teacher_layers``; the
         paper's pairs for ``layout`` ("openvla", "pi0"); else the balanced selection of
-        ``num_pairs`` for the given depths. Spatial Forcing uses one pair: the student
-        layer at 3/4 depth (the paper's 24 of 32) unless given, and the last teacher layer.
+        ``num_pairs`` for the given depths. Spatial Forcing uses one pair with the last
+        teacher layer; its student layer is the one given, else the paper's for ``layout``
+        (``PAPER_SF_LAYER``: 24 of 32 for OpenVLA, 12 of 18 for pi0), else the one at 3/4
+        of ``student_depth``.
         """
         if variant not in VARIANTS:
             raise RocketError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}.")

@@ -180,7 +180,7 @@ def pair_losses(
             "this checkpoint's aligner has no projector (baseline); gradient conflict needs "
             "an aligned variant."
         )
-    aligner._check(student, teacher)
+    aligner.check_inputs(student, teacher)
     if mask is not None:
         mask = mask.bool()
     out = []

@@ -78,7 +78,7 @@ class ProjectorSimilarity:
             raise RocketError(
                 f"expected {self.num_pairs} pairs, got {len(student)}; tap the configured layers."
             )
-        aligner._check(student, teacher)
+        aligner.check_inputs(student, teacher)
         m = _token_mask(student[0], mask)
         projected = [aligner.projectors(s, i) for i, s in enumerate(student)]
         fit = torch.stack([

@@ -9,8 +9,9 @@ features are usually far wider than the number of probe samples.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -82,3 +83,17 @@ def fit_probe(
     pred = _ridge_fit_predict(xt, y_train - y_mean, xv, best_alpha) + y_mean
     per_dim = r2_score(y_test, pred, y_mean)
     return ProbeResult(per_dim.mean().item(), per_dim.tolist(), best_alpha, len(x_train), len(x_test))
+
+
+def probe_layers(
+    x_train: Mapping[int, Any], y_train: Any, x_test: Mapping[int, Any], y_test: Any
+) -> dict[int, dict[str, Any]]:
+    """:func:`fit_probe` for each layer of ``x_train`` (features ``[N, ...]`` per layer, numpy
+    or torch; targets shared by all layers), summarised for a results file: the held-out
+    R^2 (4 decimals), the chosen alpha and the sample counts."""
+    y_train, y_test = torch.as_tensor(y_train), torch.as_tensor(y_test)
+    out = {}
+    for k in x_train:
+        res = fit_probe(torch.as_tensor(x_train[k]), y_train, torch.as_tensor(x_test[k]), y_test)
+        out[k] = {"r2": round(res.r2, 4), "alpha": res.alpha, "n_train": res.n_train, "n_test": res.n_test}
+    return out

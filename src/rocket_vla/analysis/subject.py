@@ -134,10 +134,10 @@ class MiniVLASubject:
         data = ChunkDataset(eps, DatasetStats.from_dict(saved["stats"]), chunk=model_cfg.chunk,
                             max_text_len=model_cfg.max_text_len, tokenizer=model_cfg.tokenizer)
         if teacher_model is None:
-            from rocket_vla.train.teachers import build_teacher
+            from rocket_vla.teachers.build import teacher_from_spec
 
-            teacher_model = build_teacher(teacher or train["teacher"],
-                                          teacher_size or train["teacher_size"])
+            teacher_model = teacher_from_spec(teacher or train["teacher"],
+                                              teacher_size or train["teacher_size"])
         if align_cfg.enabled and int(teacher_model.dim) != align_cfg.teacher_dim:
             raise RocketError(
                 f"the teacher's width {teacher_model.dim} differs from the checkpoint's "

@@ -1,6 +1,6 @@
 """`rocket train-teacher`: train the small geometry teacher on collected LIBERO frames.
 
-Thin wiring around :mod:`rocket_vla.teachers.train_geometry`: parse options into a
+Thin wiring around :mod:`rocket_vla.teachers.geometry`: parse options into a
 :class:`GeometryTrainConfig`, train (the teacher and, unless disabled, its single-view
 variant), evaluate on held-out episodes against the constant-depth predictor, and write
 ``model.safetensors`` / ``config.json`` / ``metrics.json`` / ``MODEL_CARD.md`` under
@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _defaults():
-    from rocket_vla.teachers.train_geometry import GeometryTrainConfig
+    from rocket_vla.teachers.geometry import GeometryTrainConfig
 
     return GeometryTrainConfig()
 
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from rocket_vla.data.episodes import list_episode_files
-    from rocket_vla.teachers.train_geometry import (
+    from rocket_vla.teachers.geometry import (
         GeometryTrainConfig,
         render_model_card,
         save_run,

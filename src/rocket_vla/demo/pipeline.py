@@ -11,14 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rocket_vla.demo.config import DemoConfig
 
 Log = Callable[[str], None]
 
 
-def _print(msg: str) -> None:
+def print_log(msg: str) -> None:
+    """The demo's default log: a time-stamped line on stdout."""
     print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
@@ -30,7 +29,7 @@ def dataset_dirs(cfg: DemoConfig) -> tuple[Path, Path]:
     return root / "train", root / "heldout"
 
 
-def collect(cfg: DemoConfig, log: Log = _print) -> tuple[Path, Path]:
+def collect(cfg: DemoConfig, log: Log = print_log) -> tuple[Path, Path]:
     """Scripted-expert demonstrations: a training split and a held-out split (disjoint inits)."""
     from rocket_vla.envs.collect import CollectConfig, run_collection
 
@@ -47,7 +46,7 @@ def collect(cfg: DemoConfig, log: Log = _print) -> tuple[Path, Path]:
     return train_dir, heldout_dir
 
 
-def cache_teacher(cfg: DemoConfig, dataset: Path, log: Log = _print,
+def cache_teacher(cfg: DemoConfig, dataset: Path, log: Log = print_log,
                   episodes: list[Any] | None = None) -> Path | None:
     """Teacher features of every training frame, computed once (``rocket cache-teacher``).
 
@@ -60,13 +59,13 @@ def cache_teacher(cfg: DemoConfig, dataset: Path, log: Log = _print,
     """
     from rocket_vla.commands.cache_teacher import DEFAULT_CAMERAS, cache_episodes, episode_items
     from rocket_vla.data.episodes import list_episode_files, read_episodes
+    from rocket_vla.teachers.build import teacher_from_spec
     from rocket_vla.teachers.cache import fingerprint_files
     from rocket_vla.train.config import TrainConfig
-    from rocket_vla.train.teachers import build_teacher
 
     if not cfg.cache_teacher or all(v == "baseline" for v in cfg.variants):
         return None
-    teacher = build_teacher(cfg.teacher, TrainConfig.teacher_size)
+    teacher = teacher_from_spec(cfg.teacher, TrainConfig.teacher_size)
     out = dataset.parent / f"teacher_{hashlib.sha1(teacher.fingerprint().encode()).hexdigest()[:12]}"
     episodes = read_episodes(dataset) if episodes is None else episodes
     start = time.perf_counter()
@@ -83,7 +82,7 @@ def cache_teacher(cfg: DemoConfig, dataset: Path, log: Log = _print,
 
 
 def train_variant(cfg: DemoConfig, variant: str, dataset: Path, run: Path,
-                  log: Log = _print, progress: bool = True,
+                  log: Log = print_log, progress: bool = True,
                   teacher_cache: Path | None = None) -> dict[str, Any]:
     """Train one MiniVLA with one of the paper's variants; same data and seed for all."""
     from rocket_vla.train.config import TrainConfig
@@ -114,7 +113,7 @@ def train_variant(cfg: DemoConfig, variant: str, dataset: Path, run: Path,
     return summary
 
 
-def train_all(cfg: DemoConfig, dataset: Path, run: Path, log: Log = _print,
+def train_all(cfg: DemoConfig, dataset: Path, run: Path, log: Log = print_log,
               teacher_cache: Path | None = None) -> dict[str, dict[str, Any]]:
     """Train every variant; at the same time, one single-threaded process each, when there
     are cores for it (``cfg.parallel_train``).
@@ -174,7 +173,7 @@ def _train_progress(out: Path, variant: str, steps: int) -> str:
 
 
 def evaluate_variant(cfg: DemoConfig, variant: str, checkpoint: str, run: Path,
-                     log: Log = _print) -> dict[str, Any]:
+                     log: Log = print_log) -> dict[str, Any]:
     """Closed-loop LIBERO evaluation with the paper's protocol (init state k for trial k)."""
     from rocket_vla.envs.runner import EvalConfig, run_evaluation
 
@@ -187,90 +186,18 @@ def evaluate_variant(cfg: DemoConfig, variant: str, checkpoint: str, run: Path,
     ))
 
 
-def _episode_obs(ep: Any, row: int) -> dict[str, np.ndarray]:
-    """The policy observation of image row ``row`` of a stored episode."""
-    step = int(ep.frame_index[row])
-    proprio = np.concatenate([ep.obs["ee_pos"][step], ep.obs["ee_ori"][step],
-                              ep.obs["gripper_states"][step]]).astype(np.float32)
-    return {"agentview": ep.obs["agentview_rgb"][row], "wrist": ep.obs["eye_in_hand_rgb"][row],
-            "proprio": proprio}
-
-
-def heldout_action_l1(checkpoint: str, episodes: list[Any]) -> float:
-    """Mean |predicted - demonstrated| over held-out frames, whole chunks, env action units."""
-    from rocket_vla.data.episodes import gripper_env_to_model
-    from rocket_vla.envs.policy import TaskInfo
+def offline_measures(checkpoint: str, train_eps: list[Any], heldout_eps: list[Any],
+                     layers: list[int], frames_per_episode: int) -> dict[str, Any]:
+    """A trained variant on recorded demonstrations: its held-out action L1, and the held-out
+    R^2 of a ridge probe from each of ``layers``' visual tokens to the target objects' 3D
+    positions (fitted on ``train_eps``)."""
+    from rocket_vla.analysis.spatial_probe import probe_layers
+    from rocket_vla.envs.offline import heldout_action_l1, visual_token_features
     from rocket_vla.policies.minivla_policy import load_policy
 
     policy = load_policy(checkpoint)
-    errors = []
-    for ep in episodes:
-        policy.reset(TaskInfo("", 0, "", ep.language))
-        target = gripper_env_to_model(ep.actions, "signed")
-        for row in range(len(ep.frame_index)):
-            step = int(ep.frame_index[row])
-            chunk = policy.act(_episode_obs(ep, row))
-            want = target[step: step + len(chunk)]
-            errors.append(np.abs(chunk[: len(want)] - want).mean())
-    return float(np.mean(errors))
-
-
-def probe_target(ep: Any, step: int) -> np.ndarray:
-    """3D positions of the task's pick object and place target at ``step`` (all objects if
-    the plan cannot be matched), from the ``object_pos`` the collector stores per step."""
-    from rocket_vla.envs.experts import plan_for_task
-
-    names = str(ep.attrs.get("object_names", "")).split(",")
-    positions = np.asarray(ep.obs["object_pos"][step], np.float64)
-    try:
-        plan = plan_for_task(str(ep.attrs["suite"]), int(ep.attrs["task_id"]))
-        chosen = [next(i for i, n in enumerate(names) if name.startswith(n))
-                  for name in (plan.obj, plan.target)]
-    except (KeyError, StopIteration, ValueError):
-        chosen = list(range(len(names)))
-    return positions[chosen].reshape(-1)
-
-
-def visual_token_features(checkpoint: str, episodes: list[Any], layers: list[int],
-                          frames_per_episode: int) -> tuple[dict[int, np.ndarray], np.ndarray]:
-    """Visual-token states at ``layers`` and the target objects' 3D positions, per frame.
-
-    Frames are spread evenly over each episode; targets are :func:`probe_target`.
-    """
-    import torch
-
-    from rocket_vla.align import LayerTaps
-    from rocket_vla.policies.minivla_policy import load_policy
-
-    policy = load_policy(checkpoint)
-    model = policy.model
-    feats: dict[int, list[np.ndarray]] = {k: [] for k in layers}
-    targets: list[np.ndarray] = []
-    with torch.no_grad(), LayerTaps(model, model.blocks_path, layers, spans=model.visual_spans) as taps:
-        for ep in episodes:
-            policy.reset(ep.language)
-            rows = np.unique(np.linspace(0, len(ep.frame_index) - 1, frames_per_episode).round().astype(int))
-            for row in rows:
-                obs = _episode_obs(ep, int(row))
-                policy.act(obs)
-                for k, state in zip(layers, taps.states, strict=True):
-                    feats[k].append(state[0].float().numpy().reshape(-1))
-                targets.append(probe_target(ep, int(ep.frame_index[row])))
-    return {k: np.stack(v) for k, v in feats.items()}, np.stack(targets)
-
-
-def spatial_probe(checkpoint: str, train_eps: list[Any], test_eps: list[Any], layers: list[int],
-                  frames_per_episode: int) -> dict[int, dict[str, Any]]:
-    """Held-out R^2 of a ridge probe from each tapped layer's visual tokens to 3D positions."""
-    import torch
-
-    from rocket_vla.analysis.spatial_probe import fit_probe
-
-    x_train, y_train = visual_token_features(checkpoint, train_eps, layers, frames_per_episode)
-    x_test, y_test = visual_token_features(checkpoint, test_eps, layers, frames_per_episode)
-    out = {}
-    for k in layers:
-        res = fit_probe(torch.from_numpy(x_train[k]), torch.from_numpy(y_train),
-                        torch.from_numpy(x_test[k]), torch.from_numpy(y_test))
-        out[k] = {"r2": round(res.r2, 4), "alpha": res.alpha, "n_train": res.n_train, "n_test": res.n_test}
-    return out
+    action_l1 = heldout_action_l1(policy, heldout_eps)
+    x_train, y_train = visual_token_features(policy, train_eps, layers, frames_per_episode)
+    x_test, y_test = visual_token_features(policy, heldout_eps, layers, frames_per_episode)
+    probe = probe_layers(x_train, y_train, x_test, y_test)
+    return {"action_l1": action_l1, "probe": {str(k): v for k, v in probe.items()}}

@@ -9,11 +9,11 @@ from typing import Any
 
 from rocket_vla.demo import pipeline, report
 from rocket_vla.demo.config import DemoConfig
-from rocket_vla.demo.pipeline import Log, _print
+from rocket_vla.demo.pipeline import Log, print_log
 from rocket_vla.errors import RocketError
 
 
-def run_demo(cfg: DemoConfig, log: Log = _print) -> dict[str, Any]:
+def run_demo(cfg: DemoConfig, log: Log = print_log) -> dict[str, Any]:
     """Collect (cached), train every variant on the same data and seed, evaluate each
     closed-loop, measure held-out action L1 and the spatial probe, write the report."""
     from rocket_vla.data.episodes import read_episodes
@@ -51,9 +51,7 @@ def run_demo(cfg: DemoConfig, log: Log = _print) -> dict[str, Any]:
         log(f"{variant}: held-out action L1 and spatial probe at layers {layers}")
         results["variants"][variant] = {
             "train": tr, "eval": ev,
-            "action_l1": pipeline.heldout_action_l1(tr["checkpoint"], heldout_eps),
-            "probe": {str(k): v for k, v in pipeline.spatial_probe(
-                tr["checkpoint"], train_eps, heldout_eps, layers, cfg.probe_frames).items()},
+            **pipeline.offline_measures(tr["checkpoint"], train_eps, heldout_eps, layers, cfg.probe_frames),
         }
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
     report.write(results, run)
@@ -72,13 +70,13 @@ def run_identity(cfg: DemoConfig) -> dict[str, Any]:
     teacher the aligned variants use (``cfg.teacher`` is a name; the weights behind
     ``tiny`` change when the bundled teacher is retrained, and a resumed run must not pair
     new alignment results with old ones)."""
+    from rocket_vla.teachers.build import teacher_from_spec
     from rocket_vla.train.config import TrainConfig
-    from rocket_vla.train.teachers import build_teacher
 
     identity = cfg.to_dict()
     aligned = any(v != "baseline" for v in cfg.variants)
     identity["teacher_fingerprint"] = (
-        build_teacher(cfg.teacher, TrainConfig.teacher_size).fingerprint() if aligned else None)
+        teacher_from_spec(cfg.teacher, TrainConfig.teacher_size).fingerprint() if aligned else None)
     return identity
 
 

@@ -6,7 +6,7 @@ convention (``k`` = after block ``k``, ``0`` = embeddings, ``-1`` = last block).
 """
 
 from rocket_vla.teachers.base import Teacher, TeacherInput
-from rocket_vla.teachers.build import TeacherConfig, build_teacher
+from rocket_vla.teachers.build import TeacherConfig, build_teacher, teacher_from_spec
 from rocket_vla.teachers.cache import CacheSpec, FeatureCache, FillReport, fill_cache, spec_for
 from rocket_vla.teachers.hf import HFTeacher
 from rocket_vla.teachers.vggt import VGGTConfig, VGGTTeacher
@@ -24,4 +24,5 @@ __all__ = [
     "build_teacher",
     "fill_cache",
     "spec_for",
+    "teacher_from_spec",
 ]

@@ -173,7 +173,7 @@ class Teacher(ABC):
         text = json.dumps(payload, sort_keys=True)
         return f"{self.name}-{hashlib.blake2b(text.encode(), digest_size=12).hexdigest()}"
 
-    def _weights_changed(self) -> None:
+    def weights_changed(self) -> None:
         """Forget the memoised weights hash (call after loading new weights)."""
         self._weights_hash = None
 

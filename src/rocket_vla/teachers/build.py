@@ -1,4 +1,5 @@
-"""Build a teacher from a small dataclass config (what commands and training presets hold).
+"""Build a teacher: from a small dataclass config (:func:`build_teacher`, what commands and
+presets hold), or from the one-word spec a run names (:func:`teacher_from_spec`, ``--teacher``).
 
 Kinds:
 
@@ -13,6 +14,7 @@ Kinds:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -70,3 +72,30 @@ def build_teacher(cfg: TeacherConfig) -> Teacher:
     from rocket_vla.teachers.hf import HFTeacher
 
     return HFTeacher.from_pretrained(cfg.path, inp, device=device)
+
+
+def teacher_from_spec(spec: str, size: int, device: str = "cpu") -> Teacher:
+    """The teacher a run names, seeing ``size`` x ``size`` inputs: ``"tiny"``, the bundled tiny
+    geometry teacher; ``"random-tiny"``, a tiny VGGT with random weights (pipeline checks and
+    benchmarks only, never a spatial teacher); a ``.pt``/``.safetensors`` file, VGGT-1B
+    weights; a folder, a transformers backbone."""
+    common = dict(input_size=(size, size), device=device)
+    if spec == "random-tiny":
+        return build_teacher(TeacherConfig(kind="vggt-random", vggt_size="tiny", **common))
+    if spec == "tiny":
+        try:
+            from rocket_vla.teachers.tiny import load_tiny_teacher  # type: ignore[import-not-found]
+        except ImportError:
+            raise RocketError(
+                "the bundled tiny teacher is not available in this install; pass --teacher "
+                "random-tiny or a VGGT checkpoint path."
+            ) from None
+        return load_tiny_teacher(input_size=(size, size), device=device)
+    path = Path(spec)
+    if not path.exists():
+        raise RocketError(
+            f"teacher {spec!r} is neither 'tiny', 'random-tiny' nor an existing checkpoint "
+            "file or folder; pass one of those."
+        )
+    kind = "hf" if path.is_dir() else "vggt"
+    return build_teacher(TeacherConfig(kind=kind, path=str(path), **common))

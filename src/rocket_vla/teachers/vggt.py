@@ -543,7 +543,7 @@ class VGGTTeacher(Teacher):
         state = read_checkpoint(path)
         self.load_report = load_aggregator(self.model.aggregator, state, str(path))
         self.model.float()
-        self._weights_changed()
+        self.weights_changed()
         return self.load_report
 
     def save(self, path: str | Path, *, metadata: Mapping[str, str] | None = None) -> None:

@@ -119,7 +119,7 @@ class GeometryModel(nn.Module):
         """A frozen `VGGTTeacher` holding a copy of this model's aggregator weights."""
         teacher = VGGTTeacher(self.cfg.aggregator, input_cfg, seed=None)
         teacher.model.aggregator.load_state_dict(self.aggregator.state_dict())
-        teacher._weights_changed()
+        teacher.weights_changed()
         return teacher
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from rocket_vla.data.augment import augment_views
 from rocket_vla.data.dataset import ChunkDataset, fit_stats, images_to_float
 from rocket_vla.data.normalize import DatasetStats
 from rocket_vla.errors import RocketError
+from rocket_vla.optim import build_optimizer, build_scheduler
 from rocket_vla.policies.minivla import MiniVLA, MiniVLAConfig, action_l1
 from rocket_vla.train import checkpoint as ckpt_io
 from rocket_vla.train.config import TrainConfig
@@ -98,34 +98,6 @@ def build_align_config(cfg: TrainConfig, policy: MiniVLA, teacher: TeacherSource
         student_layers=student_layers, teacher_layers=teacher_layers, num_pairs=pairs,
         hidden_dim=cfg.projector_hidden, weight=cfg.align_weight,
     ).resolved()
-
-
-# ----------------------------------------------------------------------------- schedule
-def lr_lambda(cfg: TrainConfig):
-    """Multiplier of the base lr at optimizer step ``s`` (warmup, then the schedule)."""
-
-    def fn(s: int) -> float:
-        if cfg.warmup and s < cfg.warmup:
-            return (s + 1) / cfg.warmup
-        if cfg.schedule == "step":  # the paper: x0.1 after `decay_after` steps
-            return 0.1 if s >= cfg.decay_after else 1.0
-        if cfg.schedule == "cosine":
-            progress = (s - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        return 1.0
-
-    return fn
-
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; weight decay on matrices only (norms, biases, embeddings of position stay free)."""
-    decay, free = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.dim() >= 2 else free).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": free, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 
 # ----------------------------------------------------------------------------- data order
@@ -222,8 +194,10 @@ class Trainer:
                 "run's; resume with the same teacher and layer pairs."
             )
         self.model = RocketModel(policy, Aligner(self.align_config))
-        self.optimizer = build_optimizer(self.model, cfg)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
+        self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                         betas=cfg.betas)
+        self.scheduler = build_scheduler(self.optimizer, warmup=cfg.warmup, steps=cfg.steps,
+                                         schedule=cfg.schedule, decay_after=cfg.decay_after)
         self.step = 0
         if resume_ckpt is not None:
             ckpt_io.load_weights(self.model, resume_ckpt)
@@ -272,10 +246,10 @@ class Trainer:
 
             return DiskCacheTeacher(self.cfg.teacher_cache, CAMERAS)
         if teacher is None:
-            from rocket_vla.train.teachers import build_teacher
+            from rocket_vla.teachers.build import teacher_from_spec
 
-            teacher = build_teacher(self.cfg.teacher, self.cfg.teacher_size,
-                                    device=str(self.accelerator.device))
+            teacher = teacher_from_spec(self.cfg.teacher, self.cfg.teacher_size,
+                                        device=str(self.accelerator.device))
         elif callable(getattr(teacher, "to", None)) and hasattr(teacher, "model"):
             teacher.to(self.accelerator.device)  # a Teacher: run it where the student runs
         source = teacher

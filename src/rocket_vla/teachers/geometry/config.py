@@ -1,0 +1,60 @@
+"""The settings of a geometry teacher training run (written next to its weights)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rocket_vla.errors import RocketError
+from rocket_vla.teachers.vggt import VGGTConfig
+from rocket_vla.teachers.vggt_heads import GeometryConfig
+
+
+@dataclass
+class GeometryTrainConfig:
+    """Everything a teacher training run depends on (written next to the weights)."""
+
+    # model: a VGGT aggregator small enough to ship (~1.2 M parameters, ~2.4 MB in fp16)
+    embed_dim: int = 96
+    depth: int = 4
+    num_heads: int = 4
+    patch_embed_depth: int = 2
+    head_dim: int = 16
+    # data
+    input_size: int = 112  # native teacher input (multiple of 14): 8x8 patches
+    small_size: int = 56  # also trained every `small_every` steps: 4x4 patches
+    small_every: int = 2  # 0 disables mixed-size training
+    target_size: int = 28  # depth / point maps are predicted and scored at this side
+    max_depth: float = 10.0  # pixels farther than this (or not finite) are not supervised
+    holdout_fraction: float = 0.2
+    # optimisation
+    steps: int = 400
+    batch_size: int = 4  # frame pairs per step
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup: int = 50
+    grad_clip: float = 1.0
+    conf_alpha: float = 0.2
+    seed: int = 0
+    eval_batch: int = 32
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        for name in ("input_size", "small_size"):
+            side = getattr(self, name)
+            if side <= 0 or side % 14:
+                raise RocketError(f"{name} {side} must be a positive multiple of 14 (the patch size).")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise RocketError(
+                f"holdout fraction {self.holdout_fraction} must be in (0, 1); e.g. 0.2."
+            )
+        if self.steps < 1 or self.batch_size < 1:
+            raise RocketError("steps and batch size must be at least 1.")
+
+    def geometry_config(self) -> GeometryConfig:
+        agg = VGGTConfig.tiny(
+            embed_dim=self.embed_dim, depth=self.depth, num_heads=self.num_heads,
+            patch_embed_depth=self.patch_embed_depth, patch_embed_heads=self.num_heads,
+            img_size=self.input_size,
+        )
+        return GeometryConfig(aggregator=agg, head_layers=tuple(range(1, self.depth + 1)),
+                              head_dim=self.head_dim, conf_alpha=self.conf_alpha)
