@@ -46,8 +46,6 @@ ALLOWED = {
     ("rocket_vla.demo.pipeline", "rocket_vla.commands.cache_teacher"),
     # protocol part: commands/collect.py stops importing commands/eval.py's private `_split`
     ("rocket_vla.commands.collect", "rocket_vla.commands.eval"),
-    # configuration part: select-layers' output (format_pairs) leaves commands/select_layers.py
-    ("rocket_vla.commands.profile", "rocket_vla.commands.select_layers"),
 }
 
 

@@ -12,6 +12,7 @@ from minivla_fixtures import make_episodes, single_thread
 from rocket_vla.cli import main
 from rocket_vla.config_cli import CONFIG_DIR
 from rocket_vla.errors import RocketError
+from rocket_vla.train.config import TrainConfig
 from rocket_vla.train.loop import sample_order
 
 
