@@ -43,6 +43,7 @@ def config_from_args(args: argparse.Namespace):
         augment=AugmentConfig(enabled=not args.no_augment), max_episodes=args.max_episodes,
         save_every=args.save_every, keep_last=args.keep_last, log_every=args.log_every,
         progress=not args.no_progress, tensorboard=not args.no_tensorboard,
+        overwrite=args.overwrite,
     )
 
 
@@ -105,4 +106,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-tensorboard", action="store_true")
     p.add_argument("--resume", default=None,
                    help="checkpoint or run folder to continue from ('auto' = --out)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out folder that holds one (its checkpoints are deleted)")
     p.set_defaults(func=run)

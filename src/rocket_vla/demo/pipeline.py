@@ -23,9 +23,14 @@ def _print(msg: str) -> None:
 
 
 def dataset_dirs(cfg: DemoConfig) -> tuple[Path, Path]:
-    """Cache folders keyed by everything that changes the collected data."""
+    """Cache folders keyed by everything that changes the collected data -- the settings and
+    the code (experts, collection and simulator wrappers change what a demonstration holds;
+    a key of settings alone once let older code's demonstrations stand in for new ones)."""
+    from rocket_vla.fingerprint import compared_code_version
+
     key = json.dumps([cfg.suite, cfg.tasks, cfg.demo_first_init, cfg.train_demos, cfg.heldout_demos,
-                      cfg.image_size, cfg.frame_stride, cfg.seed, cfg.after_success])
+                      cfg.image_size, cfg.frame_stride, cfg.seed, cfg.after_success,
+                      compared_code_version()])
     root = Path(cfg.cache_dir) / "datasets" / hashlib.sha1(key.encode()).hexdigest()[:12]
     return root / "train", root / "heldout"
 
@@ -58,9 +63,9 @@ def cache_teacher(cfg: DemoConfig, dataset: Path, log: Log = _print,
     reused while data and teacher are unchanged (and rebuilt, never misread, otherwise).
     ``episodes``: the dataset already read, if the caller has it.
     """
-    from rocket_vla.commands.cache_teacher import DEFAULT_CAMERAS, cache_episodes, episode_items
     from rocket_vla.data.episodes import list_episode_files, read_episodes
     from rocket_vla.teachers.cache import fingerprint_files
+    from rocket_vla.teachers.fill import DEFAULT_CAMERAS, cache_episodes, episode_items
     from rocket_vla.train.config import TrainConfig
     from rocket_vla.train.teachers import build_teacher
 

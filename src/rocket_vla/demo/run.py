@@ -11,6 +11,7 @@ from rocket_vla.demo import pipeline, report
 from rocket_vla.demo.config import DemoConfig
 from rocket_vla.demo.pipeline import Log, _print
 from rocket_vla.errors import RocketError
+from rocket_vla.fingerprint import compared_code_version
 
 
 def run_demo(cfg: DemoConfig, log: Log = _print) -> dict[str, Any]:
@@ -64,7 +65,10 @@ def run_demo(cfg: DemoConfig, log: Log = _print) -> dict[str, Any]:
 
 
 # Settings that only change how fast or where a run goes, not what it computes.
-_RUN_ONLY = {"out_dir", "cache_dir", "workers", "threads", "parallel_train", "log_seconds"}
+_RUN_ONLY = {"out_dir", "cache_dir", "workers", "threads", "parallel_train", "log_seconds", "overwrite"}
+#: What a demo run folder holds besides demo_config.json (cleared by ``overwrite``).
+_STAGE_OUTPUTS = ("train", "eval", "summary.json", "summary.md", "training_curves.png",
+                  "success_and_probe.png")
 
 
 def run_identity(cfg: DemoConfig) -> dict[str, Any]:
@@ -79,6 +83,8 @@ def run_identity(cfg: DemoConfig) -> dict[str, Any]:
     aligned = any(v != "baseline" for v in cfg.variants)
     identity["teacher_fingerprint"] = (
         build_teacher(cfg.teacher, TrainConfig.teacher_size).fingerprint() if aligned else None)
+    # The code that made the stages: a rerun with other code must not reuse them.
+    identity["code"] = compared_code_version()
     return identity
 
 
@@ -95,11 +101,26 @@ def check_resumable(run: Path, cfg: DemoConfig, identity: dict[str, Any] | None 
         raise RocketError(f"{saved} is unreadable; pass a new --out folder.") from None
     new = identity if identity is not None else run_identity(cfg)
     changed = sorted(k for k in set(old) | set(new) if k not in _RUN_ONLY and old.get(k) != new.get(k))
-    if changed:
+    if changed and cfg.overwrite:
+        clear_run(run)
+    elif changed:
+        what = ", ".join("rocket-vla code" if k == "code" else k for k in changed)
         raise RocketError(
-            f"the run folder {run} was made with other settings ({', '.join(changed)}); pass a new "
-            "--out folder, or the same settings to resume it."
+            f"the run folder {run} was made with other settings or code ({what}); pass a new "
+            "--out folder, --overwrite to redo it, or the same settings and code to resume it."
         )
+
+
+def clear_run(run: Path) -> None:
+    """Delete a demo run folder's stage outputs (``--overwrite``)."""
+    import shutil
+
+    for name in (*_STAGE_OUTPUTS, "demo_config.json"):
+        path = run / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def _probe_layers(trained: dict[str, dict[str, Any]]) -> list[int]:

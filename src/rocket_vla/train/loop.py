@@ -37,6 +37,7 @@ from rocket_vla.data.augment import augment_views
 from rocket_vla.data.dataset import ChunkDataset, fit_stats, images_to_float
 from rocket_vla.data.normalize import DatasetStats
 from rocket_vla.errors import RocketError
+from rocket_vla.fingerprint import check_same_code, code_version
 from rocket_vla.policies.minivla import MiniVLA, MiniVLAConfig, action_l1
 from rocket_vla.train import checkpoint as ckpt_io
 from rocket_vla.train.config import TrainConfig
@@ -203,6 +204,9 @@ class Trainer:
         self.cfg = cfg
         self.accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision))
         resume_ckpt, saved = self._check_resume(resume)
+        if resume is None:  # a fresh run never mixes into an old one's checkpoints
+            ckpt_io.prepare_fresh_run(cfg.out_dir, cfg.overwrite,
+                                      clear=self.accelerator.is_main_process)
         eps = list(episodes) if episodes is not None else load_episodes(cfg.dataset)
         if cfg.max_episodes is not None:
             eps = eps[: cfg.max_episodes]
@@ -258,6 +262,9 @@ class Trainer:
                 f"cannot resume {ckpt} with changed hyper-parameters ({detail}); use the "
                 "checkpoint's settings or start a new run."
             )
+        check_same_code(saved.get("code_version"), f"the checkpoint {ckpt}",
+                        "resume with the rocket-vla code that wrote it, or start a new run "
+                        "(a new --out folder, or --overwrite).")
         if self.cfg.schedule == "cosine" and self.cfg.steps != before.steps:
             raise RocketError(
                 "the cosine schedule depends on --steps; resume with the same --steps "
@@ -270,7 +277,7 @@ class Trainer:
             from rocket_vla.data.dataset import CAMERAS
             from rocket_vla.train.teacher_source import DiskCacheTeacher
 
-            return DiskCacheTeacher(self.cfg.teacher_cache, CAMERAS)
+            return DiskCacheTeacher(self.cfg.teacher_cache, CAMERAS, _dataset_fingerprint(self.cfg))
         if teacher is None:
             from rocket_vla.train.teachers import build_teacher
 
@@ -331,6 +338,7 @@ class Trainer:
             totals["total"] += float(total.detach()) / cfg.grad_accum
             if per_pair.numel():
                 pairs += per_pair.cpu() / cfg.grad_accum
+        _stop_if_not_finite(acc, step, totals, self.out_dir)
         grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
@@ -346,6 +354,7 @@ class Trainer:
             "model": self.model_config.to_dict(),
             "align": self.align_config.to_dict(),
             "stats": self.stats.to_dict(),
+            "code_version": code_version(),
         }
 
     def save(self, step: int) -> Path | None:
@@ -387,6 +396,8 @@ class Trainer:
         bar = _progress(cfg.steps, self.step, main and cfg.progress)
         result = TrainResult(self.step, None)
         samples_per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
+        if main:  # rows past the resumed step (or all, for a fresh run) belong to no checkpoint
+            _trim_metrics(self.out_dir / "metrics.jsonl", self.step)
         metrics_file = (self.out_dir / "metrics.jsonl").open("a") if main else None
         t0 = time.perf_counter()
         window_t, window_steps = t0, 0
@@ -431,6 +442,52 @@ def train(cfg: TrainConfig, **kwargs: Any) -> TrainResult:
 
 
 # ----------------------------------------------------------------------------- helpers
+def _stop_if_not_finite(acc: Any, step: int, totals: dict[str, float], out_dir: Path) -> None:
+    """Stop before a non-finite loss reaches the weights (no optimizer step, no checkpoint).
+
+    A NaN loss makes every later step NaN, so training on would only overwrite good
+    checkpoints with garbage. Every rank takes the same decision (one all-reduce), so no
+    process is left waiting for the others.
+    """
+    bad = torch.tensor([0.0 if math.isfinite(totals["total"]) else 1.0], device=acc.device)
+    if acc.num_processes > 1:
+        bad = acc.reduce(bad, reduction="sum")
+    if float(bad.sum()) == 0:
+        return
+    try:
+        last = str(ckpt_io.resolve_checkpoint(out_dir))
+    except RocketError:
+        last = "none yet"
+    raise RocketError(
+        f"the training loss became non-finite at step {step + 1} (action {totals['action']}, total "
+        f"{totals['total']}); nothing was saved past the last good checkpoint ({last}) -- check the "
+        "data and teacher cache (`rocket cache-teacher --check`), lower --lr or --align-weight, "
+        "then --resume."
+    )
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """Keep only the metrics rows up to ``step`` (rewritten atomically)."""
+    if not path.is_file():
+        return
+    from rocket_vla import records
+
+    kept = [r for r in records.read(path) if int(r.get("step", 0)) <= step]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    tmp.replace(path)
+
+
+def _dataset_fingerprint(cfg: TrainConfig) -> str | None:
+    """Content fingerprint of the training files (what a teacher cache records), if any."""
+    if not cfg.dataset:
+        return None
+    from rocket_vla.data.episodes import list_episode_files
+    from rocket_vla.teachers.cache import fingerprint_files
+
+    return fingerprint_files(list_episode_files(cfg.dataset))
+
+
 def _is_source(obj: Any) -> bool:
     """A TeacherSource takes the batch as well as the frames; a bare Teacher does not."""
     import inspect
