@@ -158,7 +158,13 @@ def _train_record(run: Path, variant: str) -> Path:
 
 def _train_worker(cfg: DemoConfig, variant: str, dataset: str, run: str,
                   teacher_cache: Path | None) -> dict[str, Any]:
-    """One variant's training in its own process (the target of :func:`train_all`)."""
+    """One variant's training in its own process (the target of :func:`train_all`); it ends
+    when the demo process is killed instead of training on into the run folder."""
+    import os
+
+    from rocket_vla.envs.parallel import exit_with_parent
+
+    exit_with_parent(os.getppid())
     if cfg.threads:
         import torch
 
