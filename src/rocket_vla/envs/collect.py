@@ -235,37 +235,45 @@ def attempt_key(record: dict[str, Any]) -> tuple[str, int, int, int]:
 
 
 def run_collection(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
-    """Collect (or resume collecting) demonstrations; return counts per task."""
+    """Collect (or resume collecting) demonstrations; return counts per task.
+
+    The folder is locked while it runs (a second collection into it is refused), and a
+    resume must keep the settings that shape an episode (:data:`EPISODE_FIELDS`)."""
+    with run_records.FolderLock(cfg.out_dir, "rocket collect"):
+        return _collect_locked(cfg, progress)
+
+
+def _collect_locked(cfg: CollectConfig, progress: bool) -> dict[str, Any]:
     from tqdm import tqdm
 
     from rocket_vla.envs.runner import read_results
 
     out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = out / "collect_config.json"
+    run_records.check_settings(
+        settings, asdict(cfg), EPISODE_FIELDS, what=str(out),
+        fix="collect into a new --out folder, or use the same settings and code to resume.")
+    settings.write_text(json.dumps({**asdict(cfg), "code_version": code_version()}, indent=2),
+                        encoding="utf-8")
     log = out / ATTEMPTS_FILE
-    with run_records.FolderLock(out, "rocket collect"):  # a second collection into it is refused
-        settings = out / "collect_config.json"
-        run_records.check_settings(
-            settings, asdict(cfg), EPISODE_FIELDS, what=str(out),
-            fix="collect into a new --out folder, or use the same settings and code to resume.")
-        settings.write_text(json.dumps({**asdict(cfg), "code_version": code_version()}, indent=2),
-                              encoding="utf-8")
-        done = {attempt_key(r) for r in read_results(log)}
-        jobs = plan_collection(cfg, done)
-        total = sum(len(j.items) for j in jobs)
-        bar = tqdm(total=total, desc="demos", unit="ep", disable=not progress or total == 0)
-        kept = 0
-        with run_records.open_for_append(log) as fh:
+    done = {attempt_key(r) for r in read_results(log)}
+    jobs = plan_collection(cfg, done)
+    total = sum(len(j.items) for j in jobs)
+    bar = tqdm(total=total, desc="demos", unit="ep", disable=not progress or total == 0)
+    kept = 0
+    with run_records.open_for_append(log) as fh:
 
-            def emit(rec: dict[str, Any]) -> None:
-                nonlocal kept
-                run_records.append(fh, rec)
-                kept += bool(rec["success"])
-                bar.update(1)
-                bar.set_postfix(kept=f"{kept}/{bar.n}")
+        def emit(rec: dict[str, Any]) -> None:
+            nonlocal kept
+            run_records.append(fh, rec)
+            kept += bool(rec["success"])
+            bar.update(1)
+            bar.set_postfix(kept=f"{kept}/{bar.n}")
 
-            pieces = split_jobs(jobs, cfg.workers, lambda j, items: CollectJob(j.suite, j.task_id, items))
-            run_parallel(run_jobs, cfg, pieces, cfg.workers, emit)
-        bar.close()
+        pieces = split_jobs(jobs, cfg.workers, lambda j, items: CollectJob(j.suite, j.task_id, items))
+        run_parallel(run_jobs, cfg, pieces, cfg.workers, emit)
+    bar.close()
     counts: dict[str, dict[str, int]] = {}
     for r in run_records.unique(read_results(log), attempt_key):
         c = counts.setdefault(f"{r['suite']}/{r['task_id']}", {"attempts": 0, "kept": 0})

@@ -189,35 +189,42 @@ def _write_video(out: Path, spec: Any, trial: int, res: Any, fmt: str) -> str:
 
 # -- parent side --------------------------------------------------------------------------
 def run_evaluation(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) an evaluation and return the summary written to ``summary.json``."""
+    """Run (or resume) an evaluation and return the summary written to ``summary.json``.
+
+    The run folder is locked while it runs: a second evaluation into it is refused."""
+    with run_records.FolderLock(cfg.out_dir, "rocket eval"):
+        return _run_locked(cfg, progress)
+
+
+def _run_locked(cfg: EvalConfig, progress: bool) -> dict[str, Any]:
     from tqdm import tqdm
 
     from rocket_vla.envs.policy import factory_path
 
     out = Path(cfg.out_dir)
-    with run_records.FolderLock(out, "rocket eval"):  # a second run into --out is refused
-        _check_resume(cfg, out)
-        results_path = out / RESULTS_FILE
-        done = {episode_key(r) for r in read_results(results_path)}
-        jobs = plan_jobs(cfg, done)
-        total = sum(len(j.trials) for j in jobs)
-        if cfg.workers > 1:
-            factory_path(cfg.policy)  # fail early if workers could not rebuild the policy
-        bar = tqdm(total=total, desc="episodes", unit="ep", disable=not progress or total == 0)
-        wins = 0
-        with run_records.open_for_append(results_path) as fh:
+    out.mkdir(parents=True, exist_ok=True)
+    _check_resume(cfg, out)
+    results_path = out / RESULTS_FILE
+    done = {episode_key(r) for r in read_results(results_path)}
+    jobs = plan_jobs(cfg, done)
+    total = sum(len(j.trials) for j in jobs)
+    if cfg.workers > 1:
+        factory_path(cfg.policy)  # fail early if workers could not rebuild the policy
+    bar = tqdm(total=total, desc="episodes", unit="ep", disable=not progress or total == 0)
+    wins = 0
+    with run_records.open_for_append(results_path) as fh:
 
-            def emit(rec: dict[str, Any]) -> None:
-                nonlocal wins
-                run_records.append(fh, rec)
-                wins += bool(rec["success"])
-                bar.update(1)
-                bar.set_postfix(success=f"{wins}/{bar.n}")
+        def emit(rec: dict[str, Any]) -> None:
+            nonlocal wins
+            run_records.append(fh, rec)
+            wins += bool(rec["success"])
+            bar.update(1)
+            bar.set_postfix(success=f"{wins}/{bar.n}")
 
-            pieces = split_jobs(jobs, cfg.workers, lambda j, items: Job(j.suite, j.task_id, items))
-            run_parallel(run_jobs, cfg, pieces, cfg.workers, emit)
-        bar.close()
-        return write_summary(out)
+        pieces = split_jobs(jobs, cfg.workers, lambda j, items: Job(j.suite, j.task_id, items))
+        run_parallel(run_jobs, cfg, pieces, cfg.workers, emit)
+    bar.close()
+    return write_summary(out)
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
