@@ -534,3 +534,19 @@ def test_demo_folder_and_dataset_cache_are_keyed_by_code(tmp_path: Path) -> None
 
     fingerprint.source_hash.cache_clear()
     assert str(pipeline.dataset_dirs(cfg)[0]) == key  # stable for the same code
+
+
+def test_demo_folder_refuses_other_demonstrations(tmp_path: Path) -> None:
+    from rocket_vla.demo.run import DATA_FILE, check_data
+
+    run = tmp_path / "run"
+    run.mkdir()
+    train = _write_dataset(tmp_path / "data" / "train", make_episodes(n=1, length=4, seed=0))
+    heldout = _write_dataset(tmp_path / "data" / "heldout", make_episodes(n=1, length=4, seed=1))
+    check_data(run, train, heldout)
+    recorded = (run / DATA_FILE).read_text()
+    check_data(run, train, heldout)  # same demonstrations: resumes
+    _write_dataset(heldout, make_episodes(n=1, length=4, seed=2))  # re-collected differently
+    with pytest.raises(RocketError, match="made from other demonstrations"):
+        check_data(run, train, heldout)
+    assert (run / DATA_FILE).read_text() == recorded

@@ -111,11 +111,15 @@ def train_variant(cfg: DemoConfig, variant: str, dataset: Path, run: Path,
         + (" -- resuming" if resume else ""))
     start = time.perf_counter()
     result = train(tcfg, resume=resume)
-    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+    from rocket_vla import records
+
+    history = records.read(out / "metrics.jsonl")
     summary = {"variant": variant, "checkpoint": str(result.checkpoint), "steps": result.step,
                "train_seconds": round(time.perf_counter() - start, 1),
                "samples_per_s": round(result.samples_per_s, 1), "history": history}
-    record.write_text(json.dumps(summary), encoding="utf-8")
+    tmp = record.with_name(f".{record.name}.tmp")  # a kill mid-write never leaves a torn record
+    tmp.write_text(json.dumps(summary), encoding="utf-8")
+    tmp.replace(record)
     return summary
 
 
