@@ -102,6 +102,28 @@ def test_second_eval_into_a_busy_folder_is_refused(tmp_path: Path) -> None:
         pass
 
 
+@pytest.mark.libero
+def test_two_real_evals_into_one_folder_record_each_trial_once(tmp_path: Path) -> None:
+    """Two `rocket eval` processes started together on one --out: one runs, the other is
+    refused with one line, and every trial is recorded exactly once."""
+    out = tmp_path / "eval"
+    cmd = [sys.executable, "-m", "rocket_vla.cli", "eval", "--suite", "libero_spatial", "--tasks", "0",
+           "--trials", "2", "--max-steps", "5", "--num-wait", "1", "--image-size", "32", "--out",
+           str(out), "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    codes = sorted(rc for rc, _ in results)
+    assert codes == [0, 2], results
+    refused = next(err for rc, err in results if rc == 2)
+    assert "in use by a running `rocket eval`" in refused.strip().splitlines()[-1]
+    from rocket_vla.envs.runner import read_results
+
+    assert sorted(r["trial"] for r in read_results(out / "episodes.jsonl")) == [0, 1]
+    assert json.loads((out / "summary.json").read_text())["suites"][0]["episodes"] == 2
+
+
 def test_summary_counts_each_trial_once() -> None:
     """Records written twice (two old runs into one folder) count once per trial."""
     from rocket_vla.envs.runner import summarize
