@@ -36,6 +36,7 @@ leaves every finished episode readable and no half-written file under a final na
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -180,28 +181,37 @@ def iter_episodes(path: str | os.PathLike[str], *, images: bool = True) -> Itera
                 "re-collect it."
             ) from err
         with h5:
-            if "data" not in h5 or not any(k.startswith("demo") for k in h5["data"]):
-                raise RocketError(
-                    f"{file} has no data/demo_* groups; expected the LIBERO/robomimic layout "
-                    "(data/demo_k/actions, data/demo_k/obs/...)."
-                )
-            file_attrs = _attrs(h5["data"])
-            language = _language(h5, file)
-            convention = str(file_attrs.get("macros_image_convention", "opengl"))
-            for name in sorted((k for k in h5["data"] if k.startswith("demo")), key=_demo_sort_key):
-                try:
+            with _damaged(file, "data"):
+                if "data" not in h5 or not any(k.startswith("demo") for k in h5["data"]):
+                    raise RocketError(
+                        f"{file} has no data/demo_* groups; expected the LIBERO/robomimic layout "
+                        "(data/demo_k/actions, data/demo_k/obs/...)."
+                    )
+                file_attrs = _attrs(h5["data"])
+                language = _language(h5, file)
+                convention = str(file_attrs.get("macros_image_convention", "opengl"))
+                names = sorted((k for k in h5["data"] if k.startswith("demo")), key=_demo_sort_key)
+            for name in names:
+                with _damaged(file, f"data/{name}"):
                     episode = _read_demo(h5["data"][name], file, name, language, convention,
                                          file_attrs, images)
-                except RocketError:
-                    raise
-                except (OSError, ValueError, KeyError, RuntimeError) as err:
-                    # h5py raises these for damaged chunks and failed checksums (fletcher32)
-                    reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
-                    raise RocketError(
-                        f"{file}: data/{name} cannot be read ({reason}); the file is damaged -- "
-                        "re-collect or re-download it."
-                    ) from err
                 yield episode
+
+
+@contextlib.contextmanager
+def _damaged(file: Path, where: str) -> Iterator[None]:
+    """Report h5py's errors for damaged chunks, failed checksums (Fletcher-32) and broken
+    metadata as one sentence naming the file and the fix."""
+    try:
+        yield
+    except RocketError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise RocketError(
+            f"{file}: {where} cannot be read ({reason}); the file is damaged -- re-collect or "
+            "re-download it."
+        ) from err
 
 
 def read_episodes(path: str | os.PathLike[str], *, images: bool = True) -> list[Episode]:
