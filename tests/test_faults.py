@@ -572,3 +572,19 @@ def test_demo_folder_refuses_other_demonstrations(tmp_path: Path) -> None:
     with pytest.raises(RocketError, match="made from other demonstrations"):
         check_data(run, train, heldout)
     assert (run / DATA_FILE).read_text() == recorded
+
+
+def test_resume_on_another_dataset_or_teacher_is_refused(tmp_path: Path) -> None:
+    from rocket_vla.teachers import TeacherInput, VGGTConfig, VGGTTeacher
+
+    data = _write_dataset(tmp_path / "data", make_episodes(n=2, length=6))
+    teacher = VGGTTeacher(VGGTConfig.tiny(), TeacherInput(size=(28, 28)), seed=0)
+    cfg = tiny_config(tmp_path, dataset=str(data), steps=1, batch_size=4)
+    Trainer(cfg, teacher=teacher).fit()
+    cfg.steps = 2
+    other_teacher = VGGTTeacher(VGGTConfig.tiny(), TeacherInput(size=(28, 28)), seed=1)
+    with pytest.raises(RocketError, match="trained with another teacher"):
+        Trainer(cfg, teacher=other_teacher, resume=cfg.out_dir)
+    _write_dataset(data, make_episodes(n=3, length=6))  # the folder now holds another dataset
+    with pytest.raises(RocketError, match="trained with another dataset"):
+        Trainer(cfg, teacher=teacher, resume=cfg.out_dir)

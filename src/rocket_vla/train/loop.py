@@ -216,6 +216,9 @@ class Trainer:
                                     max_text_len=self.model_config.max_text_len,
                                     tokenizer=self.model_config.tokenizer)
         self.teacher = None if cfg.variant == "baseline" else self._teacher_source(teacher)
+        self.inputs = input_fingerprints(cfg, self.teacher)
+        if saved:
+            check_same_inputs(saved.get("inputs"), self.inputs, resume_ckpt)
 
         torch.manual_seed(cfg.seed)
         policy = MiniVLA(self.model_config)
@@ -355,6 +358,7 @@ class Trainer:
             "align": self.align_config.to_dict(),
             "stats": self.stats.to_dict(),
             "code_version": code_version(),
+            "inputs": self.inputs,
         }
 
     def save(self, step: int) -> Path | None:
@@ -464,6 +468,41 @@ def _stop_if_not_finite(acc: Any, step: int, totals: dict[str, float], out_dir: 
         "data and teacher cache (`rocket cache-teacher --check`), lower --lr or --align-weight, "
         "then --resume."
     )
+
+
+def input_fingerprints(cfg: TrainConfig, teacher: Any) -> dict[str, str | None]:
+    """What the run reads besides its config: the dataset's files (names and sizes -- cheap
+    enough for any dataset; the teacher cache compares full contents) and the teacher's
+    fingerprint (weights behind a name like ``tiny`` can change). None where unknown."""
+    dataset = None
+    if cfg.dataset:
+        import hashlib
+
+        from rocket_vla.data.episodes import list_episode_files
+
+        digest = hashlib.blake2b(digest_size=12)
+        for path in list_episode_files(cfg.dataset):
+            digest.update(f"{path.name}:{path.stat().st_size};".encode())
+        dataset = digest.hexdigest()
+    fingerprint = None
+    if teacher is not None:
+        spec = getattr(getattr(teacher, "cache", None), "spec", None)
+        inner = getattr(teacher, "teacher", teacher)
+        if spec is not None:
+            fingerprint = spec.teacher
+        elif callable(getattr(inner, "fingerprint", None)):
+            fingerprint = str(inner.fingerprint())
+    return {"dataset": dataset, "teacher": fingerprint}
+
+
+def check_same_inputs(saved: dict[str, Any] | None, current: dict[str, Any], ckpt: Any) -> None:
+    """Refuse to resume a checkpoint trained on another dataset or teacher (where both known)."""
+    changed = [k for k, v in (saved or {}).items() if v is not None and current.get(k) not in (None, v)]
+    if changed:
+        raise RocketError(
+            f"cannot resume {ckpt}: it was trained with another {' and '.join(changed)}; resume with "
+            "the same ones, or start a new run (a new --out folder, or --overwrite)."
+        )
 
 
 def _trim_metrics(path: Path, step: int) -> None:
