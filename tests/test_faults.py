@@ -346,6 +346,31 @@ def test_flipped_byte_in_a_dataset_is_refused(tmp_path: Path, dataset: str) -> N
         read_episodes(folder)
 
 
+def test_damaged_compressed_chunk_of_an_unchecksummed_file_is_one_sentence(tmp_path: Path) -> None:
+    """Files without checksums (official LIBERO files, older collections): a compressed image
+    chunk that no longer decompresses is reported, not raised as h5py's OSError."""
+    import h5py
+
+    from rocket_vla.data.episodes import read_episodes
+
+    path = tmp_path / "official_demo.hdf5"
+    images = np.zeros((4, 32, 32, 3), np.uint8)
+    images[:, 5:11, 5:11] = 200
+    with h5py.File(path, "w") as h5:
+        demo = h5.create_group("data").create_group("demo_0")
+        demo.create_dataset("actions", data=np.zeros((4, 7)))
+        demo.create_group("obs").create_dataset("agentview_rgb", data=images, compression="lzf",
+                                                chunks=(1, 32, 32, 3))
+    assert len(read_episodes(path)) == 1
+    with h5py.File(path, "r") as h5:
+        info = h5["data/demo_0/obs/agentview_rgb"].id.get_chunk_info(0)
+    data = bytearray(path.read_bytes())
+    data[info.byte_offset:info.byte_offset + info.size] = b"\xff" * info.size
+    path.write_bytes(bytes(data))
+    with pytest.raises(RocketError, match="data/demo_0 cannot be read .*damaged -- re-collect"):
+        read_episodes(path)
+
+
 def _trained(tmp_path: Path) -> tuple[Path, list]:
     episodes = make_episodes(n=2, length=6)
     cfg = tiny_config(tmp_path, variant="baseline", steps=2, save_every=1)
