@@ -105,7 +105,7 @@ def main() -> int:
         out = Path(tmp)
         cache_dir = None
         if "rocket-disk" in modes:
-            from rocket_vla.commands.cache_teacher import cache_episodes, episode_items
+            from rocket_vla.teachers.fill import cache_episodes, episode_items
 
             cache_dir = out / "cache"
             layers = [i + 1 for i in range(teacher.num_layers)]

@@ -42,8 +42,6 @@ LEAVES = {"errors", "optim"}
 ALLOWED = {
     # students part: the tokenizer moves out of policies/minivla.py (data <-> policies cycle)
     ("rocket_vla.data.dataset", "rocket_vla.policies.minivla"),
-    # faults part: filling the teacher cache moves from commands/cache_teacher.py into teachers/
-    ("rocket_vla.demo.pipeline", "rocket_vla.commands.cache_teacher"),
     # protocol part: commands/collect.py stops importing commands/eval.py's private `_split`
     ("rocket_vla.commands.collect", "rocket_vla.commands.eval"),
 }

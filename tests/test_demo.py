@@ -79,9 +79,9 @@ def test_a_run_folder_holds_one_configuration(tmp_path) -> None:
     other = run / "other"
     other.mkdir()
     (other / "demo_config.json").write_text(json.dumps({**identity, "teacher_fingerprint": "old"}))
-    with pytest.raises(RocketError, match=r"other settings \(teacher_fingerprint\)"):
+    with pytest.raises(RocketError, match=r"other settings or code \(teacher_fingerprint\)"):
         check_resumable(other, DemoConfig.preset("smoke", out_dir=str(other)))
-    with pytest.raises(RocketError, match=r"other settings \(seed, steps\)"):
+    with pytest.raises(RocketError, match=r"other settings or code \(seed, steps\)"):
         run_demo(DemoConfig.preset("smoke", out_dir=str(run), cache_dir=str(tmp_path / "cache"),
                                    seed=1, steps=9))
     assert sorted(p.name for p in run.iterdir()) == ["demo_config.json", "other"]

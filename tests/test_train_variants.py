@@ -84,9 +84,9 @@ def test_cached_teacher_matches_live_teacher(tmp_path) -> None:
 
 def test_disk_cache_gives_the_live_teacher_losses(tmp_path) -> None:
     """`rocket cache-teacher` output read by training == running the teacher live."""
-    from rocket_vla.commands.cache_teacher import cache_episodes, episode_items
     from rocket_vla.data.dataset import CAMERAS
     from rocket_vla.teachers import TeacherInput, VGGTConfig, VGGTTeacher
+    from rocket_vla.teachers.fill import cache_episodes, episode_items
 
     episodes = make_episodes(n=2, length=6)
     teacher = VGGTTeacher(VGGTConfig.tiny(), TeacherInput(size=(28, 28)), seed=0)

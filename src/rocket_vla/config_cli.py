@@ -44,16 +44,29 @@ def resolve_config(value: str) -> str:
     )
 
 
-def _resolve_config_flags(argv: Sequence[str]) -> list[str]:
-    """Rewrite ``--config NAME`` / ``--config=NAME`` to the shipped file's path."""
+_BOOL_WORDS = {"true", "false", "yes", "no", "1", "0", "on", "off"}
+
+
+def _bool_fields(config_cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(config_cls) if f.type in (bool, "bool")}
+
+
+def _normalise_argv(argv: Sequence[str], config_cls: type) -> list[str]:
+    """Rewrite ``--config NAME`` to the shipped file's path and a bare boolean switch
+    (``--overwrite``) to ``--overwrite true``, as users of argparse expect."""
     out: list[str] = []
     args = list(argv)
+    switches = {f"--{name}" for name in _bool_fields(config_cls)}
     i = 0
     while i < len(args):
         arg = args[i]
         if arg == "--config" and i + 1 < len(args):
             out += [arg, resolve_config(args[i + 1])]
             i += 2
+            continue
+        if arg in switches and (i + 1 == len(args) or args[i + 1].lower() not in _BOOL_WORDS):
+            out += [arg, "true"]
+            i += 1
             continue
         if arg.startswith("--config="):
             out.append("--config=" + resolve_config(arg.split("=", 1)[1]))
@@ -69,7 +82,7 @@ def build_parser(config_cls: type, prog: str, description: str,
     from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter, set_parsing_settings
 
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    parser = ArgumentParser(prog=prog, description=description,
+    parser = ArgumentParser(prog=prog, description=description, exit_on_error=False,
                             formatter_class=DefaultHelpFormatter)
     parser.add_argument("--config", action=ActionConfigFile,
                         help="YAML file (or shipped config name: "
@@ -83,7 +96,13 @@ def build_parser(config_cls: type, prog: str, description: str,
 def parse_config(parser: Any, config_cls: type[T], argv: Sequence[str],
                  extra_keys: Sequence[str] = ()) -> tuple[T, dict[str, Any]]:
     """Parse ``argv`` into a ``config_cls`` instance and a dict of the command-only options."""
-    ns = parser.parse_args(_resolve_config_flags(argv))
+    from argparse import ArgumentError
+
+    try:
+        ns = parser.parse_args(_normalise_argv(argv, config_cls))
+    except ArgumentError as err:  # one line naming the fix, like every other user error
+        detail = " ".join(str(err).split())
+        raise RocketError(f"{detail}; see `{parser.prog} --help`.") from None
     ns_dict = ns.as_dict()
     extras = {k: ns_dict.pop(k) for k in extra_keys}
     ns_dict.pop("config", None)

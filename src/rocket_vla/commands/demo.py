@@ -14,6 +14,7 @@ def run(args: argparse.Namespace) -> int:
         preset, out_dir=args.out, cache_dir=args.cache_dir, steps=args.steps, workers=args.workers,
         tasks=[int(t) for t in args.tasks.split(",")] if args.tasks else None,
         parallel_train=False if args.sequential else None, seed=args.seed,
+        overwrite=args.overwrite or None,
     )
     run_demo(cfg)
     return 0
@@ -41,4 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seed of collection, training and evaluation (default 0)")
     p.add_argument("--sequential", action="store_true",
                    help="train the variants one after the other instead of one process each")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo a run folder made with other settings or code instead of refusing it")
     p.set_defaults(func=run)

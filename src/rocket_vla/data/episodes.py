@@ -36,6 +36,7 @@ leaves every finished episode readable and no half-written file under a final na
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -180,17 +181,37 @@ def iter_episodes(path: str | os.PathLike[str], *, images: bool = True) -> Itera
                 "re-collect it."
             ) from err
         with h5:
-            if "data" not in h5 or not any(k.startswith("demo") for k in h5["data"]):
-                raise RocketError(
-                    f"{file} has no data/demo_* groups; expected the LIBERO/robomimic layout "
-                    "(data/demo_k/actions, data/demo_k/obs/...)."
-                )
-            file_attrs = _attrs(h5["data"])
-            language = _language(h5, file)
-            convention = str(file_attrs.get("macros_image_convention", "opengl"))
-            for name in sorted((k for k in h5["data"] if k.startswith("demo")), key=_demo_sort_key):
-                yield _read_demo(h5["data"][name], file, name, language, convention,
-                                 file_attrs, images)
+            with _damaged(file, "data"):
+                if "data" not in h5 or not any(k.startswith("demo") for k in h5["data"]):
+                    raise RocketError(
+                        f"{file} has no data/demo_* groups; expected the LIBERO/robomimic layout "
+                        "(data/demo_k/actions, data/demo_k/obs/...)."
+                    )
+                file_attrs = _attrs(h5["data"])
+                language = _language(h5, file)
+                convention = str(file_attrs.get("macros_image_convention", "opengl"))
+                names = sorted((k for k in h5["data"] if k.startswith("demo")), key=_demo_sort_key)
+            for name in names:
+                with _damaged(file, f"data/{name}"):
+                    episode = _read_demo(h5["data"][name], file, name, language, convention,
+                                         file_attrs, images)
+                yield episode
+
+
+@contextlib.contextmanager
+def _damaged(file: Path, where: str) -> Iterator[None]:
+    """Report h5py's errors for damaged chunks, failed checksums (Fletcher-32) and broken
+    metadata as one sentence naming the file and the fix."""
+    try:
+        yield
+    except RocketError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise RocketError(
+            f"{file}: {where} cannot be read ({reason}); the file is damaged -- re-collect or "
+            "re-download it."
+        ) from err
 
 
 def read_episodes(path: str | os.PathLike[str], *, images: bool = True) -> list[Episode]:
@@ -285,24 +306,35 @@ class EpisodeWriter:
                     h, w = (rgb.shape[1:3] if rgb is not None else (0, 0))
                     value = rotate_intrinsics_180(np.asarray(value), h, w)
                 demo.attrs[key] = value
-            demo.create_dataset("actions", data=np.asarray(episode.actions, dtype=np.float64))
-            demo.create_dataset("frame_index", data=np.asarray(episode.frame_index, dtype=np.int64))
+            _dataset(demo, "actions", np.asarray(episode.actions, dtype=np.float64))
+            _dataset(demo, "frame_index", np.asarray(episode.frame_index, dtype=np.int64))
             rewards = np.zeros(t, dtype=np.uint8)
             if t:
                 rewards[-1] = 1 if episode.attrs.get("success", True) else 0
-            demo.create_dataset("rewards", data=rewards)
-            demo.create_dataset("dones", data=rewards.copy())
+            _dataset(demo, "rewards", rewards)
+            _dataset(demo, "dones", rewards.copy())
             if states is not None:
-                demo.create_dataset("states", data=np.asarray(states))
+                _dataset(demo, "states", np.asarray(states))
             obs = demo.create_group("obs")
             for key, arr in episode.obs.items():
                 arr = np.asarray(arr)
                 if key.endswith(("_rgb", "_depth")):
                     arr = np.ascontiguousarray(arr[:, ::-1, ::-1])  # back to raw OpenGL
-                    obs.create_dataset(key, data=arr, compression=self.compression,
-                                       chunks=(1, *arr.shape[1:]))
+                    _dataset(obs, key, arr, compression=self.compression, chunks=(1, *arr.shape[1:]))
                 else:
-                    obs.create_dataset(key, data=arr)
+                    _dataset(obs, key, arr)
             h5.flush()
         os.replace(tmp, final)
         return final
+
+
+def _dataset(group: Any, key: str, arr: np.ndarray, **kwargs: Any) -> None:
+    """Create a dataset with HDF5's Fletcher-32 checksum on every chunk.
+
+    HDF5 verifies it on each read, so a flipped byte in an action or image array fails
+    loudly (and is reported by :func:`iter_episodes`) instead of being trained on; any
+    HDF5 reader handles the filter, so files stay drop-in LIBERO files.
+    """
+    if arr.size:
+        kwargs["fletcher32"] = True
+    group.create_dataset(key, data=arr, **kwargs)

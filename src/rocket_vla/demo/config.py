@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,8 @@ class DemoConfig:
     log_seconds: float = 30.0  # progress line interval while variants train in parallel
     seed: int = 0
     probe_frames: int = 12  # frames per episode fed to the spatial probe
+    # redo a run folder made with other settings or code instead of refusing it
+    overwrite: bool = False
 
     PRESETS = {
         "default": {},
@@ -76,6 +79,17 @@ class DemoConfig:
             )
         if self.demo_first_init + self.train_demos + self.heldout_demos > 50:
             raise RocketError("LIBERO has 50 init states per task; ask for fewer demonstrations.")
+        for name in ("eval_trials", "steps", "batch_size", "num_pairs", "workers", "probe_frames",
+                     "image_size", "frame_stride"):
+            if getattr(self, name) < 1:
+                raise RocketError(f"the demo's {name} must be at least 1, got {getattr(self, name)}.")
+        for name in ("seed", "threads", "after_success"):
+            if getattr(self, name) < 0:
+                raise RocketError(f"the demo's {name} must be >= 0, got {getattr(self, name)}.")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise RocketError(f"the demo's lr must be a positive finite number, got {self.lr}.")
+        if not self.tasks:
+            raise RocketError("the demo needs at least one task; pass e.g. --tasks 0.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -22,9 +22,14 @@ def print_log(msg: str) -> None:
 
 
 def dataset_dirs(cfg: DemoConfig) -> tuple[Path, Path]:
-    """Cache folders keyed by everything that changes the collected data."""
+    """Cache folders keyed by everything that changes the collected data -- the settings and
+    the code (experts, collection and simulator wrappers change what a demonstration holds;
+    a key of settings alone once let older code's demonstrations stand in for new ones)."""
+    from rocket_vla.fingerprint import compared_code_version
+
     key = json.dumps([cfg.suite, cfg.tasks, cfg.demo_first_init, cfg.train_demos, cfg.heldout_demos,
-                      cfg.image_size, cfg.frame_stride, cfg.seed, cfg.after_success])
+                      cfg.image_size, cfg.frame_stride, cfg.seed, cfg.after_success,
+                      compared_code_version()])
     root = Path(cfg.cache_dir) / "datasets" / hashlib.sha1(key.encode()).hexdigest()[:12]
     return root / "train", root / "heldout"
 
@@ -57,10 +62,10 @@ def cache_teacher(cfg: DemoConfig, dataset: Path, log: Log = print_log,
     reused while data and teacher are unchanged (and rebuilt, never misread, otherwise).
     ``episodes``: the dataset already read, if the caller has it.
     """
-    from rocket_vla.commands.cache_teacher import DEFAULT_CAMERAS, cache_episodes, episode_items
     from rocket_vla.data.episodes import list_episode_files, read_episodes
     from rocket_vla.teachers.build import teacher_from_spec
     from rocket_vla.teachers.cache import fingerprint_files
+    from rocket_vla.teachers.fill import DEFAULT_CAMERAS, cache_episodes, episode_items
     from rocket_vla.train.config import TrainConfig
 
     if not cfg.cache_teacher or all(v == "baseline" for v in cfg.variants):
@@ -105,11 +110,15 @@ def train_variant(cfg: DemoConfig, variant: str, dataset: Path, run: Path,
         + (" -- resuming" if resume else ""))
     start = time.perf_counter()
     result = train(tcfg, resume=resume)
-    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+    from rocket_vla import records
+
+    history = records.read(out / "metrics.jsonl")
     summary = {"variant": variant, "checkpoint": str(result.checkpoint), "steps": result.step,
                "train_seconds": round(time.perf_counter() - start, 1),
                "samples_per_s": round(result.samples_per_s, 1), "history": history}
-    record.write_text(json.dumps(summary), encoding="utf-8")
+    tmp = record.with_name(f".{record.name}.tmp")  # a kill mid-write never leaves a torn record
+    tmp.write_text(json.dumps(summary), encoding="utf-8")
+    tmp.replace(record)
     return summary
 
 
@@ -152,7 +161,13 @@ def _train_record(run: Path, variant: str) -> Path:
 
 def _train_worker(cfg: DemoConfig, variant: str, dataset: str, run: str,
                   teacher_cache: Path | None) -> dict[str, Any]:
-    """One variant's training in its own process (the target of :func:`train_all`)."""
+    """One variant's training in its own process (the target of :func:`train_all`); it ends
+    when the demo process is killed instead of training on into the run folder."""
+    import os
+
+    from rocket_vla.envs.parallel import exit_with_parent
+
+    exit_with_parent(os.getppid())
     if cfg.threads:
         import torch
 

@@ -11,6 +11,7 @@ from rocket_vla.demo import pipeline, report
 from rocket_vla.demo.config import DemoConfig
 from rocket_vla.demo.pipeline import Log, print_log
 from rocket_vla.errors import RocketError
+from rocket_vla.fingerprint import compared_code_version
 
 
 def run_demo(cfg: DemoConfig, log: Log = print_log) -> dict[str, Any]:
@@ -34,6 +35,7 @@ def run_demo(cfg: DemoConfig, log: Log = print_log) -> dict[str, Any]:
     t0 = time.perf_counter()
     train_dir, heldout_dir = pipeline.collect(cfg, log)
     collect_seconds = time.perf_counter() - t0
+    check_data(run, train_dir, heldout_dir)
     train_eps, heldout_eps = read_episodes(train_dir), read_episodes(heldout_dir)
     log(f"{len(train_eps)} training and {len(heldout_eps)} held-out demonstrations ready")
 
@@ -62,7 +64,12 @@ def run_demo(cfg: DemoConfig, log: Log = print_log) -> dict[str, Any]:
 
 
 # Settings that only change how fast or where a run goes, not what it computes.
-_RUN_ONLY = {"out_dir", "cache_dir", "workers", "threads", "parallel_train", "log_seconds"}
+_RUN_ONLY = {"out_dir", "cache_dir", "workers", "threads", "parallel_train", "log_seconds", "overwrite"}
+#: The demonstrations' content fingerprints the run's stages were made from.
+DATA_FILE = "data_fingerprint.json"
+#: What a demo run folder holds besides demo_config.json (cleared by ``overwrite``).
+_STAGE_OUTPUTS = ("train", "eval", "summary.json", "summary.md", "training_curves.png",
+                  "success_and_probe.png")
 
 
 def run_identity(cfg: DemoConfig) -> dict[str, Any]:
@@ -77,6 +84,8 @@ def run_identity(cfg: DemoConfig) -> dict[str, Any]:
     aligned = any(v != "baseline" for v in cfg.variants)
     identity["teacher_fingerprint"] = (
         teacher_from_spec(cfg.teacher, TrainConfig.teacher_size).fingerprint() if aligned else None)
+    # The code that made the stages: a rerun with other code must not reuse them.
+    identity["code"] = compared_code_version()
     return identity
 
 
@@ -93,11 +102,48 @@ def check_resumable(run: Path, cfg: DemoConfig, identity: dict[str, Any] | None 
         raise RocketError(f"{saved} is unreadable; pass a new --out folder.") from None
     new = identity if identity is not None else run_identity(cfg)
     changed = sorted(k for k in set(old) | set(new) if k not in _RUN_ONLY and old.get(k) != new.get(k))
-    if changed:
+    if changed and cfg.overwrite:
+        clear_run(run)
+    elif changed:
+        what = ", ".join("rocket-vla code" if k == "code" else k for k in changed)
         raise RocketError(
-            f"the run folder {run} was made with other settings ({', '.join(changed)}); pass a new "
-            "--out folder, or the same settings to resume it."
+            f"the run folder {run} was made with other settings or code ({what}); pass a new "
+            "--out folder, --overwrite to redo it, or the same settings and code to resume it."
         )
+
+
+def check_data(run: Path, train_dir: Path, heldout_dir: Path) -> None:
+    """Record the content fingerprints of the demonstrations the run uses; refuse a resume
+    whose demonstrations differ from those its finished stages were made from."""
+    from rocket_vla.data.episodes import list_episode_files
+    from rocket_vla.teachers.cache import fingerprint_files
+
+    data = {name: fingerprint_files(list_episode_files(folder))
+            for name, folder in (("train", train_dir), ("heldout", heldout_dir))}
+    path = run / DATA_FILE
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None
+        if old != data:
+            raise RocketError(
+                f"the run folder {run} was made from other demonstrations than those in "
+                f"{train_dir.parent}; pass a new --out folder or --overwrite to redo it."
+            )
+    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+
+
+def clear_run(run: Path) -> None:
+    """Delete a demo run folder's stage outputs (``--overwrite``)."""
+    import shutil
+
+    for name in (*_STAGE_OUTPUTS, DATA_FILE, "demo_config.json"):
+        path = run / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def _probe_layers(trained: dict[str, dict[str, Any]]) -> list[int]:

@@ -21,10 +21,16 @@ from typing import Any
 
 import numpy as np
 
+from rocket_vla import records as run_records
 from rocket_vla.envs.parallel import run_parallel, split_jobs
 from rocket_vla.errors import RocketError
+from rocket_vla.fingerprint import code_version
 
 ATTEMPTS_FILE = "attempts.jsonl"
+#: Settings that change what a recorded episode holds; a resumed collection must keep them
+#: (which suites, tasks and init states to collect may grow between runs).
+EPISODE_FIELDS = ("frame_stride", "image_size", "depth", "seed", "max_steps", "num_wait",
+                  "after_success", "variation_xy", "variation_joints")
 
 
 @dataclass
@@ -60,6 +66,20 @@ class CollectConfig:
             raise RocketError("--after-success must be >= 0.")
         if self.init_states < 1 or self.variations < 0:
             raise RocketError("--init-states must be >= 1 and --variations >= 0.")
+        if self.workers < 1:
+            raise RocketError(f"--workers must be >= 1, got {self.workers}.")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise RocketError(f"--max-steps must be >= 1 (or left out for the suite's budget), got "
+                              f"{self.max_steps}.")
+        for name in ("num_wait", "seed", "first_init"):
+            if getattr(self, name) < 0:
+                raise RocketError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}.")
+        if self.image_size < 8:
+            raise RocketError(f"--image-size must be at least 8 pixels, got {self.image_size}.")
+        for name in ("variation_xy", "variation_joints"):
+            value = getattr(self, name)
+            if not (value >= 0 and value < float("inf")):  # also refuses nan
+                raise RocketError(f"--{name.replace('_', '-')} must be a finite value >= 0, got {value}.")
 
 
 @dataclass(frozen=True)
@@ -209,28 +229,44 @@ def plan_collection(cfg: CollectConfig, done: set[tuple[str, int, int, int]]) ->
     return jobs
 
 
+def attempt_key(record: dict[str, Any]) -> tuple[str, int, int, int]:
+    """What identifies a collection attempt (suite, task, init state, variation)."""
+    return (record["suite"], int(record["task_id"]), int(record["init"]), int(record["variation"]))
+
+
 def run_collection(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
-    """Collect (or resume collecting) demonstrations; return counts per task."""
+    """Collect (or resume collecting) demonstrations; return counts per task.
+
+    The folder is locked while it runs (a second collection into it is refused), and a
+    resume must keep the settings that shape an episode (:data:`EPISODE_FIELDS`)."""
+    with run_records.FolderLock(cfg.out_dir, "rocket collect"):
+        return _collect_locked(cfg, progress)
+
+
+def _collect_locked(cfg: CollectConfig, progress: bool) -> dict[str, Any]:
     from tqdm import tqdm
 
     from rocket_vla.envs.runner import read_results
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "collect_config.json").write_text(json.dumps(asdict(cfg), indent=2), encoding="utf-8")
+    settings = out / "collect_config.json"
+    run_records.check_settings(
+        settings, asdict(cfg), EPISODE_FIELDS, what=str(out),
+        fix="collect into a new --out folder, or use the same settings and code to resume.")
+    settings.write_text(json.dumps({**asdict(cfg), "code_version": code_version()}, indent=2),
+                        encoding="utf-8")
     log = out / ATTEMPTS_FILE
-    done = {(r["suite"], r["task_id"], r["init"], r["variation"]) for r in read_results(log)}
+    done = {attempt_key(r) for r in read_results(log)}
     jobs = plan_collection(cfg, done)
     total = sum(len(j.items) for j in jobs)
     bar = tqdm(total=total, desc="demos", unit="ep", disable=not progress or total == 0)
     kept = 0
-    with log.open("a", encoding="utf-8") as fh:
+    with run_records.open_for_append(log) as fh:
 
         def emit(rec: dict[str, Any]) -> None:
             nonlocal kept
-            fh.write(json.dumps(rec) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+            run_records.append(fh, rec)
             kept += bool(rec["success"])
             bar.update(1)
             bar.set_postfix(kept=f"{kept}/{bar.n}")
@@ -239,7 +275,7 @@ def run_collection(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
         run_parallel(run_jobs, cfg, pieces, cfg.workers, emit)
     bar.close()
     counts: dict[str, dict[str, int]] = {}
-    for r in read_results(log):
+    for r in run_records.unique(read_results(log), attempt_key):
         c = counts.setdefault(f"{r['suite']}/{r['task_id']}", {"attempts": 0, "kept": 0})
         c["attempts"] += 1
         c["kept"] += bool(r["success"])

@@ -22,7 +22,27 @@ from rocket_vla.errors import RocketError
 RunJobs = Callable[[Any, Iterable[Any], Callable[[Any], None]], None]
 
 
+def exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    """End this process as soon as ``parent`` is gone (checked by a daemon thread).
+
+    A worker is busy inside one job (a task's trials, for minutes) and never looks at its
+    queue then; without this, a killed parent (kill -9, no cleanup runs) would leave its
+    simulator workers running to the end of their jobs, writing results nobody reads.
+    """
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)  # no cleanup to run: the parent owns every result file
+            time.sleep(interval)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _worker(run_jobs: RunJobs, config: Any, jobs: Any, results: Any, parent: int) -> None:
+    exit_with_parent(parent)
     try:
         while True:
             if os.getppid() != parent:  # the parent was killed: stop instead of running on

@@ -13,13 +13,13 @@ factory's import path (see :func:`rocket_vla.envs.policy.register_policy`).
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rocket_vla import records as run_records
 from rocket_vla.envs.parallel import run_parallel, split_jobs
 from rocket_vla.errors import RocketError
 
@@ -59,6 +59,16 @@ class EvalConfig:
             raise RocketError("--trials must be >= 1 and --first-trial >= 0.")
         if self.workers < 1:
             raise RocketError("--workers must be >= 1.")
+        if self.render not in ("decision", "every_step"):
+            raise RocketError(f"unknown --render {self.render!r}; use decision or every_step.")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise RocketError(f"--max-steps must be >= 1 (or left out for the paper's budget), got "
+                              f"{self.max_steps}.")
+        for name in ("num_wait", "seed", "videos_per_task"):
+            if getattr(self, name) < 0:
+                raise RocketError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}.")
+        if self.image_size < 8:
+            raise RocketError(f"--image-size must be at least 8 pixels, got {self.image_size}.")
 
 
 @dataclass(frozen=True)
@@ -110,34 +120,23 @@ def plan_jobs(cfg: EvalConfig, done: set[tuple[str, int, int]]) -> list[Job]:
 
 def read_results(path: Path) -> list[dict[str, Any]]:
     """Episode records of a run; a torn last line (killed mid-write) is ignored."""
-    if not path.exists():
-        return []
-    records = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
+    return run_records.read(path)
+
+
+def episode_key(record: dict[str, Any]) -> tuple[str, int, int]:
+    """What identifies an evaluation episode: a trial is counted once, however often recorded."""
+    return (record["suite"], int(record["task_id"]), int(record["trial"]))
 
 
 def _check_resume(cfg: EvalConfig, out: Path) -> None:
+    from rocket_vla.fingerprint import code_version
+
     cfg_path = out / "run_config.json"
     current = {k: getattr(cfg, k) for k in PROTOCOL_FIELDS}
-    if cfg_path.exists():
-        previous = json.loads(cfg_path.read_text(encoding="utf-8")).get("protocol", {})
-        diff = [k for k in PROTOCOL_FIELDS if previous.get(k) != current[k]]
-        if diff:
-            raise RocketError(
-                f"{out} holds a run with different {', '.join(diff)}; use a new --out folder or "
-                "the same settings to resume."
-            )
-    cfg_path.write_text(json.dumps({"protocol": current, "config": asdict(cfg)}, indent=2),
-                        encoding="utf-8")
+    run_records.check_settings(cfg_path, current, PROTOCOL_FIELDS, section="protocol", what=str(out),
+                           fix="use a new --out folder or the same settings and code to resume.")
+    cfg_path.write_text(json.dumps({"protocol": current, "config": asdict(cfg),
+                                    "code_version": code_version()}, indent=2), encoding="utf-8")
 
 
 # -- worker side ------------------------------------------------------------------------
@@ -190,7 +189,14 @@ def _write_video(out: Path, spec: Any, trial: int, res: Any, fmt: str) -> str:
 
 # -- parent side --------------------------------------------------------------------------
 def run_evaluation(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) an evaluation and return the summary written to ``summary.json``."""
+    """Run (or resume) an evaluation and return the summary written to ``summary.json``.
+
+    The run folder is locked while it runs: a second evaluation into it is refused."""
+    with run_records.FolderLock(cfg.out_dir, "rocket eval"):
+        return _run_locked(cfg, progress)
+
+
+def _run_locked(cfg: EvalConfig, progress: bool) -> dict[str, Any]:
     from tqdm import tqdm
 
     from rocket_vla.envs.policy import factory_path
@@ -199,20 +205,18 @@ def run_evaluation(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     _check_resume(cfg, out)
     results_path = out / RESULTS_FILE
-    done = {(r["suite"], r["task_id"], r["trial"]) for r in read_results(results_path)}
+    done = {episode_key(r) for r in read_results(results_path)}
     jobs = plan_jobs(cfg, done)
     total = sum(len(j.trials) for j in jobs)
     if cfg.workers > 1:
         factory_path(cfg.policy)  # fail early if workers could not rebuild the policy
     bar = tqdm(total=total, desc="episodes", unit="ep", disable=not progress or total == 0)
     wins = 0
-    with results_path.open("a", encoding="utf-8") as fh:
+    with run_records.open_for_append(results_path) as fh:
 
         def emit(rec: dict[str, Any]) -> None:
             nonlocal wins
-            fh.write(json.dumps(rec) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+            run_records.append(fh, rec)
             wins += bool(rec["success"])
             bar.update(1)
             bar.set_postfix(success=f"{wins}/{bar.n}")
@@ -224,9 +228,11 @@ def run_evaluation(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-task and per-suite success rates (suite average = mean over its episodes)."""
+    """Per-task and per-suite success rates (suite average = mean over its episodes).
+
+    Each (suite, task, trial) counts once, even if it was recorded more than once."""
     per_task: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
+    for r in run_records.unique(records, episode_key):
         per_task[(r["suite"], r["task_id"])].append(r)
     tasks, suites = [], defaultdict(lambda: [0, 0])
     for (suite, tid), recs in sorted(per_task.items()):

@@ -54,16 +54,33 @@ def load_minivla(path: str | Path, device: str | torch.device = "cpu"
     """The policy network of a checkpoint (strict key match) and its saved config."""
     from safetensors.torch import load_file
 
+    from rocket_vla.fingerprint import file_digest
+
     ckpt = find_checkpoint(path)
-    config = json.loads((ckpt / "config.json").read_text())
+    try:
+        config = json.loads((ckpt / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise RocketError(f"{ckpt / 'config.json'} is unreadable ({type(err).__name__}); the "
+                          "checkpoint is damaged -- pass another step_* folder or retrain.") from err
+    if not isinstance(config, dict):
+        config = {}
     if config.get("format") != CHECKPOINT_FORMAT:
         raise RocketError(
             f"{ckpt} is not a MiniVLA checkpoint (format {config.get('format')!r}); pass one "
             "written by `rocket train`."
         )
+    weights = ckpt / "model.safetensors"
+    expected = (config.get("digests") or {}).get("model.safetensors")
+    if expected is not None and file_digest(weights) != expected:
+        raise RocketError(f"{weights} is damaged (its checksum does not match the one recorded when "
+                          "it was saved); pass another step_* folder or retrain.")
     model = MiniVLA(MiniVLAConfig.from_dict(config["model"]))
-    state = {k[len("policy."):]: v for k, v in load_file(str(ckpt / "model.safetensors")).items()
-             if k.startswith("policy.")}
+    try:
+        tensors = load_file(str(weights))
+    except Exception as err:  # noqa: BLE001 - any parse failure means a damaged file
+        raise RocketError(f"{weights} is not a readable safetensors file ({type(err).__name__}); "
+                          "pass another step_* folder or retrain.") from err
+    state = {k[len("policy."):]: v for k, v in tensors.items() if k.startswith("policy.")}
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:

@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 
 from rocket_vla.errors import RocketError
+from rocket_vla.fingerprint import check_same_code, code_changes, code_version
 from rocket_vla.teachers.base import Teacher
 
 CACHE_FORMAT = 1
@@ -155,6 +156,7 @@ class _OpenEntry:
     handle: object
     mtime_ns: tuple[int, int, int]  # (mtime, size, inode): reopen when the file changes
     meta: dict
+    verified: set[str] = field(default_factory=set)  # tensors checksummed by this process
 
 
 class FeatureCache:
@@ -167,12 +169,16 @@ class FeatureCache:
         self._open: OrderedDict[Path, _OpenEntry] = OrderedDict()
         self._max_open = max_open
         self._lock = threading.Lock()
+        # Tensors whose checksum this process has checked, per file version: outlives the
+        # open-file LRU so an evicted entry is not re-verified.
+        self._verified: dict[Path, tuple[tuple[int, int, int], set[str]]] = {}
 
     # --- creation and opening --------------------------------------------------------
     @classmethod
     def create(cls, root: str | Path, spec: CacheSpec, *, overwrite: bool = False) -> FeatureCache:
-        """Open ``root`` for filling with ``spec``; a directory built for another spec is
-        an error unless ``overwrite`` (which deletes its entries)."""
+        """Open ``root`` for filling with ``spec``; a directory built for another spec or by
+        other rocket-vla code is an error unless ``overwrite`` (which deletes its entries).
+        Temporary files of killed fills are removed."""
         root = Path(root)
         manifest = root / "manifest.json"
         if manifest.is_file():
@@ -182,17 +188,23 @@ class FeatureCache:
                 if not overwrite:
                     raise
                 old = None
-            if old is None or old.key() != spec.key():
-                if not overwrite:
-                    raise RocketError(
-                        f"the teacher cache at {root} was built for another teacher, layer set, "
-                        f"camera set or dataset ({_spec_diff(old, spec) if old else 'unknown'}); "
-                        "pass a new directory or --overwrite."
-                    )
+            if (old is None or old.key() != spec.key()) and not overwrite:
+                raise RocketError(
+                    f"the teacher cache at {root} was built for another teacher, layer set, "
+                    f"camera set or dataset ({_spec_diff(old, spec) if old else 'unknown'}); "
+                    "pass a new directory or --overwrite."
+                )
+            other_code = bool(code_changes(_manifest_code(root)))
+            if other_code and not overwrite:
+                check_same_code(_manifest_code(root), f"the teacher cache at {root}",
+                                "pass a new directory or --overwrite to recompute it.")
+            if old is None or old.key() != spec.key() or other_code:
                 for path in (root / "episodes").glob("*.safetensors"):
                     path.unlink()
         (root / "episodes").mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(manifest, json.dumps(spec.to_json(), indent=2).encode())
+        remove_dead_temp_files(root)
+        _atomic_write_bytes(manifest, json.dumps({**spec.to_json(), "code_version": code_version()},
+                                                 indent=2).encode())
         return cls(root, spec)
 
     @classmethod
@@ -264,6 +276,7 @@ class FeatureCache:
             if cached is not None and cached.mtime_ns == mtime:
                 self._open.move_to_end(path)
                 return cached
+            verified = self._verified.get(path)
         try:
             handle = safe_open(str(path), framework="pt", device="cpu")
             meta = dict(handle.metadata() or {})
@@ -280,8 +293,11 @@ class FeatureCache:
         if keys != set(meta["checksums"]):
             raise CacheEntryError(label, "incomplete (tensor list does not match its header)", path)
         entry = _OpenEntry(handle=handle, mtime_ns=mtime, meta=meta)
+        if verified is not None and verified[0] == mtime:  # reopened after eviction: same file
+            entry.verified = verified[1]
         with self._lock:
             self._open[path] = entry
+            self._verified[path] = (mtime, entry.verified)
             while len(self._open) > self._max_open:
                 self._open.popitem(last=False)
         return entry
@@ -322,10 +338,15 @@ class FeatureCache:
 
     # --- reading and writing ---------------------------------------------------------------
     def read(
-        self, episode: str, steps: Sequence[int], *, verify: bool = True
+        self, episode: str, steps: Sequence[int], *, verify: bool | None = None
     ) -> list[torch.Tensor]:
         """Features of ``steps`` of ``episode``: one float16 tensor [N, S, h, w, C] per layer,
-        S = the spec's cameras in order -- the layout of ``Teacher.features``."""
+        S = the spec's cameras in order -- the layout of ``Teacher.features``.
+
+        ``verify``: None (default) checks each tensor's checksum the first time this process
+        reads it -- a flipped byte is caught before it reaches training, and later epochs
+        pay nothing (docs/benchmarks.md measures the cost); True checks on every read;
+        False never (only for measuring what checking costs)."""
         path = self.path(episode)
         entry = self._entry(path, episode)
         per_step = []
@@ -336,15 +357,18 @@ class FeatureCache:
                 if name not in entry.meta["checksums"]:
                     raise CacheEntryError(episode, f"missing step {step} camera {camera!r}", path)
                 tensor = entry.handle.get_tensor(name)  # type: ignore[attr-defined]
-                if verify and _checksum(tensor) != entry.meta["checksums"][name]:
-                    raise CacheEntryError(episode, "corrupt (checksum mismatch)", path)
+                check = verify if verify is not None else name not in entry.verified
+                if check:
+                    if _checksum(tensor) != entry.meta["checksums"][name]:
+                        raise CacheEntryError(episode, "corrupt (checksum mismatch)", path)
+                    entry.verified.add(name)
                 views.append(tensor)
             per_step.append(torch.stack(views, dim=1))  # [L, S, h, w, C]
         stacked = torch.stack(per_step, dim=0)  # [N, L, S, h, w, C]
         return list(stacked.unbind(dim=1))
 
     def read_batch(
-        self, episodes: Sequence[str | int], steps: Sequence[int], *, verify: bool = True
+        self, episodes: Sequence[str | int], steps: Sequence[int], *, verify: bool | None = None
     ) -> list[torch.Tensor]:
         """Features for a training batch of (episode, step) samples: one float16 tensor
         [B, S, h, w, C] per layer, what ``Teacher.features`` returns for those frames.
@@ -476,6 +500,51 @@ class EntryWriter:
 def _spec_diff(a: CacheSpec, b: CacheSpec) -> str:
     diffs = [f"{k}: {v!r} vs {getattr(b, k)!r}" for k, v in asdict(a).items() if v != getattr(b, k)]
     return "; ".join(diffs) or "format"
+
+
+def _manifest_code(root: Path) -> dict | None:
+    """The code version recorded in a cache's manifest (None when it predates recording)."""
+    try:
+        return json.loads((root / "manifest.json").read_text()).get("code_version")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+_TEMP_PID = re.compile(r"^\..+\.(\d+)\.\d+\.tmp$")
+
+
+def remove_dead_temp_files(root: str | Path) -> list[Path]:
+    """Delete temporary files left by fills that were killed; returns what was removed.
+
+    Temp names carry the writer's pid (``.<name>.<pid>.<thread>.tmp``); a file whose
+    process no longer exists can never be committed. Files of live processes (another
+    shard filling the same directory) are left alone.
+    """
+    removed = []
+    root = Path(root)
+    for folder in (root, root / "episodes"):
+        for path in folder.glob(".*.tmp"):
+            match = _TEMP_PID.match(path.name)
+            if match is None or _pid_alive(int(match.group(1))):
+                continue
+            try:
+                path.unlink()
+                removed.append(path)
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

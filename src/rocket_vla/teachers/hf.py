@@ -116,15 +116,27 @@ class HFTeacher(Teacher):
             )
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+        try:
+            config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError, KeyError, TypeError) as err:  # transformers' parse errors
+            raise RocketError(
+                f"{path / 'config.json'} cannot be read as a transformers config "
+                f"({type(err).__name__}); it is damaged -- re-download the model into that folder."
+            ) from err
         model_type = config.model_type
         if model_type not in SUPPORTED:
             raise RocketError(
                 f"{path} holds a {model_type!r} model; transformers teachers support {SUPPORTED}."
             )
-        model = _model_class(model_type).from_pretrained(
-            str(path), local_files_only=True, dtype=torch.float32
-        )
+        try:
+            model = _model_class(model_type).from_pretrained(
+                str(path), local_files_only=True, dtype=torch.float32
+            )
+        except (OSError, ValueError, RuntimeError) as err:  # missing, truncated or damaged weights
+            raise RocketError(
+                f"the weights in {path} cannot be loaded ({type(err).__name__}); they are missing or "
+                "damaged -- re-download the model into that folder."
+            ) from err
         mean, std = _normalisation(path)
         return cls(model, model_type, input_cfg, mean=mean, std=std).to(device)  # type: ignore[return-value]
 

@@ -43,7 +43,15 @@ def tiny_teacher_config() -> dict:
             "the bundled tiny teacher is missing from this install (assets/tiny_teacher); "
             "reinstall rocket-vla or pass --teacher with a checkpoint path."
         )
-    return json.loads(node.read_text())
+    try:
+        config = json.loads(node.read_text())
+        VGGTConfig(**config["aggregator"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise RocketError(
+            f"the bundled tiny teacher's config.json is damaged ({type(err).__name__}); reinstall "
+            "rocket-vla or pass --teacher with a checkpoint path."
+        ) from err
+    return config
 
 
 def _size_pair(input_size: int | tuple[int, int] | None, native: int) -> tuple[int, int]:

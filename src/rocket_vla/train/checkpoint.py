@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rocket_vla.errors import RocketError
+from rocket_vla.fingerprint import file_digest
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -70,15 +71,20 @@ def save_checkpoint(
     tmp.mkdir()
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(tmp / WEIGHTS))
-    (tmp / CONFIG).write_text(json.dumps({**config, "step": step}, indent=2))
     torch.save(trainer_state, tmp / STATE)
+    digests = {f: file_digest(tmp / f) for f in (WEIGHTS, STATE)}
+    (tmp / CONFIG).write_text(json.dumps({**config, "step": step, "digests": digests}, indent=2))
     for f in (WEIGHTS, CONFIG, STATE):
         _fsync_file(tmp / f)
     _fsync_dir(tmp)
     final = root / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    if final.exists():  # move the old one aside first: a crash never leaves no step dir
+        trash = root / f".tmp-old-{name}-{os.getpid()}"
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
     pointer = root / f".tmp-{LATEST}-{os.getpid()}"
     pointer.write_text(name)
     _fsync_file(pointer)
@@ -95,6 +101,52 @@ def _prune(root: Path, keep_last: int, keep: str) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def verify_file(ckpt: Path, name: str, config: dict[str, Any] | None = None) -> None:
+    """Refuse a checkpoint file whose bytes differ from the digest its config.json records
+    (written at save time), so flipped bits are refused instead of trained on.
+
+    Checkpoints written before digests were recorded carry none and are not checked.
+    """
+    config = read_config(ckpt) if config is None else config
+    expected = (config.get("digests") or {}).get(name)
+    if not (ckpt / name).is_file():
+        raise RocketError(f"{ckpt / name} is missing; resume from another checkpoint (step_*) or "
+                          "start a new run with --overwrite.")
+    if expected is not None and file_digest(ckpt / name) != expected:
+        raise RocketError(
+            f"{ckpt / name} is damaged (its checksum does not match the one recorded when it was "
+            "saved); resume from another checkpoint (step_*) or start a new run with --overwrite."
+        )
+
+
+def has_checkpoints(out_dir: str | Path) -> bool:
+    """True when a run folder already holds a checkpoint (complete or being pointed at)."""
+    root = Path(out_dir) / "checkpoints"
+    return (root / LATEST).is_file() or any(p.is_dir() for p in root.glob("step_*"))
+
+
+def prepare_fresh_run(out_dir: str | Path, overwrite: bool, *, clear: bool = True) -> None:
+    """Refuse to start a new run over an old one, or clear the old one with ``overwrite``.
+
+    Without this, a fresh run replaces the old run's checkpoints step by step (a mix of the
+    two until it passes the old last step) and appends its metrics to the old ones.
+    ``clear``: delete (only one process of a multi-process run should).
+    """
+    out = Path(out_dir)
+    if not has_checkpoints(out):
+        return
+    if not overwrite:
+        raise RocketError(
+            f"{out} already holds a training run with checkpoints; pass --resume {out} to continue "
+            "it, --overwrite to replace it, or a new --out_dir folder."
+        )
+    if not clear:
+        return
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    shutil.rmtree(out / "tb", ignore_errors=True)
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint dir from a run folder, a ``checkpoints`` folder or the dir itself."""
     path = Path(path)
@@ -103,7 +155,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
             return candidate
         pointer = candidate / LATEST
         if pointer.is_file():
-            target = candidate / pointer.read_text().strip()
+            try:
+                target = candidate / pointer.read_text().strip()
+            except (OSError, UnicodeDecodeError):
+                continue
             if (target / WEIGHTS).is_file():
                 return target
     raise RocketError(
@@ -114,14 +169,22 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def read_config(ckpt: Path) -> dict[str, Any]:
     try:
-        return json.loads((ckpt / CONFIG).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise RocketError(f"cannot read {ckpt / CONFIG} ({err}); the checkpoint is damaged.") from err
+        data = json.loads((ckpt / CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RocketError(
+            f"cannot read {ckpt / CONFIG} ({type(err).__name__}); the checkpoint is damaged -- pass "
+            "another checkpoint (step_*) or start a new run with --overwrite."
+        ) from err
+    if not isinstance(data, dict):
+        raise RocketError(f"{ckpt / CONFIG} is not a checkpoint config; the checkpoint is damaged -- "
+                          "pass another checkpoint (step_*) or start a new run with --overwrite.")
+    return data
 
 
 def load_weights(model: nn.Module, ckpt: Path) -> None:
     """Strict load that lists missing/unexpected keys and shape mismatches in one sentence."""
-    state = load_file(str(ckpt / WEIGHTS))
+    verify_file(ckpt, WEIGHTS)
+    state = read_weights(ckpt / WEIGHTS)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -135,5 +198,29 @@ def load_weights(model: nn.Module, ckpt: Path) -> None:
     model.load_state_dict(state)
 
 
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; a file that does not parse is one clear error."""
+    try:
+        return load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - any parse failure means a damaged file
+        raise RocketError(
+            f"{path} is not a readable safetensors file ({type(err).__name__}); it is truncated or "
+            "damaged -- pass another checkpoint (step_*) or retrain."
+        ) from err
+
+
 def load_trainer_state(ckpt: Path) -> dict[str, Any]:
-    return torch.load(ckpt / STATE, map_location="cpu", weights_only=True)
+    verify_file(ckpt, STATE)
+    try:
+        state = torch.load(ckpt / STATE, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated pickles raise many different types
+        raise RocketError(
+            f"{ckpt / STATE} is truncated or damaged ({type(err).__name__}); resume from another "
+            "checkpoint (step_*) or start a new run with --overwrite."
+        ) from err
+    missing = [k for k in ("optimizer", "scheduler", "rng", "step") if not isinstance(state, dict)
+               or k not in state]
+    if missing:
+        raise RocketError(f"{ckpt / STATE} lacks {missing}; it is not a `rocket train` trainer state -- "
+                          "resume from another checkpoint or start a new run with --overwrite.")
+    return state

@@ -8,6 +8,7 @@ for now and refuse a silent change of hyper-parameters.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,8 @@ PRECISIONS = ("auto", "no", "bf16", "fp16")
 #: Fields that may differ between a checkpoint and the run resuming it: they change how
 #: long the run goes and what it writes, not what any finished step computed.
 RESUMABLE_CHANGES = frozenset(
-    {"steps", "save_every", "log_every", "keep_last", "out_dir", "progress", "tensorboard"}
+    {"steps", "save_every", "log_every", "keep_last", "out_dir", "progress", "tensorboard",
+     "overwrite"}
 )
 
 
@@ -98,6 +100,9 @@ class TrainConfig:
     """show a progress bar"""
     tensorboard: bool = True
     """write TensorBoard event files"""
+    overwrite: bool = False
+    """start a fresh run in an out_dir that holds one (its checkpoints, metrics and logs are
+    deleted first); without it such a run is refused"""
 
     def validate(self) -> None:
         if self.variant not in VARIANTS:
@@ -111,8 +116,27 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accum", "save_every", "log_every", "keep_last"):
             if getattr(self, name) < 1:
                 raise RocketError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        if self.lr <= 0:
-            raise RocketError(f"the learning rate must be positive, got {self.lr}.")
+        for name in ("lr", "grad_clip"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise RocketError(f"{name} must be a positive finite number, got {value}.")
+        for name in ("align_weight", "weight_decay"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise RocketError(f"{name} must be a finite number >= 0, got {value}.")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise RocketError(f"betas must be two numbers in [0, 1), got {self.betas}.")
+        for name in ("num_pairs", "projector_hidden", "teacher_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise RocketError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        for name in ("warmup", "decay_after", "seed"):
+            if getattr(self, name) < 0:
+                raise RocketError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.max_episodes is not None and self.max_episodes < 1:
+            raise RocketError(f"max_episodes must be at least 1 (or unset), got {self.max_episodes}.")
+        for layers in (self.student_layers, self.teacher_layers):
+            if layers is not None and not layers:
+                raise RocketError("a layer list is empty; give at least one layer, e.g. [2,4].")
         if (self.student_layers is None) != (self.teacher_layers is None):
             raise RocketError(
                 "give both student_layers and teacher_layers (as `rocket select-layers` "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from rocket_vla.data.augment import augment_views
 from rocket_vla.data.dataset import ChunkDataset, fit_stats, images_to_float
 from rocket_vla.data.normalize import DatasetStats
 from rocket_vla.errors import RocketError
+from rocket_vla.fingerprint import check_same_code, code_version
 from rocket_vla.optim import build_optimizer, build_scheduler
 from rocket_vla.policies.minivla import MiniVLA, MiniVLAConfig, action_l1
 from rocket_vla.train import checkpoint as ckpt_io
@@ -175,6 +177,9 @@ class Trainer:
         self.cfg = cfg
         self.accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision))
         resume_ckpt, saved = self._check_resume(resume)
+        if resume is None:  # a fresh run never mixes into an old one's checkpoints
+            ckpt_io.prepare_fresh_run(cfg.out_dir, cfg.overwrite,
+                                      clear=self.accelerator.is_main_process)
         eps = list(episodes) if episodes is not None else load_episodes(cfg.dataset)
         if cfg.max_episodes is not None:
             eps = eps[: cfg.max_episodes]
@@ -184,6 +189,9 @@ class Trainer:
                                     max_text_len=self.model_config.max_text_len,
                                     tokenizer=self.model_config.tokenizer)
         self.teacher = None if cfg.variant == "baseline" else self._teacher_source(teacher)
+        self.inputs = input_fingerprints(cfg, self.teacher)
+        if saved:
+            check_same_inputs(saved.get("inputs"), self.inputs, resume_ckpt)
 
         torch.manual_seed(cfg.seed)
         policy = MiniVLA(self.model_config)
@@ -232,6 +240,9 @@ class Trainer:
                 f"cannot resume {ckpt} with changed hyper-parameters ({detail}); use the "
                 "checkpoint's settings or start a new run."
             )
+        check_same_code(saved.get("code_version"), f"the checkpoint {ckpt}",
+                        "resume with the rocket-vla code that wrote it, or start a new run "
+                        "(a new --out_dir folder, or --overwrite).")
         if self.cfg.schedule == "cosine" and self.cfg.steps != before.steps:
             raise RocketError(
                 "the cosine schedule depends on --steps; resume with the same --steps "
@@ -244,7 +255,7 @@ class Trainer:
             from rocket_vla.data.dataset import CAMERAS
             from rocket_vla.train.teacher_source import DiskCacheTeacher
 
-            return DiskCacheTeacher(self.cfg.teacher_cache, CAMERAS)
+            return DiskCacheTeacher(self.cfg.teacher_cache, CAMERAS, _dataset_fingerprint(self.cfg))
         if teacher is None:
             from rocket_vla.teachers.build import teacher_from_spec
 
@@ -305,6 +316,7 @@ class Trainer:
             totals["total"] += float(total.detach()) / cfg.grad_accum
             if per_pair.numel():
                 pairs += per_pair.cpu() / cfg.grad_accum
+        _stop_if_not_finite(acc, step, totals, self.out_dir)
         grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
@@ -320,6 +332,8 @@ class Trainer:
             "model": self.model_config.to_dict(),
             "align": self.align_config.to_dict(),
             "stats": self.stats.to_dict(),
+            "code_version": code_version(),
+            "inputs": self.inputs,
         }
 
     def save(self, step: int) -> Path | None:
@@ -361,6 +375,8 @@ class Trainer:
         bar = _progress(cfg.steps, self.step, main and cfg.progress)
         result = TrainResult(self.step, None)
         samples_per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
+        if main:  # rows past the resumed step (or all, for a fresh run) belong to no checkpoint
+            _trim_metrics(self.out_dir / "metrics.jsonl", self.step)
         metrics_file = (self.out_dir / "metrics.jsonl").open("a") if main else None
         t0 = time.perf_counter()
         window_t, window_steps = t0, 0
@@ -405,6 +421,87 @@ def train(cfg: TrainConfig, **kwargs: Any) -> TrainResult:
 
 
 # ----------------------------------------------------------------------------- helpers
+def _stop_if_not_finite(acc: Any, step: int, totals: dict[str, float], out_dir: Path) -> None:
+    """Stop before a non-finite loss reaches the weights (no optimizer step, no checkpoint).
+
+    A NaN loss makes every later step NaN, so training on would only overwrite good
+    checkpoints with garbage. Every rank takes the same decision (one all-reduce), so no
+    process is left waiting for the others.
+    """
+    bad = torch.tensor([0.0 if math.isfinite(totals["total"]) else 1.0], device=acc.device)
+    if acc.num_processes > 1:
+        bad = acc.reduce(bad, reduction="sum")
+    if float(bad.sum()) == 0:
+        return
+    try:
+        last = str(ckpt_io.resolve_checkpoint(out_dir))
+    except RocketError:
+        last = "none yet"
+    raise RocketError(
+        f"the training loss became non-finite at step {step + 1} (action {totals['action']}, total "
+        f"{totals['total']}); nothing was saved past the last good checkpoint ({last}) -- check the "
+        "data and teacher cache (`rocket cache-teacher --check`), lower --lr or --align-weight, "
+        "then --resume."
+    )
+
+
+def input_fingerprints(cfg: TrainConfig, teacher: Any) -> dict[str, str | None]:
+    """What the run reads besides its config: the dataset's files (names and sizes -- cheap
+    enough for any dataset; the teacher cache compares full contents) and the teacher's
+    fingerprint (weights behind a name like ``tiny`` can change). None where unknown."""
+    dataset = None
+    if cfg.dataset:
+        import hashlib
+
+        from rocket_vla.data.episodes import list_episode_files
+
+        digest = hashlib.blake2b(digest_size=12)
+        for path in list_episode_files(cfg.dataset):
+            digest.update(f"{path.name}:{path.stat().st_size};".encode())
+        dataset = digest.hexdigest()
+    fingerprint = None
+    if teacher is not None:
+        spec = getattr(getattr(teacher, "cache", None), "spec", None)
+        inner = getattr(teacher, "teacher", teacher)
+        if spec is not None:
+            fingerprint = spec.teacher
+        elif callable(getattr(inner, "fingerprint", None)):
+            fingerprint = str(inner.fingerprint())
+    return {"dataset": dataset, "teacher": fingerprint}
+
+
+def check_same_inputs(saved: dict[str, Any] | None, current: dict[str, Any], ckpt: Any) -> None:
+    """Refuse to resume a checkpoint trained on another dataset or teacher (where both known)."""
+    changed = [k for k, v in (saved or {}).items() if v is not None and current.get(k) not in (None, v)]
+    if changed:
+        raise RocketError(
+            f"cannot resume {ckpt}: it was trained with another {' and '.join(changed)}; resume with "
+            "the same ones, or start a new run (a new --out_dir folder, or --overwrite)."
+        )
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """Keep only the metrics rows up to ``step`` (rewritten atomically)."""
+    if not path.is_file():
+        return
+    from rocket_vla import records
+
+    kept = [r for r in records.read(path) if int(r.get("step", 0)) <= step]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    tmp.replace(path)
+
+
+def _dataset_fingerprint(cfg: TrainConfig) -> str | None:
+    """Content fingerprint of the training files (what a teacher cache records), if any."""
+    if not cfg.dataset:
+        return None
+    from rocket_vla.data.episodes import list_episode_files
+    from rocket_vla.teachers.cache import fingerprint_files
+
+    return fingerprint_files(list_episode_files(cfg.dataset))
+
+
 def _is_source(obj: Any) -> bool:
     """A TeacherSource takes the batch as well as the frames; a bare Teacher does not."""
     import inspect

@@ -117,13 +117,23 @@ class DiskCacheTeacher:
 
     The cache holds only the layers it was filled with, so ``layers`` exposes them: a run
     without explicit ``--teacher-layers`` aligns to (a balanced subset of) those.
+    ``dataset_fingerprint`` (of the files the run trains on) must match the one the cache
+    was built from: entries are keyed by episode position, so another dataset's features
+    would otherwise be read for this dataset's frames without any error.
     """
 
-    def __init__(self, root: str, cameras: Sequence[str]) -> None:
+    def __init__(self, root: str, cameras: Sequence[str], dataset_fingerprint: str | None = None
+                 ) -> None:
         from rocket_vla.teachers.cache import FeatureCache
 
         self.cache = FeatureCache.open(root)
         spec = self.cache.spec
+        if dataset_fingerprint is not None and spec.dataset != dataset_fingerprint:
+            raise RocketError(
+                f"the teacher cache at {root} was built from another dataset (fingerprint "
+                f"{spec.dataset}, this dataset's is {dataset_fingerprint}); run `rocket "
+                "cache-teacher` on this dataset into a new folder and pass that."
+            )
         if tuple(spec.cameras) != tuple(cameras):
             raise RocketError(
                 f"the teacher cache at {root} holds cameras {list(spec.cameras)} but training "
@@ -141,6 +151,7 @@ class DiskCacheTeacher:
                 f"teacher layers {missing} are not in the cache (it has {self.layers}); "
                 "rerun `rocket cache-teacher` with those layers."
             )
-        rows = [self.cache.read(str(int(e)), [int(s)], verify=False)
+        # Each stored tensor is checksummed the first time this process reads it.
+        rows = [self.cache.read(str(int(e)), [int(s)])
                 for e, s in zip(batch["episode"], batch["step"], strict=True)]
         return [torch.cat([r[self.layers.index(x)] for r in rows]).float() for x in layers]

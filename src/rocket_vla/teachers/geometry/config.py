@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from rocket_vla.errors import RocketError
@@ -49,6 +50,19 @@ class GeometryTrainConfig:
             )
         if self.steps < 1 or self.batch_size < 1:
             raise RocketError("steps and batch size must be at least 1.")
+        for name in ("embed_dim", "depth", "num_heads", "patch_embed_depth", "head_dim", "target_size",
+                     "eval_batch", "log_every"):
+            if getattr(self, name) < 1:
+                raise RocketError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        for name in ("small_every", "warmup", "seed"):
+            if getattr(self, name) < 0:
+                raise RocketError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        for name in ("lr", "grad_clip", "max_depth"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise RocketError(f"{name} must be a positive finite number, got {getattr(self, name)}.")
+        for name in ("weight_decay", "conf_alpha"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise RocketError(f"{name} must be a finite number >= 0, got {getattr(self, name)}.")
 
     def geometry_config(self) -> GeometryConfig:
         agg = VGGTConfig.tiny(
