@@ -60,7 +60,7 @@ def make_trainer(mode: str, args: argparse.Namespace, episodes: list, teacher, o
                  cache_dir: Path | None) -> Trainer:
     variant = "baseline" if mode == "baseline" else "rocket"
     cfg = TrainConfig(
-        out_dir=str(out / mode), model=args.model, variant=variant, steps=10**6,
+        out_dir=str(out / mode), student_preset=args.model, variant=variant, steps=10**6,
         batch_size=args.batch_size, num_pairs=args.pairs, projector_hidden=args.projector_hidden,
         teacher_size=args.teacher_size, progress=False, tensorboard=False,
         teacher_cache=str(cache_dir) if mode == "rocket-disk" else None,

@@ -1,4 +1,4 @@
-"""`rocket train`: train MiniVLA on LIBERO-layout episodes with one of the five variants.
+"""`rocket train`: train a student (MiniVLA, pi0, OFT-style) on LIBERO episodes, one of five variants.
 
 Thin wiring from flags to :class:`rocket_vla.train.TrainConfig`; every check (dataset
 layout, teacher, resume compatibility) happens in :class:`rocket_vla.train.Trainer`
@@ -31,7 +31,9 @@ def config_from_args(args: argparse.Namespace):
     from rocket_vla.train.config import TrainConfig
 
     return TrainConfig(
-        dataset=args.dataset, out_dir=args.out, model=args.model,
+        dataset=args.dataset, out_dir=args.out, student=args.student,
+        student_preset=args.student_preset, student_path=args.student_path,
+        lora_rank=args.lora_rank, gradient_checkpointing=args.gradient_checkpointing,
         variant=args.variant.replace("-", "_"),
         student_layers=parse_layers(args.student_layers),
         teacher_layers=parse_layers(args.teacher_layers), num_pairs=args.pairs,
@@ -64,14 +66,23 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train", help="train MiniVLA with ROCKET alignment (or a baseline) on LIBERO episodes",
-        description="Train the built-in MiniVLA on LIBERO-layout HDF5 episodes. --variant picks "
+        "train", help="train a student with ROCKET alignment (or a baseline) on LIBERO episodes",
+        description="Train a student (--student) on LIBERO-layout HDF5 episodes. --variant picks "
         "one of the paper's five presets; --student-layers/--teacher-layers override the pairs "
         "(paste what `rocket select-layers` prints).",
     )
     p.add_argument("--dataset", required=True, help="episode HDF5 file or folder (LIBERO layout)")
     p.add_argument("--out", default="runs/train", help="run folder (checkpoints, tb, metrics)")
-    p.add_argument("--model", default="demo", help="MiniVLA size preset: tiny, demo, small")
+    p.add_argument("--student", default="minivla", help="student kind: minivla, pi0, oft")
+    p.add_argument("--student-preset", "--model", dest="student_preset", default=None,
+                   help="the student's size preset (MiniVLA: tiny, demo (default), small)")
+    p.add_argument("--student-path", default=None,
+                   help="local pretrained checkpoint folder of the student (nothing is downloaded)")
+    p.add_argument("--lora-rank", type=int, default=0,
+                   help="0: full fine-tuning; >0: LoRA on the language model's linear layers "
+                   "(paper: 32)")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute block activations in backward (saves GPU memory)")
     p.add_argument("--variant", default="rocket", choices=[*VARIANTS, "spatial-forcing"])
     p.add_argument("--student-layers", default=None, help="comma-separated, e.g. 2,4,6")
     p.add_argument("--teacher-layers", default=None, help="comma-separated, e.g. 1,2,4")

@@ -91,7 +91,8 @@ def train_variant(cfg: DemoConfig, variant: str, dataset: Path, run: Path,
 
     out = run / "train" / variant
     tcfg = TrainConfig(
-        dataset=str(dataset), out_dir=str(out), model=cfg.model, variant=variant, num_pairs=cfg.num_pairs,
+        dataset=str(dataset), out_dir=str(out), student="minivla", student_preset=cfg.model,
+        variant=variant, num_pairs=cfg.num_pairs,
         teacher=cfg.teacher, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
         decay_after=max(1, int(cfg.steps * 0.8)), save_every=max(1, cfg.steps // 2),
         progress=progress,
@@ -181,7 +182,7 @@ def evaluate_variant(cfg: DemoConfig, variant: str, checkpoint: str, run: Path,
     log(f"evaluating {variant}: {len(cfg.tasks)} task(s) x {cfg.eval_trials} trials on {cfg.suite}")
     return run_evaluation(EvalConfig(
         out_dir=str(run / "eval" / variant), suites=[cfg.suite], tasks=[str(t) for t in cfg.tasks],
-        trials=cfg.eval_trials, policy="rocket_vla.policies.minivla_policy:load_policy",
+        trials=cfg.eval_trials, policy="rocket_vla.policies.student_policy:load_policy",
         policy_kwargs={"checkpoint": checkpoint}, workers=cfg.workers, image_size=cfg.image_size,
         seed=cfg.seed,
     ))
@@ -200,7 +201,7 @@ def heldout_action_l1(checkpoint: str, episodes: list[Any]) -> float:
     """Mean |predicted - demonstrated| over held-out frames, whole chunks, env action units."""
     from rocket_vla.data.episodes import gripper_env_to_model
     from rocket_vla.envs.policy import TaskInfo
-    from rocket_vla.policies.minivla_policy import load_policy
+    from rocket_vla.policies.student_policy import load_policy
 
     policy = load_policy(checkpoint)
     errors = []
@@ -240,19 +241,20 @@ def visual_token_features(checkpoint: str, episodes: list[Any], layers: list[int
     import torch
 
     from rocket_vla.align import LayerTaps
-    from rocket_vla.policies.minivla_policy import load_policy
+    from rocket_vla.policies.student_policy import load_policy
 
     policy = load_policy(checkpoint)
-    model = policy.model
+    model = policy.student
     feats: dict[int, list[np.ndarray]] = {k: [] for k in layers}
     targets: list[np.ndarray] = []
-    with torch.no_grad(), LayerTaps(model, model.blocks_path, layers, spans=model.visual_spans) as taps:
+    with torch.no_grad(), LayerTaps(model, model.blocks_path, layers, final=model.final_path) as taps:
         for ep in episodes:
             policy.reset(ep.language)
             rows = np.unique(np.linspace(0, len(ep.frame_index) - 1, frames_per_episode).round().astype(int))
             for row in rows:
                 obs = _episode_obs(ep, int(row))
                 policy.act(obs)
+                taps.use_tokens(model.visual_index(policy.last_inputs))
                 for k, state in zip(layers, taps.states, strict=True):
                     feats[k].append(state[0].float().numpy().reshape(-1))
                 targets.append(probe_target(ep, int(ep.frame_index[row])))

@@ -63,6 +63,7 @@ class Student(nn.Module, ABC):
     chunk: int  # actions predicted per call
     action_dim: int = 7  # the REAL dims of the data (a model may pad internally)
     proprio_dim: int = 8
+    default_execute: int | None = None  # actions of a chunk run before replanning (None: all)
 
     # -- batches ---------------------------------------------------------------------
     @abstractmethod
@@ -121,6 +122,20 @@ class Student(nn.Module, ABC):
         """Parameter-name prefixes trained in full under LoRA (the action head and the other
         new, task-specific parts). Everything else outside the adapters is frozen."""
         return []
+
+    # -- memory ----------------------------------------------------------------------
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute block activations during backward (memory for time; the taps ignore the
+        recomputation). Default: the outermost transformers model inside the student."""
+        for module in self.modules():
+            if module is not self and getattr(module, "supports_gradient_checkpointing", False):
+                module.gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs={"use_reentrant": False})
+                return
+        raise RocketError(
+            f"the {self.kind} student does not support gradient checkpointing; drop "
+            "--gradient-checkpointing."
+        )
 
     # -- conveniences ----------------------------------------------------------------
     @property

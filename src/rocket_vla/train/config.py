@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rocket_vla.align.config import VARIANTS
@@ -35,9 +36,13 @@ class TrainConfig:
     with random weights: pipeline checks only), or a path to a VGGT checkpoint.
     """
 
-    dataset: str = ""
-    out_dir: str = "runs/train"
-    model: str = "demo"
+    dataset: str = ""  # LIBERO-layout HDF5 file or folder of them
+    out_dir: str = "runs/train"  # run folder: checkpoints/, metrics.jsonl, tb/
+    student: str = "minivla"  # student kind from rocket_vla.policies.student.REGISTRY
+    student_preset: str | None = None  # the student's size preset (None: its default, MiniVLA "demo")
+    student_path: str | None = None  # local pretrained checkpoint dir (local_files_only)
+    lora_rank: int = 0  # 0: full fine-tuning; >0: PEFT LoRA on the student's LM linears (paper: 32)
+    gradient_checkpointing: bool = False  # recompute block activations in backward (GPU memory)
     variant: str = "rocket"
     student_layers: list[int] | None = None
     teacher_layers: list[int] | None = None
@@ -81,6 +86,19 @@ class TrainConfig:
                 raise RocketError(f"{name} must be at least 1, got {getattr(self, name)}.")
         if self.lr <= 0:
             raise RocketError(f"the learning rate must be positive, got {self.lr}.")
+        from rocket_vla.policies.student import REGISTRY
+
+        if self.student not in REGISTRY:
+            raise RocketError(
+                f"unknown student {self.student!r}; choose one of {', '.join(sorted(REGISTRY))}."
+            )
+        if self.lora_rank < 0:
+            raise RocketError(f"lora_rank must be 0 (full fine-tuning) or positive, got {self.lora_rank}.")
+        if self.student_path is not None and not Path(self.student_path).is_dir():
+            raise RocketError(
+                f"student path {self.student_path} is not a folder; pass the local directory of "
+                "a pretrained checkpoint (nothing is downloaded)."
+            )
         if (self.student_layers is None) != (self.teacher_layers is None):
             raise RocketError(
                 "give both --student-layers and --teacher-layers (as `rocket select-layers` "
@@ -94,8 +112,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        reject_unknown_keys(cls, data, "training", "remove or rename them.")
         data = dict(data)
+        if "model" in data and "student_preset" not in data:  # checkpoints before students
+            data["student_preset"] = data.pop("model")
+        reject_unknown_keys(cls, data, "training", "remove or rename them.")
         if isinstance(data.get("augment"), dict):
             data["augment"] = AugmentConfig(**data["augment"])
         if "betas" in data:
