@@ -45,6 +45,7 @@ def config_from_args(args: argparse.Namespace):
         augment=AugmentConfig(enabled=not args.no_augment), max_episodes=args.max_episodes,
         save_every=args.save_every, keep_last=args.keep_last, log_every=args.log_every,
         progress=not args.no_progress, tensorboard=not args.no_tensorboard,
+        log_samples=args.log_samples,
     )
 
 
@@ -114,6 +115,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-tensorboard", action="store_true")
+    p.add_argument("--log-samples", action="store_true",
+                   help="each process writes its dataset indices per step to OUT/samples/")
     p.add_argument("--resume", default=None,
                    help="checkpoint or run folder to continue from ('auto' = --out)")
     p.set_defaults(func=run)

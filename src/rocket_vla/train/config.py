@@ -22,7 +22,8 @@ PRECISIONS = ("auto", "no", "bf16", "fp16")
 #: Fields that may differ between a checkpoint and the run resuming it: they change how
 #: long the run goes and what it writes, not what any finished step computed.
 RESUMABLE_CHANGES = frozenset(
-    {"steps", "save_every", "log_every", "keep_last", "out_dir", "progress", "tensorboard"}
+    {"steps", "save_every", "log_every", "keep_last", "out_dir", "progress", "tensorboard",
+     "log_samples"}
 )
 
 
@@ -70,6 +71,7 @@ class TrainConfig:
     keep_last: int = 2
     log_every: int = 20
     progress: bool = True
+    log_samples: bool = False  # each rank appends its dataset indices per step to samples/rank<k>.jsonl
     tensorboard: bool = True
 
     def validate(self) -> None:

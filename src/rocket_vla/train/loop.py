@@ -248,6 +248,10 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         self.step = 0
+        # Where the data stream stood at self.step: consumed samples are counted, not derived
+        # from the step, so a run resumed with another number of processes continues the
+        # same stream without repeating or skipping samples.
+        self.data_step, self.data_position = 0, 0
         if resume_ckpt is not None:
             ckpt_io.load_weights(self.model, resume_ckpt)
             state = ckpt_io.load_trainer_state(resume_ckpt)
@@ -255,6 +259,8 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["rng"])
             self.step = int(state["step"])
+            self.data_step = self.step
+            self.data_position = int(state.get("data_position", 0))
 
         # The scheduler is stepped by hand (once per optimizer step on every rank), so it is
         # deliberately not prepared: Accelerate would step it once per process.
@@ -310,12 +316,24 @@ class Trainer:
         return source
 
     # -- one step --------------------------------------------------------------------
+    def _log_samples(self, step: int, micro: int, start: int, order: np.ndarray) -> None:
+        """Append this rank's dataset indices to ``samples/rank<k>.jsonl`` (data-order audits)."""
+        folder = self.out_dir / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        row = {"step": step, "micro": micro, "start": start, "processes": self.accelerator.num_processes,
+               "indices": [int(i) for i in order]}
+        with (folder / f"rank{self.accelerator.process_index}.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
     def _batch(self, step: int, micro: int) -> dict[str, Any]:
         acc = self.accelerator
         per_rank = self.cfg.batch_size
-        micro_index = step * self.cfg.grad_accum + micro
-        start = (micro_index * acc.num_processes + acc.process_index) * per_rank
+        micro_index = (step - self.data_step) * self.cfg.grad_accum + micro
+        start = (self.data_position + (micro_index * acc.num_processes + acc.process_index)
+                 * per_rank)
         order = sample_order(len(self.dataset), self.cfg.seed, start, per_rank)
+        if self.cfg.log_samples:
+            self._log_samples(step, micro, start, order)
         return default_collate([self.dataset[int(i)] for i in order])
 
     def _losses(self, batch: dict[str, Any], gen: torch.Generator
@@ -384,8 +402,8 @@ class Trainer:
             return None
         state = {
             "step": step,
-            "data_position": step * self.cfg.grad_accum * self.cfg.batch_size
-            * acc.num_processes,
+            "data_position": self.data_position + (step - self.data_step) * self.cfg.grad_accum
+            * self.cfg.batch_size * acc.num_processes,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": torch.get_rng_state(),
@@ -407,7 +425,8 @@ class Trainer:
         return (f"variant={self.cfg.variant} | {self.policy.kind}{preset} "
                 f"{self.policy.num_parameters() / 1e6:.2f}M params "
                 f"({self.policy.num_parameters(trainable=True) / 1e6:.2f}M trained{lora}) | "
-                f"{len(self.dataset)} samples "
+                f"{len(self.dataset)} samples | {self.accelerator.num_processes} process(es) "
+                f"({self.accelerator.distributed_type.value}) "
                 f"| {pairs}")
 
     def fit(self) -> TrainResult:
