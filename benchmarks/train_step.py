@@ -2,7 +2,8 @@
 
 Why: the paper's compute claim rests on ROCKET adding little to a step once the teacher's
 features are precomputed (the projector is small next to the backbone). This measures
-samples/s of full optimizer steps (augmentation, forward, backward, AdamW) of MiniVLA on
+samples/s of full optimizer steps (augmentation, forward, backward, AdamW) of a student
+(``--student``, MiniVLA by default) on
 LIBERO-sized frames (two 128x128 cameras) for
 
 * ``baseline``       -- no alignment, no teacher;
@@ -60,7 +61,8 @@ def make_trainer(mode: str, args: argparse.Namespace, episodes: list, teacher, o
                  cache_dir: Path | None) -> Trainer:
     variant = "baseline" if mode == "baseline" else "rocket"
     cfg = TrainConfig(
-        out_dir=str(out / mode), student_preset=args.model, variant=variant, steps=10**6,
+        out_dir=str(out / mode), student=args.student, student_preset=args.model,
+        student_path=args.student_path, lora_rank=args.lora_rank, variant=variant, steps=10**6,
         batch_size=args.batch_size, num_pairs=args.pairs, projector_hidden=args.projector_hidden,
         teacher_size=args.teacher_size, progress=False, tensorboard=False,
         teacher_cache=str(cache_dir) if mode == "rocket-disk" else None,
@@ -78,7 +80,11 @@ def make_trainer(mode: str, args: argparse.Namespace, episodes: list, teacher, o
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="demo")
+    p.add_argument("--student", default="minivla", help="student kind: minivla, pi0, oft")
+    p.add_argument("--model", "--student-preset", dest="model", default=None,
+                   help="the student's size preset (default: the student's own)")
+    p.add_argument("--student-path", default=None, help="local pretrained student folder")
+    p.add_argument("--lora-rank", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--pairs", type=int, default=4)
     p.add_argument("--projector-hidden", type=int, default=64)

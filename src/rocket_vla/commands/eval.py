@@ -78,8 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, default=50, help="trials per task (paper: 50)")
     p.add_argument("--first-trial", type=int, default=0, help="first init-state index")
     p.add_argument("--policy", default="expert",
-                   help="registered policy name ('expert' = scripted experts), or "
-                   "'package.module:factory'")
+                   help="registered policy name ('expert' = scripted experts; a student kind "
+                   "such as 'minivla' or 'pi0', or 'checkpoint', with --checkpoint RUN from "
+                   "`rocket train`), or 'package.module:factory'")
     p.add_argument("--checkpoint", default=None, help="checkpoint path passed to the policy factory")
     p.add_argument("--policy-arg", action="append", default=None, metavar="KEY=VALUE",
                    help="extra keyword argument for the policy factory (repeatable)")
