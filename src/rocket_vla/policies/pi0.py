@@ -28,8 +28,9 @@ the student only translates our LIBERO batches into its inputs and back:
   image-token span read from ``input_ids``; ``align_layout = "pi0"`` selects the paper's
   pairs and Spatial Forcing layer, ``align_weight = 0.125`` the paper's pi0 lambda.
 
-``forward(inputs)`` is the action loss, so a :class:`~rocket_vla.align.LayerTaps` whose root
-is the student sees one root call per training step.
+``forward(inputs)`` is the action loss and ``forward(inputs, sample=True)`` the sampled chunk
+(what :meth:`predict` calls), so a :class:`~rocket_vla.align.LayerTaps` whose root is the
+student sees every pass.
 """
 
 from __future__ import annotations
@@ -284,8 +285,17 @@ class PI0Student(Student):
         return image_token_index(inputs["input_ids"], [self.image_token_id], self.tokens_per_image * cameras)
 
     # -- loss and actions ------------------------------------------------------------------
-    def forward(self, inputs: dict[str, Any]) -> torch.Tensor:
-        """The action loss (see the module docstring for why ``forward`` is the loss)."""
+    def forward(self, inputs: dict[str, Any], *, sample: bool = False) -> torch.Tensor:
+        """The action loss, or with ``sample`` the chunk from ``sample_actions``; both go through
+        ``forward`` so taps rooted at the student see every pass (module docstring)."""
+        if sample:
+            chunk = self.model.sample_actions(
+                state=inputs["state"], input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"],
+                noise=inputs.get("noise"), attention_mask=inputs["attention_mask"],
+                pixel_attention_mask=inputs["pixel_attention_mask"],
+                num_steps=self.config.num_inference_steps,
+            )
+            return chunk[..., : self.action_dim].float()
         if "actions" not in inputs:
             raise RocketError("pi0's action loss needs `actions` in the batch; prepare a training batch.")
         out = self.model(
@@ -302,9 +312,4 @@ class PI0Student(Student):
 
     @torch.no_grad()
     def predict(self, inputs: dict[str, Any]) -> torch.Tensor:
-        chunk = self.model.sample_actions(
-            state=inputs["state"], input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"],
-            noise=inputs.get("noise"), attention_mask=inputs["attention_mask"],
-            pixel_attention_mask=inputs["pixel_attention_mask"], num_steps=self.config.num_inference_steps,
-        )
-        return chunk[..., : self.action_dim].float()
+        return self(inputs, sample=True)
