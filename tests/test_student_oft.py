@@ -171,6 +171,29 @@ def test_rocket_training_lowers_both_losses_on_a_repeated_batch(preset: str) -> 
     assert a1 < 0.7 * a0 and l1 < l0, history
 
 
+def test_gradient_checkpointing_keeps_taps_and_gradients() -> None:
+    student = _student("smolvlm-tiny").train()
+    inputs = student.prepare(_batch(student))
+    span = student.visual_index(inputs)
+
+    def run() -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        student.zero_grad()
+        with LayerTaps(student, student.blocks_path, [1, 3, student.depth], spans=span,
+                       final=student.final_path) as taps:
+            loss = student.action_loss(inputs)
+            states = [s.detach().clone() for s in taps.states]
+            (loss + sum(s.square().mean() for s in taps.states)).backward()
+        return states, {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
+
+    plain_states, plain_grads = run()
+    student.enable_gradient_checkpointing()
+    ckpt_states, ckpt_grads = run()
+    assert all(torch.equal(a, b) for a, b in zip(plain_states, ckpt_states, strict=True))
+    assert plain_grads.keys() == ckpt_grads.keys()
+    for name, grad in plain_grads.items():
+        assert torch.allclose(grad, ckpt_grads[name], atol=1e-6), name
+
+
 def test_action_loss_is_masked_l1() -> None:
     student = _student("paligemma-tiny").eval()
     inputs = student.prepare(_batch(student))

@@ -261,5 +261,7 @@ def test_bad_batches_name_the_fix() -> None:
         student.prepare(dict(batch, actions=torch.zeros(2, 8, 7)))
     with pytest.raises(RocketError, match="one RGB image per camera"):
         student.prepare(dict(batch, images=batch["images"][:, :1]))
+    with pytest.raises(RocketError, match="gradient checkpointing"):
+        student.enable_gradient_checkpointing()
     with pytest.raises(RocketError, match="execute"):
         build_student("pi0", "tiny", execute=11)

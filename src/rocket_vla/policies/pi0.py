@@ -228,6 +228,16 @@ class PI0Student(Student):
         """pi0's action head: the state/action/time embeddings and the velocity projection."""
         return ["model.embed_action_time.", "model.action_out_proj."]
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Refused: transformers' checkpointed layers drop the key/value cache (``cache=None``) in
+        training, and pi0's action expert attends to the PaliGemma prefix through that cache, so
+        the first step would fail. Replaying cache writers would append the prefix twice."""
+        raise RocketError(
+            "transformers' pi0 cannot train with gradient checkpointing (checkpointed layers drop the "
+            "prefix key/value cache its action expert reads); drop --gradient-checkpointing and "
+            "lower the batch size or use LoRA instead."
+        )
+
     # -- batches -------------------------------------------------------------------------
     def _prompt(self, instructions: list[str], cameras: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = [self.image_token_id] * (self.tokens_per_image * cameras)
