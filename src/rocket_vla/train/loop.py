@@ -212,10 +212,16 @@ class Trainer:
         resume: str | Path | None = None,
     ) -> None:
         from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
 
         cfg.validate()
         self.cfg = cfg
-        self.accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision))
+        # Students need not use every parameter in every step (pi0's expert reads only the
+        # keys/values of the VLM's last block; the baseline taps nothing), so DDP must look
+        # for unused parameters instead of waiting for their gradients forever.
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+        self.accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision),
+                                       kwargs_handlers=[ddp])
         resume_ckpt, saved = self._check_resume(resume)
         eps = list(episodes) if episodes is not None else load_episodes(cfg.dataset)
         if cfg.max_episodes is not None:
