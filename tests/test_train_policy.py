@@ -52,6 +52,12 @@ def test_checkpoint_policy_uses_training_normalisation(tmp_path) -> None:
     assert np.allclose(again.act(obs), chunk[:3], atol=1e-6)
 
 
+def test_policy_refuses_a_checkpoint_of_another_kind(tmp_path) -> None:
+    Trainer(tiny_config(tmp_path, steps=1, variant="baseline"), episodes=make_episodes(n=2)).fit()
+    with pytest.raises(RocketError, match="holds a minivla student, not pi0"):
+        build_policy("pi0", checkpoint=str(tmp_path / "run"), student="pi0")
+
+
 def test_policy_refuses_a_foreign_folder(tmp_path) -> None:
     with pytest.raises(RocketError, match="no checkpoint found"):
         build_policy(FACTORY, checkpoint=str(tmp_path))

@@ -47,10 +47,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.policy == "checkpoint" and not args.checkpoint:
         raise RocketError("--policy checkpoint needs --checkpoint PATH.")
+    from rocket_vla.policies.student import REGISTRY
+
+    policy_kwargs = parse_policy_args(args.policy_arg or [], args.checkpoint)
+    if args.policy in REGISTRY:  # a student kind: the checkpoint must hold that kind
+        policy_kwargs.setdefault("student", args.policy)
     cfg = EvalConfig(
         out_dir=args.out, suites=suites, tasks=_split(args.tasks), trials=args.trials,
         first_trial=args.first_trial, policy=args.policy,
-        policy_kwargs=parse_policy_args(args.policy_arg or [], args.checkpoint),
+        policy_kwargs=policy_kwargs,
         workers=args.workers, image_size=args.image_size, render=args.render, seed=args.seed,
         max_steps=args.max_steps, num_wait=args.num_wait, video=args.video,
         video_format=args.video_format, videos_per_task=args.videos_per_task,

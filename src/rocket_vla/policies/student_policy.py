@@ -104,9 +104,15 @@ class StudentPolicy:
 
 
 def load_policy(checkpoint: str | None = None, device: str = "cpu", execute: int | None = None,
-                **_: Any) -> StudentPolicy:
-    """Factory for ``rocket eval --policy <kind>|checkpoint --checkpoint PATH``."""
+                student: str | None = None, **_: Any) -> StudentPolicy:
+    """Factory for ``rocket eval --policy <kind>|checkpoint --checkpoint PATH``; ``student``
+    (set by ``--policy <kind>``) must match the checkpoint's kind."""
     if not checkpoint:
         raise RocketError("a student policy needs --checkpoint RUN (a `rocket train` run folder).")
-    student, config = load_student(checkpoint, device)
-    return StudentPolicy(student, config, execute=execute)
+    model, config = load_student(checkpoint, device)
+    if student is not None and student != model.kind:
+        raise RocketError(
+            f"{checkpoint} holds a {model.kind} student, not {student}; pass --policy {model.kind} "
+            "or --policy checkpoint."
+        )
+    return StudentPolicy(model, config, execute=execute)
