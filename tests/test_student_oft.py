@@ -1,8 +1,10 @@
 """The OFT-style student on real transformers VLMs built from tiny configs (no mocks).
 
 Architectures: SmolVLM (Idefics3 code: SigLIP-style encoder, pixel shuffle, Llama), PaliGemma
-(SigLIP, Gemma prefix LM) and Llava (CLIP, Llama). References: transformers' own
-``hidden_states``, the model's own image-token id, plain loops and formulas.
+(SigLIP, Gemma prefix LM), Llava (CLIP, Llama) and Qwen2.5-VL (flat merged patches, M-RoPE,
+image runs wrapped in vision start/end tokens, so the image tokens are a [B, T] index).
+References: transformers' own ``hidden_states``, the model's own image-token id, plain loops
+and formulas.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from rocket_vla.policies.oft import OFT_PRESETS, OFTStudent
 from rocket_vla.policies.student import CHECKPOINT_FORMAT, apply_lora, build_student, load_student
 from rocket_vla.train.checkpoint import save_checkpoint
 
-ALL = ["smolvlm-tiny", "paligemma-tiny", "llava-tiny"]
+ALL = ["smolvlm-tiny", "paligemma-tiny", "llava-tiny", "qwen2.5-vl-tiny"]
 TRAINED = ["smolvlm-tiny", "paligemma-tiny"]
 INSTRUCTIONS = ["put the bowl on the stove", "open the middle drawer of the cabinet"]
 
@@ -61,25 +63,34 @@ def test_image_tokens_come_from_the_model_config(preset: str) -> None:
     n = student.tokens_per_image * 2
     ids = inputs["input_ids"]
     assert int((ids == cfg.image_token_id).sum()) == 2 * n
-    assert student.visual_index(inputs) == [(0, n)]
+    index = student.visual_index(inputs)
+    positions = (ids[0] == cfg.image_token_id).nonzero().flatten()
+    if isinstance(index, torch.Tensor):  # image runs wrapped in other tokens: a [B, T] index
+        assert index.shape == (2, n) and torch.equal(index[1], positions) and preset == "qwen2.5-vl-tiny"
+    else:
+        assert index == [(0, n)] and torch.equal(positions, torch.arange(n))
     assert student.blocks_path.endswith(".layers") and student.depth == 6 and student.width == 64
     # the count per image is what the model's vision path produces: run it and compare
-    pixels = inputs["pixel_values"]
-    feats = student.vlm.model.get_image_features(pixel_values=pixels)
+    pixels = {k: v for k, v in inputs["model"].items() if k.startswith(("pixel_values", "image_grid"))}
+    feats = student.vlm.model.get_image_features(**pixels)
     feats = getattr(feats, "pooler_output", feats)
     parts = feats if isinstance(feats, (list, tuple)) else [feats]
     per_image = sum(f.reshape(-1, f.shape[-1]).shape[0] for f in parts) // 4  # 2 samples x 2 cameras
     assert per_image == student.tokens_per_image == student.image_grid[0] * student.image_grid[1]
 
 
-@pytest.mark.parametrize("preset", ["smolvlm-tiny", "paligemma-tiny"])
+@pytest.mark.parametrize("preset", ["smolvlm-tiny", "paligemma-tiny", "qwen2.5-vl-tiny"])
 def test_image_grid_is_row_major_per_camera(preset: str) -> None:
     """With no vision blocks the stream entering the LM is local: editing one grid cell of
-    camera 1 moves exactly that cell's token (pixel shuffle included)."""
+    camera 1 moves exactly that cell's token (pixel shuffle / patch merging included)."""
     cfg = json.loads(json.dumps(OFT_PRESETS[preset]))
-    cfg["vision_config"]["num_hidden_layers"] = 0
+    if preset.startswith("qwen"):
+        cfg["vision_config"].update(depth=0, fullatt_block_indexes=[])
+    else:
+        cfg["vision_config"]["num_hidden_layers"] = 0
     torch.manual_seed(0)
-    student = OFTStudent.from_config({"vlm": cfg}).eval()
+    student = OFTStudent.from_config({"vlm": cfg, "image_size": 64 if preset.startswith("qwen") else None})
+    student.eval()
     batch = _batch(student, b=1)
     rows, cols = student.image_grid
     cell = student.image_size // rows
@@ -87,8 +98,11 @@ def test_image_grid_is_row_major_per_camera(preset: str) -> None:
     edited = dict(batch, images=batch["images"].clone())
     row, col = 2, 1
     edited["images"][0, 1, :, row * cell:(row + 1) * cell, col * cell:(col + 1) * cell] += 0.3
-    span = student.visual_index(inputs)
-    with LayerTaps(student, student.blocks_path, [0], spans=span) as taps:
+    index = student.visual_index(inputs)
+    spans = None if isinstance(index, torch.Tensor) else index
+    with LayerTaps(student, student.blocks_path, [0], spans=spans) as taps:
+        if spans is None:
+            taps.token_index = index
         student.predict(inputs)
         before = taps.states[0].clone()
         student.predict(student.prepare(edited))
@@ -101,34 +115,39 @@ def test_image_grid_is_row_major_per_camera(preset: str) -> None:
 def test_taps_equal_transformers_hidden_states_on_image_tokens(preset: str) -> None:
     student = _student(preset).eval()
     inputs = student.prepare(_batch(student))
-    span = student.visual_index(inputs)
+    index = student.visual_index(inputs)
     indices = list(range(student.depth + 1))
-    with LayerTaps(student, student.blocks_path, indices, spans=span, final=student.final_path) as taps:
+    spans = None if isinstance(index, torch.Tensor) else index
+    with LayerTaps(student, student.blocks_path, indices, spans=spans, final=student.final_path) as taps:
+        if spans is None:
+            taps.token_index = index
         student.action_loss(inputs)
         states = taps.states
     # reference: the same sequence through transformers with output_hidden_states
     b = inputs["input_ids"].shape[0]
     student._inject = torch.cat([student.proprio_proj(inputs["proprio"])[:, None],
                                  student.action_queries.expand(b, -1, -1)], 1)
-    extra = {"token_type_ids": inputs["token_type_ids"]} if "token_type_ids" in inputs else {}
     try:
-        ref = student.vlm.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                position_ids=inputs["position_ids"], pixel_values=inputs["pixel_values"],
-                                output_hidden_states=True,
-                                **extra).hidden_states
+        ref = student.vlm.model(**inputs["model"], output_hidden_states=True).hidden_states
     finally:
         student._inject = None
-    (start, stop), = span
+    # the image tokens by a plain per-sample loop over the model's own image-token id
+    image_id = student.vlm.config.image_token_id
+
+    def images_of(stream: torch.Tensor) -> torch.Tensor:
+        return torch.stack([stream[i][inputs["input_ids"][i] == image_id] for i in range(b)])
+
     assert len(ref) == student.depth + 1
     for k in indices[:-1]:
-        assert torch.equal(states[k], ref[k][:, start:stop]), k
+        assert torch.equal(states[k], images_of(ref[k])), k
     norm = student.get_submodule(student.final_path)
-    assert torch.allclose(norm(states[-1]), ref[-1][:, start:stop], atol=1e-5)
+    assert torch.allclose(norm(states[-1]), images_of(ref[-1]), atol=1e-5)
 
 
-def test_queries_read_the_prompt_and_proprio() -> None:
+@pytest.mark.parametrize("preset", ALL)
+def test_queries_read_the_prompt_and_proprio(preset: str) -> None:
     """The proprio token and the instruction reach the actions; padding does not."""
-    student = _student("smolvlm-tiny").eval()
+    student = _student(preset).eval()
     batch = _batch(student)
     base = student.predict(student.prepare(batch))
     moved = student.predict(student.prepare(dict(batch, proprio=batch["proprio"] + 1.0)))
@@ -269,11 +288,11 @@ def test_local_checkpoint_and_errors(tmp_path: Path) -> None:
     assert loaded.config.image_mean == [0.4, 0.5, 0.6]
     images = torch.full((1, 2, 3, 64, 64), 0.5)
     batch = {"images": images, "proprio": torch.zeros(1, 8), "instructions": ["x"]}
-    pixels = loaded.prepare(batch)["pixel_values"]
+    pixels = loaded.prepare(batch)["model"]["pixel_values"]
     expected = (0.5 - torch.tensor([0.4, 0.5, 0.6])) / torch.tensor([0.2, 0.3, 0.4])
     assert torch.allclose(pixels[0, :, 0, 0], expected)
     with pytest.raises(RocketError, match="knows the image layout"):
-        OFTStudent.from_config({"vlm": {"model_type": "qwen2_5_vl"}})
+        OFTStudent.from_config({"vlm": {"model_type": "gemma3"}})
     with pytest.raises(RocketError, match="unknown OFT preset"):
         build_student("oft", "huge")
     with pytest.raises(RocketError, match="chunk=8"):

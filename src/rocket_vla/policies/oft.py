@@ -8,13 +8,17 @@ autoregressive action tokens). This module applies that recipe to any
 :data:`FAMILIES`; each entry was written from the model's own code): built from a config
 offline (the ``*-tiny`` presets) or loaded from a local checkpoint (``--student-path``).
 
-Sequence fed to the VLM (static positions, so the visual span is one slice)::
+Sequence fed to the VLM (static positions)::
 
     [image tokens, camera 0] ... [camera S-1] [BOS] instruction "\\n" <pad...> [proprio] [q_1 .. q_chunk]
 
 * image tokens: the config's ``image_token_id`` repeated as many times per camera as the
   model's vision path yields (e.g. Idefics3/SmolVLM: ``(image_size / patch)^2 / scale^2``
-  after pixel shuffle); the model itself scatters its image features into those slots.
+  after pixel shuffle; Qwen2.5-VL: ``(image_size / patch / merge)^2``, each camera's run
+  wrapped in the config's vision start/end ids, so the image tokens are not one slice and
+  :meth:`OFTStudent.visual_index` returns a ``[B, T]`` index); the model itself scatters its
+  image features into those slots. Pixels take each family's own input form (Qwen's flat
+  patch rows + ``image_grid_thw``, Idefics3's ``[B, S, ...]``, else ``[B*S, ...]``).
 * text: the checkpoint's tokenizer (``tokenizer="checkpoint"``) or, for models built from a
   config (no tokenizer files offline), the deterministic hashed-word tokenizer of
   :mod:`~rocket_vla.policies.pi0_inputs`; right-padded to ``max_text_len`` (masked out).
@@ -27,7 +31,8 @@ Sequence fed to the VLM (static positions, so the visual span is one slice)::
 
 The proprio token and the queries are written into the model's input embeddings by a forward
 hook on its embedding module, so the model still receives ``input_ids`` and finds its image
-tokens (and, e.g., Qwen-style rope positions) exactly as in its own pipeline. Attention is the
+tokens (and Qwen's M-RoPE positions, from ``mm_token_type_ids``) as in its own pipeline. Other
+families get position ids that do not advance over the prompt's padding. Attention is the
 model's own: decoder LMs are causal and the queries come last, so they see the whole prompt;
 PaliGemma gets its prefix-LM ``token_type_ids`` (prompt bidirectional, proprio+queries suffix).
 
@@ -56,29 +61,56 @@ from rocket_vla.policies.pi0_inputs import TextEncoder, image_token_index, pad_r
 from rocket_vla.policies.student import Student
 
 
+def _flat_pixels(images: torch.Tensor, grid: tuple[int, int], config: Any) -> dict[str, torch.Tensor]:
+    return {"pixel_values": images.flatten(0, 1)}  # [B*S, 3, H, W], cameras of a sample in order
+
+
+def _nested_pixels(images: torch.Tensor, grid: tuple[int, int], config: Any) -> dict[str, torch.Tensor]:
+    return {"pixel_values": images}  # [B, S, 3, H, W] (Idefics3/SmolVLM)
+
+
+def _qwen_patches(images: torch.Tensor, grid: tuple[int, int], config: Any) -> dict[str, torch.Tensor]:
+    """Qwen2-VL's flat patch layout (``Qwen2VLImageProcessor.patchify``): per image, patches
+    grouped by ``merge x merge`` windows, each patch flattened as (channel, time, row, col) with
+    the still frame repeated ``temporal_patch_size`` times; plus ``image_grid_thw``."""
+    vision = config.vision_config
+    p, m, t = int(vision.patch_size), int(vision.spatial_merge_size), int(vision.temporal_patch_size)
+    x = images.flatten(0, 1)
+    n, c, h, w = x.shape
+    gh, gw = h // p, w // p
+    x = x.reshape(n, c, gh // m, m, p, gw // m, m, p).permute(0, 2, 5, 3, 6, 1, 4, 7)
+    flat = x.unsqueeze(6).expand(-1, -1, -1, -1, -1, -1, t, -1, -1).reshape(n * gh * gw, c * t * p * p)
+    thw = torch.tensor([[1, gh, gw]], dtype=torch.long, device=images.device).expand(n, 3)
+    return {"pixel_values": flat, "image_grid_thw": thw}
+
+
 @dataclass(frozen=True)
 class Family:
-    """How one VLM family lays out images: the token grid per image, the ``pixel_values``
-    shape, the normalisation of its image processor and whether it is a prefix LM."""
+    """How one VLM family takes images, read from its transformers code: the token grid per
+    image (given the square side), the pixel inputs, its processor's normalisation, the tokens
+    wrapped around each image run, and how positions are made."""
 
-    grid: Callable[[Any], tuple[int, int]]
-    nested_pixels: bool  # [B, S, 3, H, W] (Idefics3) instead of [B*S, 3, H, W]
+    grid: Callable[[Any, int], tuple[int, int]]
+    pixels: Callable[[torch.Tensor, tuple[int, int], Any], dict[str, torch.Tensor]]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    prefix_lm: bool = False
-    first_position: int = 0  # position id of the first token (PaliGemma counts from 1)
+    prefix_lm: bool = False  # PaliGemma: token_type_ids 0 on the prompt (bidirectional)
+    #: position id of the first token when we pass positions (PaliGemma counts from 1);
+    #: None: the model makes its own (Qwen's M-RoPE, from ``mm_token_type_ids``)
+    first_position: int | None = 0
+    wrap: tuple[str, str] | None = None  # config attributes of the ids around each image run
+    fixed_size: bool = True  # the vision tower takes only vision_config.image_size
 
 
-def _patch_grid(config: Any) -> tuple[int, int]:
-    vision = config.vision_config
-    side = vision.image_size // vision.patch_size
+def _patch_grid(config: Any, size: int) -> tuple[int, int]:
+    side = size // config.vision_config.patch_size
     return side, side
 
 
-def _shuffled_grid(config: Any) -> tuple[int, int]:
+def _shuffled_grid(config: Any, size: int) -> tuple[int, int]:
     # Idefics3/SmolVLM pixel-shuffle the patch grid by ``scale_factor`` in each direction;
     # the resulting tokens are row-major over the coarser grid (Idefics3Connector.pixel_shuffle).
-    rows, cols = _patch_grid(config)
+    rows, cols = _patch_grid(config, size)
     r = int(config.scale_factor)
     if rows % r or cols % r:
         raise RocketError(
@@ -88,13 +120,26 @@ def _shuffled_grid(config: Any) -> tuple[int, int]:
     return rows // r, cols // r
 
 
-def _llava_grid(config: Any) -> tuple[int, int]:
+def _llava_grid(config: Any, size: int) -> tuple[int, int]:
     if config.vision_feature_select_strategy != "default":
         raise RocketError(
             "Llava with vision_feature_select_strategy='full' keeps the CLS token, which has no "
             "place on the image grid; use 'default'."
         )
-    return _patch_grid(config)
+    return _patch_grid(config, size)
+
+
+def _merged_grid(config: Any, size: int) -> tuple[int, int]:
+    # Qwen2.5-VL merges merge x merge patches into one token, row-major over the merged grid
+    # (its window attention permutes tokens internally and restores the order at the end).
+    vision = config.vision_config
+    step = int(vision.patch_size) * int(vision.spatial_merge_size)
+    if size % step:
+        raise RocketError(
+            f"Qwen2.5-VL needs an image side divisible by patch_size x spatial_merge_size = {step}, "
+            f"got {size}; set image_size to a multiple of {step}."
+        )
+    return size // step, size // step
 
 
 _HALF = (0.5, 0.5, 0.5)
@@ -102,10 +147,12 @@ _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 #: model_type -> layout, from each model's modeling code in transformers 5.
 FAMILIES: dict[str, Family] = {
-    "paligemma": Family(_patch_grid, False, _HALF, _HALF, prefix_lm=True, first_position=1),
-    "idefics3": Family(_shuffled_grid, True, _HALF, _HALF),
-    "smolvlm": Family(_shuffled_grid, True, _HALF, _HALF),
-    "llava": Family(_llava_grid, False, _CLIP_MEAN, _CLIP_STD),
+    "paligemma": Family(_patch_grid, _flat_pixels, _HALF, _HALF, prefix_lm=True, first_position=1),
+    "idefics3": Family(_shuffled_grid, _nested_pixels, _HALF, _HALF),
+    "smolvlm": Family(_shuffled_grid, _nested_pixels, _HALF, _HALF),
+    "llava": Family(_llava_grid, _flat_pixels, _CLIP_MEAN, _CLIP_STD),
+    "qwen2_5_vl": Family(_merged_grid, _qwen_patches, _CLIP_MEAN, _CLIP_STD, first_position=None,
+                         wrap=("vision_start_token_id", "vision_end_token_id"), fixed_size=False),
 }
 
 _V = 512
@@ -134,6 +181,19 @@ OFT_PRESETS: dict[str, dict[str, Any]] = {
                           "image_size": 64, "vision_use_head": False},
         "projection_dim": 64, "image_token_id": _V,  # outside the text vocabulary, as PaliGemma's
     },
+    "qwen2.5-vl-tiny": {
+        "model_type": "qwen2_5_vl",
+        "text_config": {"model_type": "qwen2_5_vl_text", "hidden_size": 64, "num_hidden_layers": 6,
+                        "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
+                        "vocab_size": _V, "bos_token_id": 2, "eos_token_id": 1,
+                        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                            "mrope_section": [2, 3, 3]}},
+        "vision_config": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
+                          "patch_size": 8, "spatial_merge_size": 2, "temporal_patch_size": 2,
+                          "window_size": 32, "out_hidden_size": 64, "fullatt_block_indexes": [1]},
+        "image_token_id": _V - 1, "video_token_id": _V - 2, "vision_start_token_id": _V - 3,
+        "vision_end_token_id": _V - 4,
+    },
     "llava-tiny": {
         "model_type": "llava", "text_config": _tiny_llama(),
         "vision_config": {"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
@@ -154,6 +214,7 @@ class OFTStudentConfig:
     num_cameras: int = 2
     chunk: int = 8  # OFT's LIBERO chunk
     max_text_len: int = 24
+    image_size: int | None = None  # side for vision towers without a fixed size (Qwen2.5-VL)
     head_hidden: int = 0  # 0: the VLM's width
     image_mean: list[float] | None = None  # None: the family's processor default
     image_std: list[float] | None = None
@@ -235,9 +296,10 @@ class OFTStudent(Student):
         self.depth = len(decoder.layers)
         self.width = int(text.hidden_size)
         self.image_token_id = int(vlm.config.image_token_id)
-        self.image_size = int(vlm.config.vision_config.image_size)
-        self.image_grid = self.family.grid(vlm.config)
+        self.image_size = self._image_side(vlm.config, config)
+        self.image_grid = self.family.grid(vlm.config, self.image_size)
         self.tokens_per_image = self.image_grid[0] * self.image_grid[1]
+        self.wrap_ids = [int(getattr(vlm.config, name)) for name in self.family.wrap or ()]
         self.num_cameras = config.num_cameras
         self.chunk = config.chunk
         self.action_dim = config.action_dim
@@ -257,6 +319,22 @@ class OFTStudent(Student):
                                          nn.Linear(hidden, config.action_dim))
         self._inject: torch.Tensor | None = None
         vlm.get_input_embeddings().register_forward_hook(self._write_tokens)
+
+    def _image_side(self, vlm_config: Any, config: OFTStudentConfig) -> int:
+        fixed = getattr(vlm_config.vision_config, "image_size", None) if self.family.fixed_size else None
+        if fixed is not None:
+            if config.image_size not in (None, fixed):
+                raise RocketError(
+                    f"this VLM's vision tower takes {fixed} px images, not image_size={config.image_size}; "
+                    "drop image_size (images are resized to the tower's size)."
+                )
+            return int(fixed)
+        if config.image_size is None:
+            raise RocketError(
+                f"{vlm_config.model_type} takes images of any size; set image_size (e.g. 224) in the "
+                "OFT student's config."
+            )
+        return int(config.image_size)
 
     # -- building ------------------------------------------------------------------------
     @classmethod
@@ -286,6 +364,8 @@ class OFTStudent(Student):
         name = preset or "smolvlm-tiny"
         if name not in OFT_PRESETS:
             raise RocketError(f"unknown OFT preset {name!r}; choose one of {', '.join(OFT_PRESETS)}.")
+        if OFT_PRESETS[name]["model_type"] == "qwen2_5_vl":
+            overrides.setdefault("image_size", 64)
         return cls(OFTStudentConfig.from_dict({**overrides, "vlm": OFT_PRESETS[name]}))
 
     def config_dict(self) -> dict[str, Any]:
@@ -302,7 +382,8 @@ class OFTStudent(Student):
     # -- batches -------------------------------------------------------------------------
     @property
     def _prompt_len(self) -> int:
-        return self.tokens_per_image * self.num_cameras + self.config.max_text_len
+        per_camera = self.tokens_per_image + len(self.wrap_ids)
+        return per_camera * self.num_cameras + self.config.max_text_len
 
     def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
         device, dtype = self.device, next(self.vlm.parameters()).dtype
@@ -319,12 +400,13 @@ class OFTStudent(Student):
                                    mode="bilinear", antialias=True, align_corners=False
                                    ).view(b, s, 3, self.image_size, self.image_size)
         pixels = ((images - self.image_mean) / self.image_std).to(dtype)
-        if not self.family.nested_pixels:
-            pixels = pixels.flatten(0, 1)
         text = [(self.text.bos + self.text.encode(t))[: self.config.max_text_len - len(self.text.newline)]
                 + self.text.newline for t in batch["instructions"]]
         text_ids, text_mask = pad_rows(text, self.config.max_text_len, self.text.pad)
-        image_ids = torch.full((b, self.tokens_per_image * s), self.image_token_id, dtype=torch.long)
+        run = [self.image_token_id] * self.tokens_per_image
+        if self.wrap_ids:
+            run = [self.wrap_ids[0], *run, self.wrap_ids[1]]
+        image_ids = torch.tensor(run * s, dtype=torch.long).expand(b, -1)
         # proprio + query slots: any id (their embeddings are replaced), attended to
         slots = torch.full((b, 1 + self.chunk), self.text.pad, dtype=torch.long)
         input_ids = torch.cat([image_ids, text_ids, slots], 1)
@@ -333,15 +415,18 @@ class OFTStudent(Student):
         if proprio.shape[-1] != self.proprio_dim:
             raise RocketError(f"the OFT student was set up for {self.proprio_dim}-dim proprio, got "
                               f"{proprio.shape[-1]}; set proprio_dim to the data's.")
-        # padding inside the prompt does not advance positions, so it changes nothing
-        positions = (attention_mask.cumsum(1) - 1).clamp_min(0) + self.family.first_position
-        inputs: dict[str, Any] = {
-            "input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device),
-            "position_ids": positions.to(device), "pixel_values": pixels, "proprio": proprio,
-        }
+        model: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask,
+                                          **self.family.pixels(pixels, self.image_grid, self.vlm.config)}
+        if self.family.first_position is not None:
+            # padding inside the prompt does not advance positions, so it changes nothing
+            model["position_ids"] = (attention_mask.cumsum(1) - 1).clamp_min(0) + self.family.first_position
+        else:  # the model's own M-RoPE positions, from which tokens are image tokens
+            model["mm_token_type_ids"] = (input_ids == self.image_token_id).int()
         if self.family.prefix_lm:
-            inputs["token_type_ids"] = torch.cat([torch.zeros_like(image_ids), torch.zeros_like(text_ids),
-                                                  torch.ones_like(slots)], 1).to(device)
+            model["token_type_ids"] = torch.cat([torch.zeros_like(image_ids), torch.zeros_like(text_ids),
+                                                 torch.ones_like(slots)], 1)
+        inputs: dict[str, Any] = {"model": {k: v.to(device) for k, v in model.items()}, "proprio": proprio,
+                                  "input_ids": model["input_ids"].to(device)}
         if "actions" in batch:
             actions = batch["actions"].to(device=device, dtype=torch.float32)
             if actions.shape[1:] != (self.chunk, self.action_dim):
@@ -373,11 +458,8 @@ class OFTStudent(Student):
         b = inputs["input_ids"].shape[0]
         proprio = self.proprio_proj(inputs["proprio"])[:, None]
         self._inject = torch.cat([proprio, self.action_queries.expand(b, -1, -1)], dim=1)
-        extra = {"token_type_ids": inputs["token_type_ids"]} if "token_type_ids" in inputs else {}
         try:
-            out = self.vlm.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                                 position_ids=inputs["position_ids"], pixel_values=inputs["pixel_values"],
-                                 **extra)
+            out = self.vlm.model(**inputs["model"])
         finally:
             self._inject = None
         queries = out.last_hidden_state[:, -self.chunk:]
