@@ -17,7 +17,7 @@ from torch import nn
 
 from rocket_vla.align import AlignConfig, Aligner, LayerTaps
 from rocket_vla.errors import RocketError
-from rocket_vla.policies.pi0 import OPENPI_LIBERO_REPLAN_STEPS, PI0_ALIGN_WEIGHT, PI0Student
+from rocket_vla.policies.pi0 import OPENPI_LIBERO_REPLAN_STEPS, PI0_ALIGN_WEIGHT, PI0_PRESETS, PI0Student
 from rocket_vla.policies.pi0_inputs import BOS_ID, NEWLINE_ID
 from rocket_vla.policies.student import CHECKPOINT_FORMAT, apply_lora, build_student, load_student
 from rocket_vla.train.checkpoint import save_checkpoint
@@ -64,6 +64,10 @@ def test_inputs_follow_the_model_config() -> None:
     assert student.align_layout == "pi0" and student.align_weight == PI0_ALIGN_WEIGHT == 0.125
     inputs = student.prepare(_batch(student, size=96))  # resized to the vision tower's 64 px
     assert inputs["pixel_values"].shape == (2, 2, 3, 64, 64)
+    shallow = _student(model={"vlm_config": {**PI0_PRESETS["tiny"]["vlm_config"], "text_config": {
+        **PI0_PRESETS["tiny"]["vlm_config"]["text_config"], "num_hidden_layers": 4}},
+        "dit_config": {**PI0_PRESETS["tiny"]["dit_config"], "num_hidden_layers": 4}})
+    assert shallow.depth == 4 and shallow.align_layout is None  # the paper's pairs need 18 blocks
     assert float(inputs["pixel_values"].min()) >= -1.0 and float(inputs["pixel_values"].max()) <= 1.0
     assert inputs["state"].shape == (2, cfg.max_state_dim) and inputs["state"][:, 8:].abs().sum() == 0
     assert inputs["actions"].shape == (2, 10, cfg.max_action_dim)

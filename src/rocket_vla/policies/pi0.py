@@ -130,8 +130,7 @@ class PI0Student(Student):
     kind: ClassVar[str] = "pi0"
     blocks_path = "model.model.vlm.language_model.layers"
     final_path = "model.model.vlm.language_model.norm"
-    #: Alignment defaults of the paper's pi0 setting (pairs, Spatial Forcing layer, lambda).
-    align_layout: ClassVar[str] = "pi0"
+    #: The paper's pi0 lambda, the default alignment weight of this student.
     align_weight: ClassVar[float] = PI0_ALIGN_WEIGHT
 
     def __init__(self, config: PI0StudentConfig, model: Any | None = None) -> None:
@@ -178,6 +177,12 @@ class PI0Student(Student):
         self.action_dim = config.action_dim
         self.proprio_dim = config.proprio_dim
         self.default_execute = config.execute
+
+    @property
+    def align_layout(self) -> str | None:
+        """``"pi0"`` (the paper's pairs 2..10, 18 and Spatial Forcing layer 12) when the language
+        model has pi0's 18 blocks, as pi0-tiny and real pi0 do; else ``None`` (balanced pairs)."""
+        return "pi0" if self.depth == 18 else None
 
     # -- building ------------------------------------------------------------------------
     @classmethod
