@@ -256,6 +256,25 @@ def test_local_checkpoint_loads_offline_and_needs_its_tokenizer(tmp_path: Path) 
     assert own.keys() == other.keys() and all(torch.equal(own[k], other[k]) for k in own)
     with pytest.raises(RocketError, match="student-path"):
         PI0Student.build(path=str(tmp_path / "missing"), tokenizer="words")
+    # with tokenizer files next to the weights, the checkpoint's own tokenizer builds the prompt
+    _word_level_tokenizer().save_pretrained(tmp_path / "pi0")
+    with_tokenizer = PI0Student.build(path=str(tmp_path / "pi0"), max_text_len=8)
+    assert with_tokenizer.config.tokenizer == "checkpoint"
+    inputs = with_tokenizer.prepare(dict(_batch(student), instructions=["open the top drawer"] * 2))
+    assert inputs["input_ids"][0, 32:].tolist() == [2, 5, 6, 7, 8, 4, 0, 0]  # bos, words, "\n", pad
+    assert inputs["attention_mask"][0, 32:].tolist() == [1, 1, 1, 1, 1, 1, 0, 0]
+
+
+def _word_level_tokenizer():
+    """A real (tokenizers-backed) tokenizer built offline: the ids a checkpoint's would give."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "<eos>", "<bos>", "<unk>", "\n", "open", "the", "top", "drawer"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(" ", behavior="removed")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                   pad_token="<pad>", unk_token="<unk>")
 
 
 def test_bad_batches_name_the_fix() -> None:
