@@ -288,3 +288,12 @@ def test_bad_batches_name_the_fix() -> None:
         student.enable_gradient_checkpointing()
     with pytest.raises(RocketError, match="execute"):
         build_student("pi0", "tiny", execute=11)
+
+
+def test_base_preset_is_the_real_pi0_layout() -> None:
+    """transformers' default pi0 (built on the meta device: shapes only, no memory)."""
+    with torch.device("meta"):
+        student = build_student("pi0", "base")
+    assert (student.depth, student.width, student.image_size, student.image_grid) == (18, 2048, 224, (16, 16))
+    assert student.chunk == 50 and student.align_layout == "pi0"
+    assert 3.4e9 < student.num_parameters() < 3.6e9  # PaliGemma-3B + the 300M action expert
