@@ -157,3 +157,25 @@ def test_resume_refuses_another_student_architecture(tmp_path) -> None:
     with pytest.raises(RocketError, match="changed hyper-parameters"):
         Trainer(tiny_config(tmp_path, steps=2, variant="baseline", student_preset="demo"),
                 episodes=make_episodes(n=2), resume=tmp_path / "run")
+
+
+def test_student_defaults_give_lambda_and_the_paper_pairs() -> None:
+    from types import SimpleNamespace
+
+    from rocket_vla.align.config import PAPER_PAIRS
+    from rocket_vla.train.config import TrainConfig
+    from rocket_vla.train.loop import build_align_config
+
+    student = build_student("minivla", "tiny", depth=18)
+    vggt = SimpleNamespace(dim=24, num_layers=24)
+    plain = build_align_config(TrainConfig(num_pairs=4), student, vggt)
+    assert plain.weight == 0.5 and len(plain.student_layers) == 4  # balanced selection
+    student.align_layout, student.align_weight = "pi0", 0.125  # what a pi0-shaped student declares
+    paper = build_align_config(TrainConfig(), student, vggt)
+    assert (paper.student_layers, paper.teacher_layers) == tuple(PAPER_PAIRS["pi0"])
+    assert paper.weight == 0.125
+    assert build_align_config(TrainConfig(align_weight=0.3), student, vggt).weight == 0.3
+    sf = build_align_config(TrainConfig(variant="spatial_forcing"), student, vggt)
+    assert sf.student_layers == [12] and sf.teacher_layers == [24]
+    shallow = build_align_config(TrainConfig(num_pairs=4), student, SimpleNamespace(dim=24, num_layers=4))
+    assert shallow.teacher_layers == [1, 2, 3, 4]  # the paper's pairs need VGGT's 24 blocks

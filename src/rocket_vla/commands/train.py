@@ -88,7 +88,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--student-layers", default=None, help="comma-separated, e.g. 2,4,6")
     p.add_argument("--teacher-layers", default=None, help="comma-separated, e.g. 1,2,4")
     p.add_argument("--pairs", type=int, default=4, help="pairs for the balanced selection")
-    p.add_argument("--align-weight", type=float, default=0.5, help="lambda (paper: 0.5)")
+    p.add_argument("--align-weight", type=float, default=None,
+                   help="lambda (default: the student's; paper 0.5, pi0 0.125)")
     p.add_argument("--projector-hidden", type=int, default=64,
                    help="projector hidden width H (paper: half the student width)")
     p.add_argument("--teacher", default="tiny",

@@ -64,6 +64,8 @@ class Student(nn.Module, ABC):
     action_dim: int = 7  # the REAL dims of the data (a model may pad internally)
     proprio_dim: int = 8
     default_execute: int | None = None  # actions of a chunk run before replanning (None: all)
+    align_weight: float = 0.5  # default lambda when TrainConfig.align_weight is None (paper: 0.5)
+    align_layout: str | None = None  # key of align.config.PAPER_PAIRS with this student's pairs
 
     # -- batches ---------------------------------------------------------------------
     @abstractmethod

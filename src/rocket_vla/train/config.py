@@ -48,7 +48,7 @@ class TrainConfig:
     student_layers: list[int] | None = None
     teacher_layers: list[int] | None = None
     num_pairs: int = 4
-    align_weight: float = 0.5
+    align_weight: float | None = None  # lambda; None: the student's default (MiniVLA 0.5, pi0 0.125)
     projector_hidden: int = 64
     teacher: str = "tiny"
     teacher_cache: str | None = None
