@@ -179,3 +179,14 @@ def test_student_defaults_give_lambda_and_the_paper_pairs() -> None:
     assert sf.student_layers == [12] and sf.teacher_layers == [24]
     shallow = build_align_config(TrainConfig(num_pairs=4), student, SimpleNamespace(dim=24, num_layers=4))
     assert shallow.teacher_layers == [1, 2, 3, 4]  # the paper's pairs need VGGT's 24 blocks
+
+
+def test_bf16_autocast_runs_the_student_in_bf16_and_stays_close(tmp_path) -> None:
+    runs = []
+    for precision in ("no", "bf16"):
+        trainer = Trainer(tiny_config(tmp_path / precision, steps=2, precision=precision),
+                          episodes=make_episodes(), teacher=ConvTeacher())
+        runs.append(trainer.fit().history)
+    for full, half in zip(*runs, strict=True):
+        assert full["total"] != half["total"]  # autocast really changed the arithmetic
+        assert half["total"] == pytest.approx(full["total"], rel=0.05)

@@ -200,6 +200,22 @@ def resolve_precision(setting: str) -> str:
     return "no"
 
 
+def make_accelerator(precision: str, handlers: list[Any]) -> Any:
+    """An ``Accelerator``; in a single, unlaunched process a second trainer may ask for another
+    precision than the first (Accelerate keeps one process-wide state and refuses the change),
+    so that state is reset there. Launched runs (several processes) keep theirs untouched."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    try:
+        return Accelerator(mixed_precision=precision, kwargs_handlers=handlers)
+    except ValueError as err:
+        if "already been initialized" not in str(err) or PartialState().num_processes > 1:
+            raise
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(mixed_precision=precision, kwargs_handlers=handlers)
+
+
 def load_episodes(path: str) -> list[Any]:
     """Episodes of a LIBERO-layout HDF5 file (or folder of them), checked before any work."""
     if not path:
@@ -230,7 +246,6 @@ class Trainer:
         teacher: Any = None,
         resume: str | Path | None = None,
     ) -> None:
-        from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
 
         cfg.validate()
@@ -239,8 +254,7 @@ class Trainer:
         # keys/values of the VLM's last block; the baseline taps nothing), so DDP must look
         # for unused parameters instead of waiting for their gradients forever.
         ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-        self.accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision),
-                                       kwargs_handlers=[ddp])
+        self.accelerator = make_accelerator(resolve_precision(cfg.precision), [ddp])
         resume_ckpt, saved = self._check_resume(resume)
         eps = list(episodes) if episodes is not None else load_episodes(cfg.dataset)
         if cfg.max_episodes is not None:
