@@ -131,8 +131,12 @@ class Student(nn.Module, ABC):
         recomputation). Default: the outermost transformers model inside the student."""
         for module in self.modules():
             if module is not self and getattr(module, "supports_gradient_checkpointing", False):
-                module.gradient_checkpointing_enable(
-                    gradient_checkpointing_kwargs={"use_reentrant": False})
+                enable = getattr(module, "activation_checkpointing_enable", None)
+                if enable is not None:  # transformers >= 5.24 (the old name is deprecated)
+                    enable(activation_checkpointing_kwargs={"use_reentrant": False})
+                else:
+                    module.gradient_checkpointing_enable(
+                        gradient_checkpointing_kwargs={"use_reentrant": False})
                 return
         raise RocketError(
             f"the {self.kind} student does not support gradient checkpointing; drop "
