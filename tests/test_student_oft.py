@@ -297,3 +297,22 @@ def test_local_checkpoint_and_errors(tmp_path: Path) -> None:
         build_student("oft", "huge")
     with pytest.raises(RocketError, match="chunk=8"):
         student.prepare(dict(_batch(student), actions=torch.zeros(2, 5, 7)))
+
+
+def test_bf16_autocast_and_bf16_weights_follow_the_float32_result() -> None:
+    student = _student("qwen2.5-vl-tiny").eval()
+    batch = _batch(student)
+    reference = student.action_loss(student.prepare(batch))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = student.action_loss(student.prepare(batch))
+    student.to(torch.bfloat16)
+    inputs = student.prepare(batch)
+    assert inputs["model"]["pixel_values"].dtype == torch.bfloat16
+    low = student.action_loss(inputs)
+    low.backward()
+    assert student.action_queries.grad is not None and student.action_queries.grad.dtype == torch.bfloat16
+    actions = student.predict(inputs)
+    assert actions.dtype == torch.float32 and torch.isfinite(actions).all()
+    for loss in (mixed, low):
+        assert loss.dtype == torch.float32
+        assert torch.allclose(loss, reference, rtol=0.05), (loss, reference)

@@ -297,3 +297,23 @@ def test_base_preset_is_the_real_pi0_layout() -> None:
     assert (student.depth, student.width, student.image_size, student.image_grid) == (18, 2048, 224, (16, 16))
     assert student.chunk == 50 and student.align_layout == "pi0"
     assert 3.4e9 < student.num_parameters() < 3.6e9  # PaliGemma-3B + the 300M action expert
+
+
+def test_bf16_autocast_and_bf16_weights_follow_the_float32_result() -> None:
+    student = _student().eval()
+    batch = _batch(student)  # fixed noise and time: the three losses see the same draw
+    reference = student.action_loss(student.prepare(batch))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = student.action_loss(student.prepare(batch))
+    student.to(torch.bfloat16)
+    inputs = student.prepare(batch)
+    assert inputs["pixel_values"].dtype == inputs["state"].dtype == torch.bfloat16
+    low = student.action_loss(inputs)
+    low.backward()
+    assert student.model.action_out_proj.weight.grad.dtype == torch.bfloat16
+    torch.manual_seed(0)
+    actions = student.predict(inputs)
+    assert actions.dtype == torch.float32 and torch.isfinite(actions).all()
+    for loss in (mixed, low):
+        assert loss.dtype == torch.float32
+        assert torch.allclose(loss, reference, rtol=0.05), (loss, reference)

@@ -456,14 +456,15 @@ class OFTStudent(Student):
     def actions_from(self, inputs: dict[str, Any]) -> torch.Tensor:
         """The VLM pass: normalised action chunk ``[B, chunk, action_dim]``."""
         b = inputs["input_ids"].shape[0]
-        proprio = self.proprio_proj(inputs["proprio"])[:, None]
+        own = self.action_queries.dtype  # the OFT parts' dtype (float32 unless the student was cast)
+        proprio = self.proprio_proj(inputs["proprio"].to(own))[:, None]
         self._inject = torch.cat([proprio, self.action_queries.expand(b, -1, -1)], dim=1)
         try:
             out = self.vlm.model(**inputs["model"])
         finally:
             self._inject = None
         queries = out.last_hidden_state[:, -self.chunk:]
-        return self.action_head(queries.float())
+        return self.action_head(queries.to(own)).float()
 
     def forward(self, inputs: dict[str, Any], *, actions_only: bool = False) -> torch.Tensor:
         """OFT's L1 over valid chunk steps, or with ``actions_only`` the action chunk.

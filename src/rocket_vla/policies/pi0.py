@@ -290,9 +290,11 @@ class PI0Student(Student):
             mask = batch.get("action_mask")
             inputs["action_mask"] = (torch.ones(b, self.chunk, dtype=torch.bool) if mask is None
                                      else mask.bool()).to(device)
-        for key in ("noise", "timestep"):  # optional fixed draws (tests, exact reproduction)
-            if key in batch:
-                inputs[key] = batch[key].to(device)
+        # optional fixed draws (tests, exact reproduction); the library keeps time in float32
+        if "noise" in batch:
+            inputs["noise"] = batch["noise"].to(device=device, dtype=dtype)
+        if "timestep" in batch:
+            inputs["timestep"] = batch["timestep"].to(device=device, dtype=torch.float32)
         return inputs
 
     def visual_index(self, inputs: dict[str, Any]) -> list[tuple[int, int]] | torch.Tensor:
