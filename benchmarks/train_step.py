@@ -2,7 +2,8 @@
 
 Why: the paper's compute claim rests on ROCKET adding little to a step once the teacher's
 features are precomputed (the projector is small next to the backbone). This measures
-samples/s of full optimizer steps (augmentation, forward, backward, AdamW) of MiniVLA on
+samples/s of full optimizer steps (augmentation, forward, backward, AdamW) of a student
+(``--student``, MiniVLA by default) on
 LIBERO-sized frames (two 128x128 cameras) for
 
 * ``baseline``       -- no alignment, no teacher;
@@ -60,7 +61,9 @@ def make_trainer(mode: str, args: argparse.Namespace, episodes: list, teacher, o
                  cache_dir: Path | None) -> Trainer:
     variant = "baseline" if mode == "baseline" else "rocket"
     cfg = TrainConfig(
-        out_dir=str(out / mode), model=args.model, variant=variant, steps=10**6,
+        out_dir=str(out / mode), student=args.student, student_preset=args.model,
+        student_path=args.student_path, lora_rank=args.lora_rank, precision=args.precision,
+        gradient_checkpointing=args.gradient_checkpointing, variant=variant, steps=10**6,
         batch_size=args.batch_size, num_pairs=args.pairs, projector_hidden=args.projector_hidden,
         teacher_size=args.teacher_size, progress=False, tensorboard=False,
         teacher_cache=str(cache_dir) if mode == "rocket-disk" else None,
@@ -78,11 +81,19 @@ def make_trainer(mode: str, args: argparse.Namespace, episodes: list, teacher, o
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="demo")
+    p.add_argument("--student", default="minivla", help="student kind: minivla, pi0, oft")
+    p.add_argument("--model", "--student-preset", dest="model", default=None,
+                   help="the student's size preset (default: the student's own)")
+    p.add_argument("--student-path", default=None, help="local pretrained student folder")
+    p.add_argument("--lora-rank", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--pairs", type=int, default=4)
     p.add_argument("--projector-hidden", type=int, default=64)
     p.add_argument("--teacher-size", type=int, default=56)
+    p.add_argument("--teacher-arch", choices=("tiny", "1b"), default="tiny",
+                   help="random-weight VGGT of this size as the teacher")
+    p.add_argument("--precision", default="auto", help="no | bf16 | auto (bf16 on a CUDA GPU)")
+    p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--episodes", type=int, default=4)
     p.add_argument("--length", type=int, default=40)
     p.add_argument("--image-size", type=int, default=128)
@@ -99,7 +110,14 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     episodes = [SyntheticEpisode(rng, args.length, args.image_size) for _ in range(args.episodes)]
-    teacher = teacher_from_spec("random-tiny", args.teacher_size)
+    if args.teacher_arch == "tiny":
+        teacher = teacher_from_spec("random-tiny", args.teacher_size)
+    else:  # VGGT-1B architecture, random weights: the paper's teacher cost without its download
+        from rocket_vla.teachers.build import TeacherConfig
+        from rocket_vla.teachers.build import build_teacher as build_any
+
+        teacher = build_any(TeacherConfig(kind="vggt-random", vggt_size="1b",
+                                          input_size=(args.teacher_size, args.teacher_size)))
     modes = args.modes.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -119,12 +137,20 @@ def main() -> int:
                 t.step += 1
         rounds: dict[str, list[float]] = {m: [] for m in modes}
         cpu_rounds: dict[str, list[float]] = {m: [] for m in modes}
+        peak_gib: dict[str, float] = {}
+        cuda = torch.cuda.is_available()
         for _ in range(args.rounds):
             for m, t in trainers.items():
+                if cuda:
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
                 start, cpu_start = time.perf_counter(), time.process_time()
                 for _ in range(args.steps):
                     t.train_step(t.step)
                     t.step += 1
+                if cuda:  # all trainers share the GPU: the peak includes the others' weights
+                    torch.cuda.synchronize()
+                    peak_gib[m] = max(peak_gib.get(m, 0.0), torch.cuda.max_memory_allocated() / 2**30)
                 samples = args.steps * args.batch_size
                 rounds[m].append(samples / (time.perf_counter() - start))
                 cpu_rounds[m].append(samples / (time.process_time() - cpu_start))
@@ -145,6 +171,8 @@ def main() -> int:
         "wall_rounds": {m: [round(x, 2) for x in v] for m, v in rounds.items()},
         "cpu_rounds": {m: [round(x, 2) for x in v] for m, v in cpu_rounds.items()},
         "setup": describe,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "peak_gpu_gib_all_trainers_resident": {m: round(v, 2) for m, v in peak_gib.items()},
     }
     print(json.dumps(result, indent=2))
     if args.json:

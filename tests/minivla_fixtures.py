@@ -111,7 +111,7 @@ class ExplodingTeacher:
 
 
 def tiny_config(tmp_path, **overrides) -> TrainConfig:
-    base = dict(out_dir=str(tmp_path / "run"), model="tiny", variant="rocket", steps=6,
+    base = dict(out_dir=str(tmp_path / "run"), student_preset="tiny", variant="rocket", steps=6,
                 batch_size=8, lr=2e-3, save_every=3, log_every=1, progress=False,
                 tensorboard=False, num_pairs=3, projector_hidden=32, seed=0)
     base.update(overrides)

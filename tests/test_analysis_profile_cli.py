@@ -46,7 +46,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     eps = _episodes()
     out = {}
     for variant in ("naive", "baseline"):
-        cfg = TrainConfig(out_dir=str(root / variant), model="tiny", variant=variant,
+        cfg = TrainConfig(out_dir=str(root / variant), student_preset="tiny", variant=variant,
                           teacher="random-tiny", teacher_size=56, num_pairs=3, steps=1,
                           progress=False, tensorboard=False, projector_hidden=32)
         trainer = Trainer(cfg, episodes=eps)

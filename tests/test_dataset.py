@@ -58,7 +58,7 @@ def test_normalisation_rejects_wrong_dims() -> None:
 
 def test_chunks_pad_and_mask_at_episode_end() -> None:
     episodes = make_episodes(n=2, length=10)
-    ds = ChunkDataset(episodes, fit_stats(episodes), chunk=8, max_text_len=16)
+    ds = ChunkDataset(episodes, fit_stats(episodes), chunk=8)
     assert len(ds) == 20
     last = ds[9]  # step 9 of episode 0: one valid action, seven padded
     assert last["action_mask"].tolist() == [True] + [False] * 7
@@ -69,6 +69,7 @@ def test_chunks_pad_and_mask_at_episode_end() -> None:
     assert np.allclose(first["actions"].numpy(), expected)
     assert first["images"].shape == (2, 32, 32, 3) and first["images"].dtype == torch.uint8
     assert first["proprio"].shape == (8,)
+    assert first["instruction"] == episodes[0].language  # raw text: students tokenise it
     assert (int(ds[12]["episode"]), int(ds[12]["step"])) == (1, 2)
 
 

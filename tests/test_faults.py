@@ -408,13 +408,13 @@ def test_damaged_checkpoint_files_are_refused_on_resume(tmp_path: Path) -> None:
 
 
 def test_damaged_checkpoint_is_refused_by_evaluation_loader(tmp_path: Path) -> None:
-    from rocket_vla.policies.minivla_policy import load_minivla
+    from rocket_vla.policies.student import load_student
 
     ckpt, _ = _trained(tmp_path)
-    load_minivla(ckpt)
+    load_student(ckpt)
     _flip(ckpt / ckpt_io.WEIGHTS, _data_offset(ckpt / ckpt_io.WEIGHTS) + 9)
     with pytest.raises(RocketError, match="model.safetensors is damaged"):
-        load_minivla(ckpt)
+        load_student(ckpt)
 
 
 def test_broken_teacher_config_json_is_one_sentence(tmp_path: Path) -> None:

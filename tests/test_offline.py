@@ -67,12 +67,12 @@ def test_heldout_action_l1_is_the_mean_error_of_whole_chunks() -> None:
 def test_visual_token_features_are_the_tapped_block_outputs() -> None:
     from rocket_vla.data.dataset import fit_stats
     from rocket_vla.policies.minivla import MiniVLA, MiniVLAConfig
-    from rocket_vla.policies.minivla_policy import MiniVLAPolicy
+    from rocket_vla.policies.student_policy import StudentPolicy
 
     torch.manual_seed(0)
     episodes = [_episode(0), _episode(1)]
     model = MiniVLA(MiniVLAConfig.preset("tiny")).eval()
-    policy = MiniVLAPolicy(model, {"stats": fit_stats(episodes).to_dict()})
+    policy = StudentPolicy(model, {"stats": fit_stats(episodes).to_dict()})
     feats, targets = visual_token_features(policy, episodes, [1, 3], frames_per_episode=3)
     # reference: a plain forward hook on block k-1 (hidden state k = after block k)
     outputs: list[torch.Tensor] = []

@@ -35,7 +35,7 @@ def test_collect_train_evaluate(tmp_path, capsys) -> None:
     assert last < 0.9 * first, (first, last)
     capsys.readouterr()
     assert main(["eval", "--suite", "libero_spatial", "--tasks", "0", "--trials", "1",
-                 "--policy", "rocket_vla.policies.minivla_policy:load_policy",
+                 "--policy", "checkpoint",
                  "--checkpoint", str(run), "--image-size", "64", "--max-steps", "16",
                  "--workers", "1", "--out", str(evals), "--quiet"]) == 0
     episode = json.loads((evals / "episodes.jsonl").read_text().splitlines()[0])

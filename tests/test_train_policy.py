@@ -13,7 +13,7 @@ from rocket_vla.envs.policy import TaskInfo, build_policy
 from rocket_vla.errors import RocketError
 from rocket_vla.train import Trainer
 
-FACTORY = "rocket_vla.policies.minivla_policy:load_policy"
+FACTORY = "minivla"  # every student kind is a policy name (rocket_vla.policies.student_policy)
 
 
 @pytest.fixture(autouse=True)
@@ -40,12 +40,24 @@ def test_checkpoint_policy_uses_training_normalisation(tmp_path) -> None:
     with torch.no_grad():
         images = torch.stack([policy._image(obs["agentview"]), policy._image(obs["wrist"])])[None]
         prop = torch.from_numpy(trainer.stats.proprio.normalize(obs["proprio"]))[None]
-        ref = trainer.stats.action.unnormalize(net(images, prop, policy.text)[0].numpy())
+        text = net.config.tokenize([episodes[0].language])
+        ref = trainer.stats.action.unnormalize(net(images, prop, text)[0].numpy())
     assert np.allclose(chunk[:, :6], ref[:, :6], atol=1e-5)
     assert np.allclose(chunk[:, 6], -ref[:, 6], atol=1e-5)
     assert policy.gripper == "signed"
+    # `--policy checkpoint` reads the student kind from the checkpoint and builds the same policy
+    again = build_policy("checkpoint", checkpoint=str(tmp_path / "run" / "checkpoints" / "step_000002"),
+                         execute=3)
+    again.reset(TaskInfo("libero_spatial", 0, "t0", episodes[0].language))
+    assert np.allclose(again.act(obs), chunk[:3], atol=1e-6)
+
+
+def test_policy_refuses_a_checkpoint_of_another_kind(tmp_path) -> None:
+    Trainer(tiny_config(tmp_path, steps=1, variant="baseline"), episodes=make_episodes(n=2)).fit()
+    with pytest.raises(RocketError, match="holds a minivla student, not pi0"):
+        build_policy("pi0", checkpoint=str(tmp_path / "run"), student="pi0")
 
 
 def test_policy_refuses_a_foreign_folder(tmp_path) -> None:
-    with pytest.raises(RocketError, match="no MiniVLA checkpoint"):
+    with pytest.raises(RocketError, match="no checkpoint found"):
         build_policy(FACTORY, checkpoint=str(tmp_path))

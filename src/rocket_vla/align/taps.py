@@ -186,6 +186,15 @@ class LayerTaps:
 
         return hook
 
+    def use_tokens(self, index: Sequence[Span] | torch.Tensor | None) -> None:
+        """Select the visual tokens of the next reads: ``(start, stop)`` spans, a ``[B, T]``
+        (or ``[T]``) index tensor, or ``None`` for every token (a student's ``visual_index``)."""
+        if isinstance(index, torch.Tensor):
+            self.spans, self.token_index = None, index
+        else:
+            self.spans = [tuple(s) for s in index] if index is not None else None
+            self.token_index = None
+
     # -- results ---------------------------------------------------------------------
     def _select(self, stream: torch.Tensor) -> torch.Tensor:
         if self.token_dim != 1:

@@ -3,8 +3,8 @@
 The analyses themselves (``cka``, ``grad_conflict``, ``projector_sim``, ``importance``)
 work on plain tensors; :mod:`rocket_vla.analysis.profiles` drives them through the small
 :class:`Subject` protocol below, so any student can be profiled by implementing it.
-:class:`MiniVLASubject` implements it for checkpoints written by ``rocket train`` and
-LIBERO-layout episodes. Images are only resized (no augmentation) so that the teacher
+:class:`StudentSubject` implements it for checkpoints of any student written by
+``rocket train`` and LIBERO-layout episodes. Images are only resized (no augmentation) so that the teacher
 sees exactly the full frames the student sees and runs are repeatable.
 """
 
@@ -21,6 +21,7 @@ from torch import nn
 from rocket_vla.align import AlignConfig, Aligner, LayerTaps
 from rocket_vla.align.resample import resample_teacher
 from rocket_vla.errors import RocketError
+from rocket_vla.policies.student import Student
 
 
 class Subject(Protocol):
@@ -40,10 +41,11 @@ class Subject(Protocol):
 
     def forward(self, batch: dict[str, Any], layers: Sequence[int]
                 ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-        """(prediction, visual-token states ``[B, T, D]`` per layer, valid-token mask ``[B, T]``)."""
+        """(output, visual-token states ``[B, T, D]`` per layer, valid-token mask ``[B, T]``);
+        ``output`` is whatever :meth:`action_loss` turns into the policy's loss."""
 
     def action_loss(self, batch: dict[str, Any], prediction: torch.Tensor) -> torch.Tensor:
-        """The policy's own training loss on ``prediction``."""
+        """The policy's own training loss from :meth:`forward`'s output."""
 
     def teacher_tokens(self, batch: dict[str, Any], layers: Sequence[int],
                        pos_embed_scale: float = 0.0) -> list[torch.Tensor]:
@@ -74,20 +76,27 @@ def sample_indices(total: int, num_samples: int, seed: int = 0) -> torch.Tensor:
 
 
 @dataclass
-class MiniVLASubject:
-    """A MiniVLA checkpoint from ``rocket train`` with its dataset and teacher."""
+class StudentSubject:
+    """A checkpoint from ``rocket train`` (any :class:`~rocket_vla.policies.student.Student`)
+    with its dataset and teacher."""
 
     label: str
     step: int
-    policy: nn.Module
+    policy: Student
     aligner: Aligner
     align_config: AlignConfig
     dataset: Any
     teacher: Any
     image_size: int
     seed: int = 0
-    blocks_path: str = "blocks"
-    final_path: str = "norm"
+
+    @property
+    def blocks_path(self) -> str:
+        return self.policy.blocks_path
+
+    @property
+    def final_path(self) -> str | None:
+        return self.policy.final_path
 
     @property
     def depth(self) -> int:
@@ -109,30 +118,28 @@ class MiniVLASubject:
         episodes: Sequence[Any] | None = None,
         teacher_model: Any = None,
         seed: int = 0,
-    ) -> MiniVLASubject:
+    ) -> StudentSubject:
         """Load weights and configs; the dataset and teacher default to the run's own."""
         from rocket_vla.data.dataset import ChunkDataset
         from rocket_vla.data.normalize import DatasetStats
-        from rocket_vla.policies.minivla import MiniVLA, MiniVLAConfig
+        from rocket_vla.policies.student import student_from_spec, student_spec
         from rocket_vla.train import checkpoint as ckpt_io
         from rocket_vla.train.loop import RocketModel, load_episodes
 
         ckpt = ckpt_io.resolve_checkpoint(checkpoint)
         saved = ckpt_io.read_config(ckpt)
-        if not {"train", "model", "align", "stats"} <= set(saved):
-            raise RocketError(f"{ckpt} is not a MiniVLA checkpoint written by `rocket train`.")
-        model_cfg = MiniVLAConfig.from_dict(saved["model"])
+        if not {"train", "align", "stats"} <= set(saved):
+            raise RocketError(f"{ckpt} is not a checkpoint written by `rocket train`; pass one it wrote.")
+        policy = student_from_spec(student_spec(saved, ckpt))
         align_cfg = AlignConfig.from_dict(saved["align"])
         train = saved["train"]
-        policy = MiniVLA(model_cfg)
         whole = RocketModel(policy, Aligner(align_cfg))
         if whole.taps is not None:
             whole.taps.remove()  # profiles attach their own taps
         ckpt_io.load_weights(whole, ckpt)
         whole.eval()
         eps = list(episodes) if episodes is not None else load_episodes(dataset or train["dataset"])
-        data = ChunkDataset(eps, DatasetStats.from_dict(saved["stats"]), chunk=model_cfg.chunk,
-                            max_text_len=model_cfg.max_text_len, tokenizer=model_cfg.tokenizer)
+        data = ChunkDataset(eps, DatasetStats.from_dict(saved["stats"]), chunk=policy.chunk)
         if teacher_model is None:
             from rocket_vla.teachers.build import teacher_from_spec
 
@@ -145,7 +152,7 @@ class MiniVLASubject:
             )
         label = f"{train['variant']}@{int(saved.get('step', 0))}"
         return cls(label, int(saved.get("step", 0)), policy, whole.aligner, align_cfg, data,
-                   teacher_model, model_cfg.image_size, seed)
+                   teacher_model, policy.image_size, seed)
 
     # -- the protocol ----------------------------------------------------------------
     def batches(self, num_samples: int, batch_size: int, minimum: int = 1
@@ -179,17 +186,22 @@ class MiniVLASubject:
 
     def forward(self, batch: dict[str, Any], layers: Sequence[int]
                 ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-        with LayerTaps(self.policy, self.blocks_path, list(layers),
-                       spans=self.policy.visual_spans, final=self.final_path) as taps:
-            pred = self.policy(self._images(batch), batch["proprio"], batch["text"])
+        """(the student's action loss, visual-token states per layer, valid-token mask)."""
+        inputs = self.policy.prepare({
+            "images": self._images(batch), "proprio": batch["proprio"],
+            "instructions": batch["instruction"], "actions": batch["actions"],
+            "action_mask": batch["action_mask"],
+        })
+        with LayerTaps(self.policy, self.blocks_path, list(layers), final=self.final_path) as taps:
+            taps.use_tokens(self.policy.visual_index(inputs))
+            loss = self.policy.action_loss(inputs)
             states = [s.float() for s in taps.states]
         mask = torch.ones(states[0].shape[:2], dtype=torch.bool)
-        return pred, states, mask
+        return loss, states, mask
 
     def action_loss(self, batch: dict[str, Any], prediction: torch.Tensor) -> torch.Tensor:
-        from rocket_vla.policies.minivla import action_l1
-
-        return action_l1(prediction.float(), batch["actions"], batch["action_mask"])
+        """:meth:`forward` already returns the student's own loss (its forward *is* the loss)."""
+        return prediction
 
     def teacher_tokens(self, batch: dict[str, Any], layers: Sequence[int],
                        pos_embed_scale: float = 0.0) -> list[torch.Tensor]:
@@ -201,3 +213,7 @@ class MiniVLASubject:
     def stream(self, batch: dict[str, Any]) -> tuple[list[torch.Tensor], torch.Tensor]:
         _, states, mask = self.forward(batch, list(range(self.depth + 1)))
         return states, mask
+
+
+#: The name before students other than MiniVLA existed.
+MiniVLASubject = StudentSubject

@@ -47,10 +47,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.policy == "checkpoint" and not args.checkpoint:
         raise RocketError("--policy checkpoint needs --checkpoint PATH.")
+    from rocket_vla.policies.student import REGISTRY
+
+    policy_kwargs = parse_policy_args(args.policy_arg or [], args.checkpoint)
+    if args.policy in REGISTRY:  # a student kind: the checkpoint must hold that kind
+        policy_kwargs.setdefault("student", args.policy)
     cfg = EvalConfig(
         out_dir=args.out, suites=suites, tasks=_split(args.tasks), trials=args.trials,
         first_trial=args.first_trial, policy=args.policy,
-        policy_kwargs=parse_policy_args(args.policy_arg or [], args.checkpoint),
+        policy_kwargs=policy_kwargs,
         workers=args.workers, image_size=args.image_size, render=args.render, seed=args.seed,
         max_steps=args.max_steps, num_wait=args.num_wait, video=args.video,
         video_format=args.video_format, videos_per_task=args.videos_per_task,
@@ -78,8 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, default=50, help="trials per task (paper: 50)")
     p.add_argument("--first-trial", type=int, default=0, help="first init-state index")
     p.add_argument("--policy", default="expert",
-                   help="registered policy name ('expert' = scripted experts), or "
-                   "'package.module:factory'")
+                   help="registered policy name ('expert' = scripted experts; a student kind "
+                   "such as 'minivla' or 'pi0', or 'checkpoint', with --checkpoint RUN from "
+                   "`rocket train`), or 'package.module:factory'")
     p.add_argument("--checkpoint", default=None, help="checkpoint path passed to the policy factory")
     p.add_argument("--policy-arg", action="append", default=None, metavar="KEY=VALUE",
                    help="extra keyword argument for the policy factory (repeatable)")

@@ -24,13 +24,13 @@ def _int_list(text: str) -> list[int]:
 
 
 def _subjects(args: argparse.Namespace) -> list:
-    from rocket_vla.analysis.subject import MiniVLASubject, checkpoint_steps
+    from rocket_vla.analysis.subject import StudentSubject, checkpoint_steps
 
     paths = list(args.checkpoint)
     if getattr(args, "all_steps", False):
         paths = [step for p in paths for step in checkpoint_steps(p)]
     return [
-        MiniVLASubject.load(c, dataset=args.dataset, teacher=args.teacher,
+        StudentSubject.load(c, dataset=args.dataset, teacher=args.teacher,
                             teacher_size=args.teacher_size, seed=args.seed)
         for c in paths
     ]
@@ -108,7 +108,7 @@ def _common(p: argparse.ArgumentParser, out: str, samples: int, batch: int) -> N
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "profile", help="diagnostics: CKA layer map, gradient conflict, projector, importance",
-        description="The paper's analyses on MiniVLA checkpoints; each writes JSON and a PNG.",
+        description="The paper's analyses on student checkpoints; each writes JSON and a PNG.",
     )
     kinds = p.add_subparsers(dest="profile", metavar="KIND", required=True)
 

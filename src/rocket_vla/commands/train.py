@@ -1,4 +1,4 @@
-"""`rocket train`: train a student with one of the five variants on LIBERO-layout episodes.
+"""`rocket train`: train a student (MiniVLA, pi0, OFT-style) on LIBERO episodes, one of five variants.
 
 The flags are generated from :class:`rocket_vla.train.TrainConfig` (its fields, defaults
 and attribute docstrings), so nothing here repeats a default. ``--config FILE.yaml`` (or a

@@ -1,6 +1,6 @@
 """Training samples from LIBERO-layout episodes: one sample per step that has images.
 
-A sample is what one MiniVLA forward needs plus what the teacher side needs to find the
+A sample is what a student's ``prepare`` needs plus what the teacher side needs to find the
 same frames again:
 
 * ``images``   uint8 ``[S, H, W, 3]`` -- agentview then wrist, full frame (augmentation
@@ -9,7 +9,8 @@ same frames again:
 * ``actions``  float ``[chunk, 7]`` normalised -- steps t .. t+chunk-1; past the end of the
   episode the last action is repeated and ``action_mask`` is False there, so the L1 loss
   ignores it (OpenVLA-OFT trains on chunks that run off the end the same way);
-* ``text``     instruction tokens ``[max_text_len]`` (MiniVLA's tokenizer);
+* ``instruction`` the raw instruction string (each student tokenises it in ``prepare``;
+  ``default_collate`` turns a batch of them into a list of strings);
 * ``episode``, ``step`` -- the source frame, the key of the teacher-feature cache.
 """
 
@@ -76,7 +77,6 @@ def fit_stats(episodes: Sequence[EpisodeLike]) -> DatasetStats:
 class _Prepared:
     actions: np.ndarray  # normalised [T, 7]
     proprio: np.ndarray  # normalised [T, 8]
-    text: torch.Tensor
     rows: dict[int, int]  # step -> image row
 
 
@@ -89,11 +89,7 @@ class ChunkDataset(Dataset):
         stats: DatasetStats,
         *,
         chunk: int = 8,
-        max_text_len: int = 48,
-        tokenizer: str = "bytes",
     ) -> None:
-        from rocket_vla.policies.minivla import tokenize
-
         if not episodes:
             raise RocketError("the dataset has no episodes; collect demonstrations first.")
         for cam in CAMERAS:
@@ -108,7 +104,6 @@ class ChunkDataset(Dataset):
             _Prepared(
                 stats.action.normalize(np.asarray(e.actions)),
                 stats.proprio.normalize(proprio_of(e)),
-                tokenize([e.language], max_text_len, tokenizer)[0],
                 frame_rows(e),
             )
             for e in self.episodes
@@ -135,7 +130,7 @@ class ChunkDataset(Dataset):
             "proprio": torch.from_numpy(prep.proprio[t]),
             "actions": torch.from_numpy(actions),
             "action_mask": torch.from_numpy(mask),
-            "text": prep.text,
+            "instruction": str(episode.language),
             "episode": torch.tensor(ep_i),
             "step": torch.tensor(t),
         }

@@ -95,7 +95,8 @@ def train_variant(cfg: DemoConfig, variant: str, dataset: Path, run: Path,
 
     out = run / "train" / variant
     tcfg = TrainConfig(
-        dataset=str(dataset), out_dir=str(out), model=cfg.model, variant=variant, num_pairs=cfg.num_pairs,
+        dataset=str(dataset), out_dir=str(out), student="minivla", student_preset=cfg.model,
+        variant=variant, num_pairs=cfg.num_pairs,
         teacher=cfg.teacher, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
         decay_after=max(1, int(cfg.steps * 0.8)), save_every=max(1, cfg.steps // 2),
         progress=progress,
@@ -195,7 +196,7 @@ def evaluate_variant(cfg: DemoConfig, variant: str, checkpoint: str, run: Path,
     log(f"evaluating {variant}: {len(cfg.tasks)} task(s) x {cfg.eval_trials} trials on {cfg.suite}")
     return run_evaluation(EvalConfig(
         out_dir=str(run / "eval" / variant), suites=[cfg.suite], tasks=[str(t) for t in cfg.tasks],
-        trials=cfg.eval_trials, policy="rocket_vla.policies.minivla_policy:load_policy",
+        trials=cfg.eval_trials, policy="rocket_vla.policies.student_policy:load_policy",
         policy_kwargs={"checkpoint": checkpoint}, workers=cfg.workers, image_size=cfg.image_size,
         seed=cfg.seed,
     ))
@@ -208,7 +209,7 @@ def offline_measures(checkpoint: str, train_eps: list[Any], heldout_eps: list[An
     positions (fitted on ``train_eps``)."""
     from rocket_vla.analysis.spatial_probe import probe_layers
     from rocket_vla.envs.offline import heldout_action_l1, visual_token_features
-    from rocket_vla.policies.minivla_policy import load_policy
+    from rocket_vla.policies.student_policy import load_policy
 
     policy = load_policy(checkpoint)
     action_l1 = heldout_action_l1(policy, heldout_eps)

@@ -154,7 +154,7 @@ def _probe_layers(trained: dict[str, dict[str, Any]]) -> list[int]:
     for tr in trained.values():
         cfg = read_config(resolve_checkpoint(tr["checkpoint"]))
         layers = cfg.get("align", {}).get("student_layers") or []
-        depth = cfg["model"]["depth"]
+        depth = cfg["align"]["student_depth"]
         if layers:
             return sorted(layers)
     return list(range(1, (depth or 1) + 1))

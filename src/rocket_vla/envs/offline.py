@@ -60,23 +60,24 @@ def visual_token_features(policy: Any, episodes: list[Any], layers: list[int],
                           frames_per_episode: int) -> tuple[dict[int, np.ndarray], np.ndarray]:
     """Visual-token states at ``layers`` and the target objects' 3D positions, per frame.
 
-    ``policy`` is a loaded policy whose ``model`` declares ``blocks_path`` and
-    ``visual_spans`` (as MiniVLA does). Frames are spread evenly over each episode;
+    ``policy`` is a loaded student policy whose ``student`` declares ``blocks_path`` and
+    ``visual_index`` (the Student interface). Frames are spread evenly over each episode;
     targets are :func:`probe_target`.
     """
     import torch
 
     from rocket_vla.align import LayerTaps
 
-    model = policy.model
+    model = policy.student
     feats: dict[int, list[np.ndarray]] = {k: [] for k in layers}
     targets: list[np.ndarray] = []
-    with torch.no_grad(), LayerTaps(model, model.blocks_path, layers, spans=model.visual_spans) as taps:
+    with torch.no_grad(), LayerTaps(model, model.blocks_path, layers, final=model.final_path) as taps:
         for ep in episodes:
             policy.reset(TaskInfo("", 0, "", ep.language))
             rows = np.unique(np.linspace(0, len(ep.frame_index) - 1, frames_per_episode).round().astype(int))
             for row in rows:
                 policy.act(episode_observation(ep, int(row)))
+                taps.use_tokens(model.visual_index(policy.last_inputs))
                 for k, state in zip(layers, taps.states, strict=True):
                     feats[k].append(state[0].float().numpy().reshape(-1))
                 targets.append(probe_target(ep, int(ep.frame_index[row])))

@@ -81,8 +81,19 @@ _REGISTRY: dict[str, PolicyFactory | str] = {
     # Built-ins are import paths so that registering them costs nothing at import time.
     "expert": "rocket_vla.envs.experts:make_expert_policy",
     "checkpoint": "rocket_vla.envs.policy:policy_from_checkpoint",
-    "minivla": "rocket_vla.policies.minivla_policy:load_policy",
 }
+#: Every student kind of ``rocket_vla.policies.student.REGISTRY`` is also a policy name: its
+#: checkpoints load through this one factory (the checkpoint records the kind).
+STUDENT_POLICY = "rocket_vla.policies.student_policy:load_policy"
+
+
+def _student_kinds() -> list[str]:
+    """Registered student kinds (imported lazily: the registry module imports torch)."""
+    with contextlib.suppress(ImportError):
+        from rocket_vla.policies.student import REGISTRY
+
+        return sorted(REGISTRY)
+    return []
 #: Files a checkpoint folder may carry to say which policy loads it: {"policy": "<name>"}.
 CHECKPOINT_POLICY_FILES = ("rocket_policy.json", "config.json")
 
@@ -103,7 +114,7 @@ def register_policy(name: str, factory: PolicyFactory | str) -> None:
 
 def registered_policies() -> list[str]:
     """Names usable with ``--policy``: registered ones plus installed entry points."""
-    names = set(_REGISTRY)
+    names = set(_REGISTRY) | set(_student_kinds())
     with contextlib.suppress(Exception):  # broken metadata must not break the CLI
         names.update(ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP))
     return sorted(names)
@@ -114,6 +125,8 @@ def factory_path(name: str) -> str:
     if ":" in name and name not in _REGISTRY:
         return name
     entry = _REGISTRY.get(name)
+    if entry is None and name in _student_kinds():
+        return STUDENT_POLICY
     if entry is None:
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
             if ep.name == name:
@@ -179,6 +192,9 @@ def policy_from_checkpoint(checkpoint: str | None = None, **kwargs: Any) -> Poli
     if not path.exists():
         raise RocketError(f"checkpoint {path} does not exist; check the path.")
     folder = path if path.is_dir() else path.parent
+    latest = folder / "checkpoints" / "latest"  # a `rocket train` run folder: its newest checkpoint
+    if latest.is_file():
+        folder = folder / "checkpoints" / latest.read_text().strip()
     for fname in CHECKPOINT_POLICY_FILES:
         meta = folder / fname
         if meta.is_file():

@@ -26,23 +26,22 @@ is the stream after block ``k`` (0 = embeddings), as everywhere in rocket-vla.
 from __future__ import annotations
 
 import dataclasses
-import re
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
+from rocket_vla.data.text import BYTE_VOCAB, PAD_TOKEN, TOKENIZERS, WORD_VOCAB, tokenize, word_id
 from rocket_vla.errors import RocketError, reject_unknown_keys
+from rocket_vla.policies.student import Student
 
-PAD_TOKEN = 0
-BYTE_VOCAB = 257  # 256 byte values shifted by one, plus padding
-WORD_VOCAB = 4096  # hashed word ids 1..4095, plus padding
-TOKENIZERS = ("bytes", "words")
-_WORD = re.compile(r"[a-z0-9]+")
+__all__ = ["BYTE_VOCAB", "PAD_TOKEN", "TOKENIZERS", "WORD_VOCAB", "MiniVLA", "MiniVLAConfig", "action_l1",
+           "tokenize", "word_id"]
+
 
 
 @dataclass
@@ -129,31 +128,6 @@ class MiniVLAConfig:
         return cls(**data)
 
 
-def word_id(word: str) -> int:
-    """Stable id of a lower-case word in ``1 .. WORD_VOCAB - 1`` (CRC-32, not Python's
-    salted ``hash``, so ids are the same in every process and every release)."""
-    return 1 + zlib.crc32(word.encode("utf-8")) % (WORD_VOCAB - 1)
-
-
-def tokenize(texts: Sequence[str], max_len: int, kind: str = "bytes") -> torch.Tensor:
-    """Tokens ``[B, max_len]``, 0 = padding, long text cut at ``max_len`` tokens.
-
-    ``bytes``: UTF-8 bytes + 1. ``words``: lower-cased alphanumeric words, each
-    :func:`word_id` (punctuation dropped; a hash collision merely shares an embedding).
-    """
-    if kind not in TOKENIZERS:
-        raise RocketError(f"unknown tokenizer {kind!r}; choose one of {', '.join(TOKENIZERS)}.")
-    out = torch.zeros(len(texts), max_len, dtype=torch.long)
-    for i, text in enumerate(texts):
-        if kind == "words":
-            ids = [word_id(w) for w in _WORD.findall(text.lower())][:max_len]
-        else:
-            ids = [b + 1 for b in text.encode("utf-8")[:max_len]]
-        if ids:
-            out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    return out
-
-
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
@@ -189,14 +163,16 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class MiniVLA(nn.Module):
+class MiniVLA(Student):
     """The student. ``forward`` returns normalised action chunks ``[B, chunk, action_dim]``.
 
     Inputs: ``images`` float ``[B, cameras, 3, H, W]`` in [0, 1] at ``image_size``;
     ``proprio`` ``[B, proprio_dim]`` (normalised); ``text`` tokens ``[B, max_text_len]``
-    from :meth:`MiniVLAConfig.tokenize`.
+    from :meth:`MiniVLAConfig.tokenize`. Through the :class:`Student` interface,
+    :meth:`prepare` does the tokenisation and :meth:`action_loss` is OFT's masked L1.
     """
 
+    kind = "minivla"
     blocks_path = "blocks"
     final_path = "norm"
 
@@ -216,6 +192,7 @@ class MiniVLA(nn.Module):
         self.norm = nn.LayerNorm(c.dim)
         self.action_head = nn.Linear(c.dim, c.action_dim)
         self._init_weights()
+        self.checkpointing = False  # see enable_gradient_checkpointing
 
     def _init_weights(self) -> None:
         for module in self.modules():
@@ -237,12 +214,81 @@ class MiniVLA(nn.Module):
         return self.config.dim
 
     @property
+    def num_cameras(self) -> int:
+        return self.config.num_cameras
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def chunk(self) -> int:
+        return self.config.chunk
+
+    @property
+    def action_dim(self) -> int:
+        return self.config.action_dim
+
+    @property
+    def proprio_dim(self) -> int:
+        return self.config.proprio_dim
+
+    @property
     def visual_spans(self) -> list[tuple[int, int]]:
         return [self.config.visual_span]
 
     @property
     def image_grid(self) -> tuple[int, int]:
         return self.config.grid
+
+    # -- the Student interface -------------------------------------------------------------
+    def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
+        device = self.device
+        inputs = {
+            "images": batch["images"].to(device),
+            "proprio": batch["proprio"].to(device),
+            "text": self.config.tokenize(list(batch["instructions"])).to(device),
+        }
+        for key in ("actions", "action_mask"):
+            if key in batch:
+                inputs[key] = batch[key].to(device)
+        return inputs
+
+    def visual_index(self, inputs: dict[str, Any]) -> list[tuple[int, int]]:
+        return self.visual_spans
+
+    def action_loss(self, inputs: dict[str, Any]) -> torch.Tensor:
+        pred = self(inputs["images"], inputs["proprio"], inputs["text"])
+        return action_l1(pred.float(), inputs["actions"], inputs["action_mask"])
+
+    @torch.no_grad()
+    def predict(self, inputs: dict[str, Any]) -> torch.Tensor:
+        return self(inputs["images"], inputs["proprio"], inputs["text"])
+
+    def config_dict(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> MiniVLA:
+        return cls(MiniVLAConfig.from_dict(config))
+
+    @classmethod
+    def build(cls, preset: str | None = None, path: str | None = None, **overrides: Any) -> MiniVLA:
+        """``preset`` is one of :attr:`MiniVLAConfig.PRESETS` (default ``demo``); MiniVLA has
+        no pretrained weights, so ``path`` is refused."""
+        if path is not None:
+            raise RocketError(
+                "MiniVLA trains from scratch and loads no pretrained weights; drop --student-path."
+            )
+        return cls(MiniVLAConfig.preset(preset or "demo", **overrides))
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.checkpointing = True
+
+    def full_train(self) -> list[str]:
+        # Under LoRA: the proprio input, the action queries and the regression head (OFT's
+        # new parts) train in full; the blocks get adapters; the embeddings stay frozen.
+        return ["proprio_embed", "action_queries", "norm.", "action_head"]
 
     # -- forward -------------------------------------------------------------------------
     def patchify(self, images: torch.Tensor) -> torch.Tensor:
@@ -277,12 +323,12 @@ class MiniVLA(nn.Module):
         text_start = visual.shape[1] + 1
         keep[:, text_start : text_start + text.shape[1]] = text != PAD_TOKEN
         for block in self.blocks:
-            x = block(x, keep)
+            if self.checkpointing and self.training and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(block, x, keep, use_reentrant=False)
+            else:
+                x = block(x, keep)
         x = self.norm(x)
         return self.action_head(x[:, -c.chunk :])
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
 
 def action_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -2,9 +2,10 @@
 
 Layout of a run folder::
 
-    checkpoints/step_000500/model.safetensors   policy + aligner weights
-    checkpoints/step_000500/config.json         TrainConfig, MiniVLA config, align config,
-                                                normalisation statistics, step
+    checkpoints/step_000500/model.safetensors   student ("policy.*") + aligner weights
+    checkpoints/step_000500/config.json         format rocket-vla/checkpoint/2: the student's
+                                                kind, config and LoRA settings, TrainConfig,
+                                                align config, normalisation statistics, step
     checkpoints/step_000500/trainer_state.pt    optimizer, scheduler, RNG, data position
     checkpoints/latest                          name of the newest complete checkpoint
 

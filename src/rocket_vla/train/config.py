@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rocket_vla.align.config import VARIANTS
@@ -23,7 +24,7 @@ PRECISIONS = ("auto", "no", "bf16", "fp16")
 #: long the run goes and what it writes, not what any finished step computed.
 RESUMABLE_CHANGES = frozenset(
     {"steps", "save_every", "log_every", "keep_last", "out_dir", "progress", "tensorboard",
-     "overwrite"}
+     "overwrite", "log_samples"}
 )
 
 
@@ -38,11 +39,20 @@ class TrainConfig:
     """
 
     dataset: str = ""
-    """episode HDF5 file or folder (LIBERO layout)"""
+    """episode HDF5 file or folder: our collections, the LIBERO release, or a LeRobot dataset"""
     out_dir: str = "runs/train"
     """run folder: checkpoints, TensorBoard, metrics.jsonl"""
-    model: str = "demo"
-    """MiniVLA size preset: tiny, demo, small"""
+    student: str = "minivla"
+    """student kind (rocket_vla.policies.student.REGISTRY): minivla, pi0, oft"""
+    student_preset: str | None = None
+    """the student's size preset (None: its default; MiniVLA: tiny, demo, small; pi0: tiny, base)"""
+    student_path: str | None = None
+    """local folder of a pretrained checkpoint (read with local_files_only; nothing is downloaded)"""
+    lora_rank: int = 0
+    """0: full fine-tuning; >0: PEFT LoRA of this rank on the student's language-model linears
+    (the paper: 32), aligner and action head trained in full"""
+    gradient_checkpointing: bool = False
+    """recompute block activations in backward (saves GPU memory)"""
     variant: str = "rocket"
     """one of the paper's five presets: baseline, spatial_forcing, naive, shared, rocket"""
     student_layers: list[int] | None = None
@@ -52,8 +62,9 @@ class TrainConfig:
     """teacher layers, paired position by position with student_layers"""
     num_pairs: int = 4
     """pairs for the balanced selection when no layers are given"""
-    align_weight: float = 0.5
-    """lambda, the weight of the alignment loss (paper: 0.5; 0.125 for pi0)"""
+    align_weight: float | None = None
+    """lambda, the weight of the alignment loss (None: the student's default -- the paper's
+    0.5, and 0.125 for pi0)"""
     projector_hidden: int | None = None
     """projector hidden width H (None: AlignConfig's default, half the student width)"""
     teacher: str = "tiny"
@@ -98,6 +109,8 @@ class TrainConfig:
     """metrics interval in optimizer steps"""
     progress: bool = True
     """show a progress bar"""
+    log_samples: bool = False
+    """each rank appends the dataset indices of every step to samples/rank<k>.jsonl"""
     tensorboard: bool = True
     """write TensorBoard event files"""
     overwrite: bool = False
@@ -122,7 +135,7 @@ class TrainConfig:
                 raise RocketError(f"{name} must be a positive finite number, got {value}.")
         for name in ("align_weight", "weight_decay"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
+            if value is not None and not (math.isfinite(value) and value >= 0):
                 raise RocketError(f"{name} must be a finite number >= 0, got {value}.")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise RocketError(f"betas must be two numbers in [0, 1), got {self.betas}.")
@@ -137,6 +150,19 @@ class TrainConfig:
         for layers in (self.student_layers, self.teacher_layers):
             if layers is not None and not layers:
                 raise RocketError("a layer list is empty; give at least one layer, e.g. [2,4].")
+        from rocket_vla.policies.student import REGISTRY
+
+        if self.student not in REGISTRY:
+            raise RocketError(
+                f"unknown student {self.student!r}; choose one of {', '.join(sorted(REGISTRY))}."
+            )
+        if self.lora_rank < 0:
+            raise RocketError(f"lora_rank must be 0 (full fine-tuning) or positive, got {self.lora_rank}.")
+        if self.student_path is not None and not Path(self.student_path).is_dir():
+            raise RocketError(
+                f"student path {self.student_path} is not a folder; pass the local directory of "
+                "a pretrained checkpoint (nothing is downloaded)."
+            )
         if (self.student_layers is None) != (self.teacher_layers is None):
             raise RocketError(
                 "give both student_layers and teacher_layers (as `rocket select-layers` "
@@ -150,8 +176,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        reject_unknown_keys(cls, data, "training", "remove or rename them.")
         data = dict(data)
+        if "model" in data and "student_preset" not in data:  # checkpoints before students
+            data["student_preset"] = data.pop("model")
+        reject_unknown_keys(cls, data, "training", "remove or rename them.")
         if isinstance(data.get("augment"), dict):
             data["augment"] = AugmentConfig(**data["augment"])
         if "betas" in data:

@@ -1,11 +1,16 @@
-"""The training loop: MiniVLA + ROCKET alignment, readable top to bottom.
+"""The training loop: any :class:`Student` + ROCKET alignment, readable top to bottom.
 
 One code path runs all five variants: the baseline is the same loop with an aligner that
 has no projector, and it never builds or calls a teacher. A step is::
 
-    batch -> augment (seeded by step) -> student forward with LayerTaps on its blocks
-          -> teacher features (live or cached) resampled into the crop boxes
-          -> loss = L1(actions) + weight * L_align -> backward (accumulated) -> clip -> AdamW
+    batch -> augment (seeded by step) -> student.prepare -> student.action_loss with
+          LayerTaps on its blocks (over student.visual_index) -> teacher features (live or
+          cached) resampled into the crop boxes
+          -> loss = action loss + weight * L_align -> backward (accumulated) -> clip -> AdamW
+
+The loop knows students only through the :class:`~rocket_vla.policies.student.Student`
+interface (built by ``build_student(cfg.student, cfg.student_preset, cfg.student_path)``);
+``lora_rank > 0`` injects PEFT adapters in place and freezes the base.
 
 Every source of randomness after initialisation is a function of (seed, step): the batch
 order is a per-epoch permutation indexed by the global sample position, and augmentation
@@ -33,13 +38,21 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from rocket_vla.align import AlignConfig, Aligner, AlignOutput, LayerTaps, balanced_select
+from rocket_vla.align.config import PAPER_PAIRS
 from rocket_vla.data.augment import augment_views
 from rocket_vla.data.dataset import ChunkDataset, fit_stats, images_to_float
 from rocket_vla.data.normalize import DatasetStats
 from rocket_vla.errors import RocketError
 from rocket_vla.fingerprint import check_same_code, code_version
 from rocket_vla.optim import build_optimizer, build_scheduler
-from rocket_vla.policies.minivla import MiniVLA, MiniVLAConfig, action_l1
+from rocket_vla.policies.student import (
+    CHECKPOINT_FORMAT,
+    Student,
+    apply_lora,
+    build_student,
+    lora_settings,
+    student_spec,
+)
 from rocket_vla.train import checkpoint as ckpt_io
 from rocket_vla.train.config import TrainConfig
 from rocket_vla.train.teacher_source import LiveTeacher, TeacherSource
@@ -53,33 +66,35 @@ class RocketModel(nn.Module):
     Accelerate/DDP wraps (and checkpoints) policy and projectors together.
     """
 
-    def __init__(self, policy: MiniVLA, aligner: Aligner) -> None:
+    def __init__(self, policy: Student, aligner: Aligner) -> None:
         super().__init__()
         self.policy = policy
         self.aligner = aligner
         self.taps: LayerTaps | None = None
         if aligner.enabled:
-            self.taps = LayerTaps(policy, MiniVLA.blocks_path, aligner.config.student_layers,
-                                  spans=policy.visual_spans, final=MiniVLA.final_path)
+            self.taps = LayerTaps(policy, policy.blocks_path, aligner.config.student_layers,
+                                  final=policy.final_path)
             self.taps.attach()
 
     def forward(
-        self, images: torch.Tensor, proprio: torch.Tensor, text: torch.Tensor,
-        targets: list[torch.Tensor] | None = None,
+        self, inputs: dict[str, Any], targets: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, AlignOutput | None]:
-        """Normalised action chunk, and the alignment output when ``targets`` are given."""
-        pred = self.policy(images, proprio, text)
+        """The student's action loss on prepared ``inputs``, and the alignment output when
+        ``targets`` are given."""
+        if self.taps is not None:
+            self.taps.use_tokens(self.policy.visual_index(inputs))
+        loss = self.policy.action_loss(inputs)
         if self.taps is None:
-            return pred, None
-        if targets is None:  # inference: drop the captured states instead of holding them
+            return loss, None
+        if targets is None:  # no teacher: drop the captured states instead of holding them
             self.taps.clear()
-            return pred, None
+            return loss, None
         states = [s.float() for s in self.taps.states]
         self.taps.clear()
-        return pred, self.aligner(states, targets)
+        return loss, self.aligner(states, targets)
 
 
-def build_align_config(cfg: TrainConfig, policy: MiniVLA, teacher: TeacherSource | None
+def build_align_config(cfg: TrainConfig, policy: Student, teacher: TeacherSource | None
                        ) -> AlignConfig:
     """The variant's preset for this student (and teacher, unless it is the baseline)."""
     if cfg.variant == "baseline":
@@ -98,8 +113,26 @@ def build_align_config(cfg: TrainConfig, policy: MiniVLA, teacher: TeacherSource
         cfg.variant, student_dim=policy.width, teacher_dim=teacher.dim,
         student_depth=policy.depth, teacher_depth=teacher.num_layers,
         student_layers=student_layers, teacher_layers=teacher_layers, num_pairs=pairs,
-        hidden_dim=cfg.projector_hidden, weight=cfg.align_weight,
+        layout=paper_layout(policy, teacher.num_layers, cached is not None),
+        hidden_dim=cfg.projector_hidden, weight=align_weight(cfg, policy),
     ).resolved()
+
+
+def align_weight(cfg: TrainConfig, policy: Student) -> float:
+    """``cfg.align_weight``, else the student's own default (the paper: 0.5; pi0: 0.125)."""
+    return float(cfg.align_weight if cfg.align_weight is not None else policy.align_weight)
+
+
+def paper_layout(policy: Student, teacher_depth: int, cached: bool) -> str | None:
+    """The student's paper layout (its published layer pairs) when the teacher is deep enough
+    for them (VGGT's 24 blocks) and every layer is at hand; else None: balanced pairs."""
+    layout = policy.align_layout
+    if layout is None or cached:
+        return None
+    students, teachers = PAPER_PAIRS[layout]
+    if max(teachers) > teacher_depth or max(students) > policy.depth:
+        return None
+    return layout
 
 
 # ----------------------------------------------------------------------------- data order
@@ -141,6 +174,22 @@ def resolve_precision(setting: str) -> str:
     return "no"
 
 
+def make_accelerator(precision: str, handlers: list[Any]) -> Any:
+    """An ``Accelerator``; in a single, unlaunched process a second trainer may ask for another
+    precision than the first (Accelerate keeps one process-wide state and refuses the change),
+    so that state is reset there. Launched runs (several processes) keep theirs untouched."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    try:
+        return Accelerator(mixed_precision=precision, kwargs_handlers=handlers)
+    except ValueError as err:
+        if "already been initialized" not in str(err) or PartialState().num_processes > 1:
+            raise
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(mixed_precision=precision, kwargs_handlers=handlers)
+
+
 def load_episodes(path: str) -> list[Any]:
     """Episodes of a LIBERO-layout HDF5 file (or folder of them), checked before any work."""
     if not path:
@@ -171,11 +220,15 @@ class Trainer:
         teacher: Any = None,
         resume: str | Path | None = None,
     ) -> None:
-        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
 
         cfg.validate()
         self.cfg = cfg
-        self.accelerator = Accelerator(mixed_precision=resolve_precision(cfg.precision))
+        # Students need not use every parameter in every step (pi0's expert reads only the
+        # keys/values of the VLM's last block; the baseline taps nothing), so DDP must look
+        # for unused parameters instead of waiting for their gradients forever.
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+        self.accelerator = make_accelerator(resolve_precision(cfg.precision), [ddp])
         resume_ckpt, saved = self._check_resume(resume)
         if resume is None:  # a fresh run never mixes into an old one's checkpoints
             ckpt_io.prepare_fresh_run(cfg.out_dir, cfg.overwrite,
@@ -183,18 +236,27 @@ class Trainer:
         eps = list(episodes) if episodes is not None else load_episodes(cfg.dataset)
         if cfg.max_episodes is not None:
             eps = eps[: cfg.max_episodes]
-        self.model_config = MiniVLAConfig.preset(cfg.model)
         self.stats = (DatasetStats.from_dict(saved["stats"]) if saved else fit_stats(eps))
-        self.dataset = ChunkDataset(eps, self.stats, chunk=self.model_config.chunk,
-                                    max_text_len=self.model_config.max_text_len,
-                                    tokenizer=self.model_config.tokenizer)
         self.teacher = None if cfg.variant == "baseline" else self._teacher_source(teacher)
         self.inputs = input_fingerprints(cfg, self.teacher)
         if saved:
             check_same_inputs(saved.get("inputs"), self.inputs, resume_ckpt)
 
         torch.manual_seed(cfg.seed)
-        policy = MiniVLA(self.model_config)
+        policy = build_student(cfg.student, cfg.student_preset, cfg.student_path)
+        if saved is not None:  # a resumed run must rebuild the very architecture it saved
+            spec = student_spec(saved, resume_ckpt)
+            if spec["kind"] != policy.kind or spec["config"] != json.loads(
+                    json.dumps(policy.config_dict())):
+                raise RocketError(
+                    f"{resume_ckpt} holds a {spec['kind']} student of another configuration; "
+                    "resume with the checkpoint's --student/--student-preset or start a new run."
+                )
+        if cfg.lora_rank > 0:
+            apply_lora(policy, cfg.lora_rank)
+        if cfg.gradient_checkpointing:
+            policy.enable_gradient_checkpointing()
+        self.dataset = ChunkDataset(eps, self.stats, chunk=policy.chunk)
         self.align_config = build_align_config(cfg, policy, self.teacher)
         if saved and saved.get("align") and saved["align"] != self.align_config.to_dict():
             raise RocketError(
@@ -207,6 +269,10 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, warmup=cfg.warmup, steps=cfg.steps,
                                          schedule=cfg.schedule, decay_after=cfg.decay_after)
         self.step = 0
+        # Where the data stream stood at self.step: consumed samples are counted, not derived
+        # from the step, so a run resumed with another number of processes continues the
+        # same stream without repeating or skipping samples.
+        self.data_step, self.data_position = 0, 0
         if resume_ckpt is not None:
             ckpt_io.load_weights(self.model, resume_ckpt)
             state = ckpt_io.load_trainer_state(resume_ckpt)
@@ -214,6 +280,8 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["rng"])
             self.step = int(state["step"])
+            self.data_step = self.step
+            self.data_position = int(state.get("data_position", 0))
 
         # The scheduler is stepped by hand (once per optimizer step on every rank), so it is
         # deliberately not prepared: Accelerate would step it once per process.
@@ -228,8 +296,9 @@ class Trainer:
             return None, None
         ckpt = ckpt_io.resolve_checkpoint(resume)
         saved = ckpt_io.read_config(ckpt)
-        if "train" not in saved or "model" not in saved:
+        if "train" not in saved:
             raise RocketError(f"{ckpt} is not a `rocket train` checkpoint; pass one it wrote.")
+        student_spec(saved, ckpt)  # refuses configs of other formats in one sentence
         before = TrainConfig.from_dict(saved["train"])
         changed = self.cfg.changed_fields(before)
         if changed:
@@ -271,19 +340,31 @@ class Trainer:
         return source
 
     # -- one step --------------------------------------------------------------------
+    def _log_samples(self, step: int, micro: int, start: int, order: np.ndarray) -> None:
+        """Append this rank's dataset indices to ``samples/rank<k>.jsonl`` (data-order audits)."""
+        folder = self.out_dir / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        row = {"step": step, "micro": micro, "start": start, "processes": self.accelerator.num_processes,
+               "indices": [int(i) for i in order]}
+        with (folder / f"rank{self.accelerator.process_index}.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
     def _batch(self, step: int, micro: int) -> dict[str, Any]:
         acc = self.accelerator
         per_rank = self.cfg.batch_size
-        micro_index = step * self.cfg.grad_accum + micro
-        start = (micro_index * acc.num_processes + acc.process_index) * per_rank
+        micro_index = (step - self.data_step) * self.cfg.grad_accum + micro
+        start = (self.data_position + (micro_index * acc.num_processes + acc.process_index)
+                 * per_rank)
         order = sample_order(len(self.dataset), self.cfg.seed, start, per_rank)
+        if self.cfg.log_samples:
+            self._log_samples(step, micro, start, order)
         return default_collate([self.dataset[int(i)] for i in order])
 
     def _losses(self, batch: dict[str, Any], gen: torch.Generator
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         device = self.accelerator.device
         frames = images_to_float(batch["images"])
-        images, boxes = augment_views(frames, self.model_config.image_size, self.cfg.augment, gen)
+        images, boxes = augment_views(frames, self.policy.image_size, self.cfg.augment, gen)
         targets = None
         if self.aligner.enabled:
             assert self.teacher is not None
@@ -291,10 +372,12 @@ class Trainer:
                                           self.align_config.teacher_layers)
             targets = self.aligner.targets([f.to(device) for f in feats],
                                            self.policy.image_grid, boxes.to(device))
-        pred, out = self.model(images.to(device), batch["proprio"].to(device),
-                               batch["text"].to(device), targets)
-        action_loss = action_l1(pred.float(), batch["actions"].to(device),
-                                batch["action_mask"].to(device))
+        inputs = self.policy.prepare({
+            "images": images, "proprio": batch["proprio"], "instructions": batch["instruction"],
+            "actions": batch["actions"], "action_mask": batch["action_mask"],
+        })
+        action_loss, out = self.model(inputs, targets)
+        action_loss = action_loss.float()
         if out is None:
             return action_loss, action_loss, torch.zeros(0)
         return action_loss + out.weighted, action_loss, out.per_pair
@@ -327,9 +410,12 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------
     def checkpoint_config(self) -> dict[str, Any]:
         return {
-            "format": "rocket-vla/minivla-checkpoint/1",
+            "format": CHECKPOINT_FORMAT,
+            "policy": self.policy.kind,  # `rocket eval --policy checkpoint` reads it
+            "student": {"kind": self.policy.kind, "config": self.policy.config_dict(),
+                        "lora": lora_settings(self.cfg.lora_rank),
+                        "pretrained": self.cfg.student_path},
             "train": self.cfg.to_dict(),
-            "model": self.model_config.to_dict(),
             "align": self.align_config.to_dict(),
             "stats": self.stats.to_dict(),
             "code_version": code_version(),
@@ -343,8 +429,8 @@ class Trainer:
             return None
         state = {
             "step": step,
-            "data_position": step * self.cfg.grad_accum * self.cfg.batch_size
-            * acc.num_processes,
+            "data_position": self.data_position + (step - self.data_step) * self.cfg.grad_accum
+            * self.cfg.batch_size * acc.num_processes,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": torch.get_rng_state(),
@@ -361,8 +447,13 @@ class Trainer:
                  f"(index k = stream after block k), projector={a.projector}, "
                  f"matryoshka={a.matryoshka}, weight={a.weight}" if a.enabled
                  else "no alignment (no teacher)")
-        return (f"variant={self.cfg.variant} | MiniVLA-{self.cfg.model} "
-                f"{self.policy.num_parameters() / 1e6:.2f}M params | {len(self.dataset)} samples "
+        preset = f"-{self.cfg.student_preset}" if self.cfg.student_preset else ""
+        lora = f", LoRA r={self.cfg.lora_rank}" if self.cfg.lora_rank else ""
+        return (f"variant={self.cfg.variant} | {self.policy.kind}{preset} "
+                f"{self.policy.num_parameters() / 1e6:.2f}M params "
+                f"({self.policy.num_parameters(trainable=True) / 1e6:.2f}M trained{lora}) | "
+                f"{len(self.dataset)} samples | {self.accelerator.num_processes} process(es) "
+                f"({self.accelerator.distributed_type.value}) "
                 f"| {pairs}")
 
     def fit(self) -> TrainResult:
