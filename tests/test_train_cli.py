@@ -74,7 +74,7 @@ def test_cli_trains_and_resumes(tmp_path, capsys) -> None:
     for i, e in enumerate(make_episodes(n=2, length=8)):
         writer.write(f"ep{i}", Episode(e.actions, e.obs, e.language, np.arange(8)))
     args = ["train", "--dataset", str(tmp_path / "data"), "--out_dir", str(tmp_path / "run"),
-            "--model", "tiny", "--variant", "baseline", "--batch_size", "4",
+            "--student_preset", "tiny", "--variant", "baseline", "--batch_size", "4",
             "--save_every", "2", "--progress", "false", "--tensorboard", "false"]
     assert main([*args, "--steps", "2"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -25,7 +25,7 @@ def test_collect_train_evaluate(tmp_path, capsys) -> None:
     assert main(["collect", "--suite", "libero_spatial", "--tasks", "0", "--init-states", "1",
                  "--frame-stride", "8", "--image-size", "64", "--no-depth", "--workers", "1",
                  "--out", str(data), "--quiet"]) == 0
-    assert main(["train", "--dataset", str(data), "--out_dir", str(run), "--model", "tiny",
+    assert main(["train", "--dataset", str(data), "--out_dir", str(run), "--student_preset", "tiny",
                  "--variant", "baseline", "--steps", "80", "--batch_size", "8", "--lr", "3e-3",
                  "--log_every", "1", "--save_every", "80", "--progress", "false",
                  "--tensorboard", "false"]) == 0
