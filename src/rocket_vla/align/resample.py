@@ -12,10 +12,21 @@ full-frame grid through ``crop_boxes``: ``(x0, y0, x1, y1)`` as fractions of the
 frame. The full box ``(0, 0, 1, 1)`` reproduces ``F.interpolate(..., align_corners=True)``
 exactly; a sub-box samples the same corner-to-corner lattice inside the box. This is what
 lets a feature cache store full frames once and serve any augmentation.
+
+Two implementations live here. :func:`resample_teacher` is the readable per-tensor one
+(``F.interpolate`` / ``F.grid_sample``), the reference. :func:`resample_layers` is the
+training path: bilinear sampling on a tensor-product grid is separable, so resampling is
+two small matrix products, ``R_y X R_x^T``, with interpolation matrices built once per
+(shape, device, dtype) for full frames or, for crop boxes, from the boxes on the device
+(no host round trip). Every layer and view goes through the same two batched matmuls at
+the caller's compute dtype, and the position embedding -- linear, so it commutes with
+resampling -- is added at the student grid from a cached, already-resampled table instead
+of to every teacher layer at the teacher grid.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -46,6 +57,115 @@ def sincos_pos_embed_2d(dim: int, height: int, width: int) -> torch.Tensor:
         dim=-1,
     )
     return emb.permute(2, 0, 1).float().contiguous()
+
+
+def _constant(fn):
+    """Memoise a constant-table builder per (arguments, device, dtype).
+
+    The tables are built outside autograd and outside inference mode, so a table first made
+    under ``torch.inference_mode`` can still be used by a training step. Callers must not
+    modify the returned tensors in place (they are shared).
+    """
+    cached = functools.lru_cache(maxsize=64)(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        with torch.inference_mode(False), torch.no_grad():
+            return cached(*args)
+
+    wrapper.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+    return wrapper
+
+
+@_constant
+def pos_embed_table(
+    dim: int, height: int, width: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """:func:`sincos_pos_embed_2d` channels last ``[height, width, dim]``, cached on ``device``.
+
+    Recomputing it each step costs a float64 build on the host and a host-to-device copy
+    (which waits for the device); cached, it is one lookup.
+    """
+    return sincos_pos_embed_2d(dim, height, width).permute(1, 2, 0).to(device, dtype).contiguous()
+
+
+@_constant
+def resampled_pos_embed(
+    dim: int, height: int, width: int, grid: tuple[int, int], device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """The position embedding of a ``height x width`` teacher grid resampled to ``grid``
+    (full frame, ``align_corners=True``), ``[gh, gw, dim]``, computed in float64 once."""
+    table = sincos_pos_embed_2d(dim, height, width).double()[None]
+    if (height, width) != tuple(grid):
+        table = F.interpolate(table, size=tuple(grid), mode="bilinear", align_corners=True)
+    return table[0].permute(1, 2, 0).to(device, dtype).contiguous()
+
+
+def axis_weights(coords: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear weights ``[..., out, size]`` for sample positions ``coords [..., out]``
+    given in source-pixel units (0 = first patch centre, size - 1 = last).
+
+    Positions outside the grid are clamped to its border (``padding_mode="border"``). Built
+    from comparisons with ``arange`` rather than ``one_hot``, whose range check would read
+    the indices back to the host.
+    """
+    coords = coords.clamp(0, size - 1)
+    low = coords.floor()
+    frac = (coords - low)[..., None]
+    index = torch.arange(size, device=coords.device, dtype=coords.dtype)
+    return (1 - frac) * (index == low[..., None]) + frac * (index == low[..., None] + 1)
+
+
+def _full_frame_coords(out: int, size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    # F.interpolate(align_corners=True): source = i * (size - 1) / (out - 1); one output -> 0.
+    if out == 1:
+        return torch.zeros(1, device=device, dtype=dtype)
+    return torch.linspace(0.0, size - 1, out, device=device, dtype=dtype)
+
+
+@_constant
+def full_frame_weights(
+    height: int, width: int, grid: tuple[int, int], device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached interpolation matrices ``R_y [1, gh, h]`` and ``R_x [1, gw, w]`` of a full frame."""
+    work = torch.float64
+    ry = axis_weights(_full_frame_coords(grid[0], height, work, device), height)
+    rx = axis_weights(_full_frame_coords(grid[1], width, work, device), width)
+    return ry[None].to(dtype), rx[None].to(dtype)
+
+
+def crop_weights(
+    boxes: torch.Tensor, height: int, width: int, grid: tuple[int, int], dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interpolation matrices ``R_y [N, gh, h]``, ``R_x [N, gw, w]`` for boxes ``[N, 4]``.
+
+    The same lattice as :func:`_crop_grid` with ``grid_sample(align_corners=True,
+    padding_mode="border")``, computed on the boxes' device without leaving it.
+    """
+    work = boxes.dtype if boxes.dtype == torch.float64 else torch.float32
+    steps = []
+    for out in grid:
+        if out > 1:
+            steps.append(torch.linspace(0.0, 1.0, out, device=boxes.device, dtype=work))
+        else:
+            steps.append(torch.full((1,), 0.5, device=boxes.device, dtype=work))
+    b = boxes.to(work)
+    ys = (b[:, 1, None] + (b[:, 3, None] - b[:, 1, None]) * steps[0]) * (height - 1)
+    xs = (b[:, 0, None] + (b[:, 2, None] - b[:, 0, None]) * steps[1]) * (width - 1)
+    return axis_weights(ys, height).to(dtype), axis_weights(xs, width).to(dtype)
+
+
+def separable_resample(maps: torch.Tensor, ry: torch.Tensor, rx: torch.Tensor) -> torch.Tensor:
+    """``R_y X R_x^T`` for channels-last maps ``[..., N, h, w, C]`` -> ``[..., N, gh, gw, C]``.
+
+    ``ry``/``rx`` are ``[N, gh, h]``/``[N, gw, w]`` (or ``[1, ...]`` for one grid for all);
+    leading dimensions of ``maps`` (e.g. layers) broadcast. Two batched matmuls, no copy of
+    the input: the rows are contracted on the ``[h, w * C]`` view, then the columns.
+    """
+    *lead, n, h, w, c = maps.shape
+    rows = torch.matmul(ry, maps.reshape(*lead, n, h, w * c))  # [..., N, gh, w*C]
+    rows = rows.reshape(*rows.shape[:-1], w, c)  # [..., N, gh, w, C]
+    return torch.matmul(rx.unsqueeze(-3), rows)  # [..., N, gh, gw, C]
 
 
 def _crop_grid(
@@ -92,7 +212,7 @@ def resample_teacher(
     gh, gw = grid
     maps = features.reshape(b * s, h, w, c).permute(0, 3, 1, 2)
     if pos_embed_scale:
-        pos = sincos_pos_embed_2d(c, h, w).to(device=maps.device, dtype=maps.dtype)
+        pos = pos_embed_table(c, h, w, maps.device, maps.dtype).permute(2, 0, 1)
         maps = maps + pos_embed_scale * pos
     if crop_boxes is None:
         if (h, w) == (gh, gw):
@@ -115,6 +235,58 @@ def resample_teacher(
             align_corners=True,
         ).to(maps.dtype)
     return out.permute(0, 2, 3, 1).reshape(b, s * gh * gw, c)
+
+
+def _view_boxes(crop_boxes: torch.Tensor, b: int, s: int, shape: tuple[int, ...]) -> torch.Tensor:
+    boxes = crop_boxes
+    if boxes.dim() == 2 and boxes.shape == (b, 4):
+        boxes = boxes[:, None, :].expand(b, s, 4)
+    if boxes.shape != (b, s, 4):
+        raise RocketError(
+            f"crop boxes must be [B, S, 4] or [B, 4] for features {shape}, "
+            f"got {tuple(crop_boxes.shape)}; give one (x0, y0, x1, y1) box per image."
+        )
+    return boxes.reshape(b * s, 4)
+
+
+def resample_layers(
+    stacked: torch.Tensor,
+    grid: tuple[int, int],
+    *,
+    crop_boxes: torch.Tensor | None = None,
+    pos_embed_scale: float = 0.0,
+) -> torch.Tensor:
+    """Every layer at once: ``[L, B, S, h, w, C]`` -> ``[L, B, S * gh * gw, C]``, same dtype.
+
+    Equal (up to rounding) to :func:`resample_teacher` on each layer. Runs at the dtype of
+    ``stacked``, so cast it to the compute dtype first; ``out[l]`` is contiguous, so a
+    per-layer list is ``list(out.unbind(0))`` without a copy.
+    """
+    if stacked.dim() != 6:
+        raise RocketError(
+            f"stacked teacher features must be [L, B, S, h, w, C], got {tuple(stacked.shape)}; "
+            "stack the per-layer [B, S, h, w, C] tensors on a new first dimension."
+        )
+    layers, b, s, h, w, c = stacked.shape
+    gh, gw = grid
+    maps = stacked.reshape(layers, b * s, h, w, c)
+    dtype, device = stacked.dtype, stacked.device
+    if crop_boxes is None:
+        if (h, w) == (gh, gw):
+            out = maps.clone() if pos_embed_scale else maps
+        else:
+            ry, rx = full_frame_weights(h, w, (gh, gw), device, dtype)
+            out = separable_resample(maps, ry, rx)
+        if pos_embed_scale:
+            out.add_(resampled_pos_embed(c, h, w, (gh, gw), device, dtype), alpha=pos_embed_scale)
+    else:
+        boxes = _view_boxes(crop_boxes, b, s, tuple(stacked.shape[1:])).to(device)
+        ry, rx = crop_weights(boxes, h, w, (gh, gw), dtype)
+        out = separable_resample(maps, ry, rx)
+        if pos_embed_scale:
+            pos = pos_embed_table(c, h, w, device, dtype)[None]  # [1, h, w, C]
+            out.add_(separable_resample(pos, ry, rx), alpha=pos_embed_scale)  # [N, gh, gw, C]
+    return out.reshape(layers, b, s * gh * gw, c)
 
 
 def student_grid(num_tokens_per_image: int) -> tuple[int, int]:
