@@ -79,30 +79,40 @@ class Aligner(nn.Module):
     ) -> list[torch.Tensor]:
         """Resample per-layer teacher grids ``[B, S, h, w, C]`` onto the student tokens.
 
-        ``teacher_features`` is one tensor per pair, or all of them already stacked as
-        ``[L, B, S, h, w, C]`` (which saves the one copy this method makes otherwise).
-        Layers of one shape are gathered once at ``dtype`` (the step's compute dtype, e.g.
-        bfloat16 under autocast; default: the features' dtype) and resampled together by
-        two batched matmuls (:func:`~rocket_vla.align.resample.resample_layers`), so the
-        cost per step does not grow with a per-layer launch and grid build. Returns one
+        ``teacher_features``: one tensor per pair, or all of them stacked as
+        ``[L, B, S, h, w, C]``. ``dtype``: the step's compute dtype (e.g. bfloat16 under
+        autocast; default: the features' dtype); resampling runs at it. Returns one
         contiguous ``[B, S * gh * gw, C]`` tensor per layer, without gradients.
+
+        Resampling is two batched matmuls with interpolation matrices that are cached per
+        shape, device and dtype (:func:`~rocket_vla.align.resample.resample_layers`). All
+        layers go through one pair of them when the features are stacked, are views of one
+        stacked buffer, or must be cast anyway (the cast then gathers them in the same
+        pass). Separate tensors already at ``dtype`` are resampled layer by layer with the
+        same matrices: stacking them would add a full pass over the step's largest tensor
+        (on the CPU box, for 10 layers of 4 x 37 x 37 x 512 floats, the copy alone took 65 ms
+        against 52 ms for the resampling).
         """
         scale = self.config.pos_embed_scale
         with torch.no_grad():
             if isinstance(teacher_features, torch.Tensor) and teacher_features.dim() == 6:
-                stacked = teacher_features.to(dtype or teacher_features.dtype)
+                return resample_layers(teacher_features.to(dtype or teacher_features.dtype), grid,
+                                       crop_boxes=crop_boxes, pos_embed_scale=scale)
+            feats = list(teacher_features)
+            first = feats[0] if feats else None
+            if first is None or any(f.dim() != 5 or f.shape != first.shape or f.dtype != first.dtype
+                                    or f.device != first.device for f in feats):
+                return [resample_teacher(f.to(dtype or f.dtype), grid, crop_boxes=crop_boxes,
+                                         pos_embed_scale=scale) for f in feats]
+            target = dtype or first.dtype
+            stacked = _stacked_view(feats)
+            if stacked is not None:
+                gathered: torch.Tensor | list[torch.Tensor] = stacked.to(target)
+            elif target != first.dtype:
+                gathered = _stack(feats, target)
             else:
-                feats = list(teacher_features)
-                uniform = bool(feats) and all(
-                    f.dim() == 5 and f.shape == feats[0].shape and f.device == feats[0].device
-                    for f in feats
-                )
-                if not uniform:
-                    return [resample_teacher(f.to(dtype or f.dtype), grid, crop_boxes=crop_boxes,
-                                             pos_embed_scale=scale) for f in feats]
-                stacked = _stack(feats, dtype or feats[0].dtype)
-            out = resample_layers(stacked, grid, crop_boxes=crop_boxes, pos_embed_scale=scale)
-        return list(out.unbind(0))
+                gathered = feats
+            return resample_layers(gathered, grid, crop_boxes=crop_boxes, pos_embed_scale=scale)
 
     def _check(self, student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]) -> None:
         cfg = self.config
@@ -190,6 +200,23 @@ class Aligner(nn.Module):
         state = self.__dict__.copy()
         state["_compiled"] = {}
         return state
+
+
+def _stacked_view(feats: list[torch.Tensor]) -> torch.Tensor | None:
+    """``[L, ...]`` view of tensors that are evenly spaced slices of one buffer (e.g. the
+    result of ``stacked.unbind(0)``), or None. Reads only metadata, never values."""
+    first = feats[0]
+    if len(feats) < 2 or any(f.stride() != first.stride() for f in feats):
+        return None
+    storage = first.untyped_storage().data_ptr()
+    if any(f.untyped_storage().data_ptr() != storage for f in feats):
+        return None
+    step = feats[1].storage_offset() - first.storage_offset()
+    if step <= 0 or any(f.storage_offset() - first.storage_offset() != i * step for i, f in enumerate(feats)):
+        return None
+    if step < max((n - 1) * st for n, st in zip(first.shape, first.stride(), strict=True)) + 1:
+        return None  # overlapping slices: not a stack
+    return first.as_strided((len(feats), *first.shape), (step, *first.stride()), first.storage_offset())
 
 
 def _stack(feats: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -250,43 +251,54 @@ def _view_boxes(crop_boxes: torch.Tensor, b: int, s: int, shape: tuple[int, ...]
 
 
 def resample_layers(
-    stacked: torch.Tensor,
+    features: torch.Tensor | Sequence[torch.Tensor],
     grid: tuple[int, int],
     *,
     crop_boxes: torch.Tensor | None = None,
     pos_embed_scale: float = 0.0,
-) -> torch.Tensor:
-    """Every layer at once: ``[L, B, S, h, w, C]`` -> ``[L, B, S * gh * gw, C]``, same dtype.
+) -> list[torch.Tensor]:
+    """Many layers on one grid: ``[B, S * gh * gw, C]`` per layer, at the input dtype.
 
-    Equal (up to rounding) to :func:`resample_teacher` on each layer. Runs at the dtype of
-    ``stacked``, so cast it to the compute dtype first; ``out[l]`` is contiguous, so a
-    per-layer list is ``list(out.unbind(0))`` without a copy.
+    ``features`` is either stacked ``[L, B, S, h, w, C]`` -- then every layer and view goes
+    through one pair of batched matmuls -- or a list of ``[B, S, h, w, C]`` tensors of one
+    shape and dtype, resampled one by one with the same (cached or once-built) matrices,
+    which saves stacking them when they are separate tensors already at the right dtype.
+    Equal, up to rounding, to :func:`resample_teacher` per layer. Each result is contiguous.
     """
-    if stacked.dim() != 6:
+    groups = [features] if isinstance(features, torch.Tensor) else [f.unsqueeze(0) for f in features]
+    if not groups or any(g.dim() != 6 or g.shape[1:] != groups[0].shape[1:] for g in groups):
+        shapes = [tuple(g.shape) for g in groups]
         raise RocketError(
-            f"stacked teacher features must be [L, B, S, h, w, C], got {tuple(stacked.shape)}; "
-            "stack the per-layer [B, S, h, w, C] tensors on a new first dimension."
+            f"teacher features must be stacked [L, B, S, h, w, C] or a list of equal [B, S, h, w, C] "
+            f"tensors, got {shapes}; stack the per-layer tensors on a new first dimension."
         )
-    layers, b, s, h, w, c = stacked.shape
+    _, b, s, h, w, c = groups[0].shape
     gh, gw = grid
-    maps = stacked.reshape(layers, b * s, h, w, c)
-    dtype, device = stacked.dtype, stacked.device
+    dtype, device = groups[0].dtype, groups[0].device
+    pos = None
     if crop_boxes is None:
-        if (h, w) == (gh, gw):
-            out = maps.clone() if pos_embed_scale else maps
-        else:
+        identity = (h, w) == (gh, gw)
+        if not identity:
             ry, rx = full_frame_weights(h, w, (gh, gw), device, dtype)
-            out = separable_resample(maps, ry, rx)
         if pos_embed_scale:
-            out.add_(resampled_pos_embed(c, h, w, (gh, gw), device, dtype), alpha=pos_embed_scale)
+            pos = resampled_pos_embed(c, h, w, (gh, gw), device, dtype)  # [gh, gw, C]
     else:
-        boxes = _view_boxes(crop_boxes, b, s, tuple(stacked.shape[1:])).to(device)
+        identity = False
+        boxes = _view_boxes(crop_boxes, b, s, tuple(groups[0].shape[1:])).to(device)
         ry, rx = crop_weights(boxes, h, w, (gh, gw), dtype)
-        out = separable_resample(maps, ry, rx)
-        if pos_embed_scale:
-            pos = pos_embed_table(c, h, w, device, dtype)[None]  # [1, h, w, C]
-            out.add_(separable_resample(pos, ry, rx), alpha=pos_embed_scale)  # [N, gh, gw, C]
-    return out.reshape(layers, b, s * gh * gw, c)
+        if pos_embed_scale:  # resampled through this step's boxes: [N, gh, gw, C]
+            pos = separable_resample(pos_embed_table(c, h, w, device, dtype)[None], ry, rx)
+    outs: list[torch.Tensor] = []
+    for group in groups:
+        maps = group.reshape(group.shape[0], b * s, h, w, c)
+        if identity:  # same grid: nothing to resample
+            out = maps if pos is None else maps + pos_embed_scale * pos
+        else:
+            out = separable_resample(maps, ry, rx)
+            if pos is not None:
+                out.add_(pos, alpha=pos_embed_scale)
+        outs.extend(out.reshape(-1, b, s * gh * gw, c).unbind(0))
+    return outs
 
 
 def student_grid(num_tokens_per_image: int) -> tuple[int, int]:
