@@ -210,6 +210,22 @@ class Pi0Step:
         self.optimizer.zero_grad(set_to_none=True)
 
 
+def previous_targets(feats: list[torch.Tensor], grid: tuple[int, int], scale: float,
+                     dtype: torch.dtype) -> list[torch.Tensor]:
+    """``Aligner.targets`` before this change, for comparison: layers concatenated along
+    channels, the embedding built on the host and added at the teacher grid, one
+    ``F.interpolate``, then split and copied per layer."""
+    from rocket_vla.align import sincos_pos_embed_2d
+
+    feats = [f.to(dtype) for f in feats]
+    _, _, h, w, c = feats[0].shape
+    stacked = torch.cat(feats, dim=-1)
+    pos = sincos_pos_embed_2d(c, h, w).to(device=stacked.device, dtype=stacked.dtype)
+    stacked = stacked + scale * pos.permute(1, 2, 0).repeat(1, 1, len(feats))
+    out = resample_teacher(stacked, grid)
+    return [part.contiguous() for part in out.split(c, dim=-1)]
+
+
 def aligner_parts(step: Pi0Step) -> dict[str, Callable[[], object]]:
     """The alignment loss alone on states of the tapped shape: eager and compiled."""
     b = step.batch
@@ -280,14 +296,15 @@ def main(argv: list[str]) -> int:
         row["vs_baseline"] = round(row["ms"] / base, 3)
 
     feats = step.cached
-    per_layer = [f.to(dtype) for f in feats]
+    scale = step.align_cfg.pos_embed_scale
     parts: dict[str, Callable[[], object]] = {
         "step with taps attached (unused)": lambda: step.step("taps"),
         "step, baseline (same rounds)": lambda: step.step("baseline"),
-        "Aligner.targets (fused, from float16 cache)": lambda: step.targets(feats),
-        "targets, one F.interpolate per layer (reference)": lambda: [
-            resample_teacher(f, step.batch.grid, pos_embed_scale=step.align_cfg.pos_embed_scale)
-            for f in per_layer],
+        "Aligner.targets (from the float16 cache, at the compute dtype)": lambda: step.targets(feats),
+        "targets, previous code (cat + embedding at teacher grid + F.interpolate + split)":
+            lambda: previous_targets(feats, step.batch.grid, scale, dtype),
+        "targets, one F.interpolate per layer": lambda: [
+            resample_teacher(f.to(dtype), step.batch.grid, pos_embed_scale=scale) for f in feats],
         **aligner_parts(step),
     }
     for px in live:

@@ -120,7 +120,7 @@ def errors(args: argparse.Namespace) -> dict:
         out = aligner(states, [t.double() for t in targets])
         out.loss.backward()
         grad = torch.cat([p.grad.reshape(-1) for p in aligner.parameters() if p.grad is not None])
-        return float(out.loss), grad
+        return float(out.loss.detach()), grad
 
     ref_loss, ref_grad = loss_and_grad(reference)
     rows = []
