@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rocket_vla.align import AlignConfig, Aligner, LayerTaps, sincos_pos_embed_2d
-from rocket_vla.align.resample import full_frame_weights, pos_embed_table, resample_layers
+from rocket_vla.align.resample import crop_weights, pos_embed_table, resample_layers
 
 transformers = pytest.importorskip("transformers")
 
@@ -100,11 +100,11 @@ def test_constant_tables_are_built_once_per_shape_device_dtype() -> None:
     cpu = torch.device("cpu")
     assert pos_embed_table(8, 5, 5, cpu, torch.float32) is pos_embed_table(8, 5, 5, cpu, torch.float32)
     assert pos_embed_table(8, 5, 5, cpu, torch.float32) is not pos_embed_table(8, 5, 5, cpu, torch.float64)
-    ry, rx = full_frame_weights(37, 37, (16, 16), cpu, torch.float32)
-    assert full_frame_weights(37, 37, (16, 16), cpu, torch.float32)[0] is ry
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.13, 0.2, 0.71, 0.9]])
+    ry, rx = crop_weights(boxes, 37, 37, (16, 16), torch.float32)
     # each output row of an interpolation matrix is a convex combination of <= 2 inputs
-    torch.testing.assert_close(ry.sum(-1), torch.ones(1, 16))
-    assert int((ry > 0).sum(-1).max()) <= 2
+    torch.testing.assert_close(ry.sum(-1), torch.ones(2, 16))
+    assert int((ry > 0).sum(-1).max()) <= 2 and int((rx > 0).sum(-1).max()) <= 2
     with torch.inference_mode():  # a table first built in inference mode still serves training
         table = pos_embed_table(12, 3, 3, cpu, torch.float32)
     assert not table.is_inference()

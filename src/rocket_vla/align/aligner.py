@@ -2,8 +2,8 @@
 
 The training step's hot path is written so that it never waits for the device: shapes are
 checked from metadata, the loss over pairs is a fixed sequence of tensor ops (no Python
-branch on a tensor value, no ``.item()``), and constant tables (interpolation matrices,
-position embeddings) are cached per shape, device and dtype. That same property is what
+branch on a tensor value, no ``.item()``), and constant tables (position embeddings)
+are cached per shape, device and dtype. That same property is what
 lets ``torch.compile`` take the whole loss -- forward and backward -- as one graph.
 """
 
@@ -84,14 +84,14 @@ class Aligner(nn.Module):
         autocast; default: the features' dtype); resampling runs at it. Returns one
         contiguous ``[B, S * gh * gw, C]`` tensor per layer, without gradients.
 
-        Resampling is two batched matmuls with interpolation matrices that are cached per
-        shape, device and dtype (:func:`~rocket_vla.align.resample.resample_layers`). All
-        layers go through one pair of them when the features are stacked, are views of one
-        stacked buffer, or must be cast anyway (the cast then gathers them in the same
-        pass). Separate tensors already at ``dtype`` are resampled layer by layer with the
-        same matrices: stacking them would add a full pass over the step's largest tensor
-        (on the CPU box, for 10 layers of 4 x 37 x 37 x 512 floats, the copy alone took 65 ms
-        against 52 ms for the resampling).
+        See :func:`~rocket_vla.align.resample.resample_layers` for how (one interpolation
+        call for full frames, two batched matmuls for crop boxes, position embedding from a
+        table cached per shape, device and dtype). All layers go through one call when the
+        features are stacked, are views of one stacked buffer, or must be cast anyway (the
+        cast then gathers them in the same pass). Separate tensors already at ``dtype`` are
+        resampled layer by layer: stacking them would add a full pass over the step's
+        largest tensor (on the CPU box, for 10 layers of 4 x 37 x 37 x 512 floats, the copy
+        alone took 65 ms against 52 ms for the resampling).
         """
         scale = self.config.pos_embed_scale
         with torch.no_grad():
