@@ -43,12 +43,14 @@ class Aligner(nn.Module):
     ``compile`` puts the loss (projectors + cosine + masked means, forward and backward)
     under ``torch.compile(fullgraph=True)``. ``None`` (the default) decides per device at
     the first call: on for CUDA (when Triton is available), off elsewhere. Why that default:
-    the issue's H200 measurements at pi0's paper shapes put this loss at 15.7 ms eager and
-    6.7 ms compiled per step (LayerNorm, GELU, casts and the cosine fuse into few kernels
-    around the matmuls), while on a CPU the loss is matmul-bound, compiling costs tens of
-    seconds per shape, and Inductor needs a C++ toolchain -- a poor trade for the small
-    CPU runs this project does. The CUDA default rests on those recorded figures; it was not
-    re-measured on a GPU here. Compilation never changes the parameters or the state dict.
+    the H200 figures recorded in issue 13 put this loss at pi0's paper shapes at 15.7 ms
+    eager and 6.7 ms compiled per step (LayerNorm, GELU, casts and the cosine fuse into few
+    kernels around the matmuls) -- the CUDA default rests on those recorded figures, not on
+    a GPU measurement made with this code. On a CPU the compiled loss was also faster at
+    the tiny pi0 shapes of ``benchmarks/train_step.py --student pi0`` (docs/benchmarks.md),
+    but a cold compile took ~36 s for even a 3-pair toy config here, Inductor needs a C++
+    toolchain, and the project's CPU runs are short: opt in with ``compile=True``.
+    Compilation never changes the parameters or the state dict.
     """
 
     def __init__(self, config: AlignConfig, *, compile: bool | None = None) -> None:
