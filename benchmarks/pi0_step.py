@@ -128,8 +128,8 @@ class Clock:
 
 
 def interleaved(parts: dict[str, Callable[[], object]], clock: Clock, rounds: int, repeats: int,
-                warmup: int = 2) -> dict[str, dict]:
-    """Median (and range) of per-call ms over ``rounds``, every part once per round."""
+                warmup: int = 2) -> dict[str, list[float]]:
+    """Per-call ms of every part in each of ``rounds`` rounds (every part once per round)."""
     for fn in parts.values():
         for _ in range(warmup):
             fn()
@@ -137,8 +137,20 @@ def interleaved(parts: dict[str, Callable[[], object]], clock: Clock, rounds: in
     for _ in range(rounds):
         for k, fn in parts.items():
             samples[k].append(clock.ms(fn, repeats))
-    return {k: {"ms": round(statistics.median(v), 2), "min": round(min(v), 2), "max": round(max(v), 2)}
-            for k, v in samples.items()}
+    return samples
+
+
+def summary(samples: dict[str, list[float]], base: str | None = None) -> dict[str, dict]:
+    """Median and range per part; with ``base``, the median over rounds of the per-round
+    ratio to it -- a paired figure, steadier than a ratio of medians when the machine's
+    load drifts between rounds."""
+    out = {}
+    for k, v in samples.items():
+        row = {"ms": round(statistics.median(v), 2), "min": round(min(v), 2), "max": round(max(v), 2)}
+        if base is not None:
+            row["vs_baseline"] = round(statistics.median(a / b for a, b in zip(v, samples[base], strict=True)), 3)
+        out[k] = row
+    return out
 
 
 # ----------------------------------------------------------------------------- steps
@@ -265,8 +277,8 @@ def main(argv: list[str]) -> int:
                    help="live-teacher input sizes, comma-separated (tiny: 182; default: 224,518)")
     p.add_argument("--cache-px", type=int, default=None, help="teacher px of the cached features")
     p.add_argument("--compile-aligner", choices=["auto", "on", "off"], default="auto")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--steps", type=int, default=2, help="timed steps per mode per round")
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--steps", type=int, default=1, help="timed steps per mode per round")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -290,10 +302,7 @@ def main(argv: list[str]) -> int:
     }
     for px in live:
         modes[f"+ live VGGT on the step's views at {px} px"] = (lambda px=px: step.step("live", px))
-    table = interleaved(modes, clock, args.rounds, args.steps)
-    base = table["pi0 flow-matching loss alone"]["ms"]
-    for row in table.values():
-        row["vs_baseline"] = round(row["ms"] / base, 3)
+    table = summary(interleaved(modes, clock, args.rounds, args.steps), "pi0 flow-matching loss alone")
 
     feats = step.cached
     scale = step.align_cfg.pos_embed_scale
@@ -309,10 +318,12 @@ def main(argv: list[str]) -> int:
     }
     for px in live:
         parts[f"teacher alone at {px} px"] = (lambda px=px: step.teacher_features(px))
-    breakdown = interleaved(parts, clock, args.rounds, args.steps)
-    breakdown["taps attached (difference)"] = {
-        "ms": round(breakdown["step with taps attached (unused)"]["ms"]
-                    - breakdown["step, baseline (same rounds)"]["ms"], 2)}
+    part_samples = interleaved(parts, clock, args.rounds, args.steps)
+    breakdown = summary(part_samples)
+    diffs = [a - b for a, b in zip(part_samples["step with taps attached (unused)"],
+                                   part_samples["step, baseline (same rounds)"], strict=True)]
+    breakdown["taps attached (median of per-round differences)"] = {
+        "ms": round(statistics.median(diffs), 2), "min": round(min(diffs), 2), "max": round(max(diffs), 2)}
 
     b = step.batch
     result = {
@@ -337,15 +348,15 @@ def main(argv: list[str]) -> int:
     }
     print(json.dumps(result, indent=2))
     print()
-    print("| training step | ms (median of rounds) | range | vs baseline |")
+    print("| training step | ms (median of rounds) | range | vs baseline (median of per-round ratios) |")
     print("|---|---|---|---|")
     for name, row in table.items():
         print(f"| {name} | {row['ms']} | {row['min']}-{row['max']} | {row['vs_baseline']:.3f} |")
     print()
-    print("| part (timed alone) | ms |")
-    print("|---|---|")
+    print("| part (timed alone) | ms (median of rounds) | range |")
+    print("|---|---|---|")
     for name, row in breakdown.items():
-        print(f"| {name} | {row['ms']} |")
+        print(f"| {name} | {row['ms']} | {row['min']}-{row['max']} |")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
