@@ -148,7 +148,8 @@ def summary(samples: dict[str, list[float]], base: str | None = None) -> dict[st
     for k, v in samples.items():
         row = {"ms": round(statistics.median(v), 2), "min": round(min(v), 2), "max": round(max(v), 2)}
         if base is not None:
-            row["vs_baseline"] = round(statistics.median(a / b for a, b in zip(v, samples[base], strict=True)), 3)
+            ratios = [a / b for a, b in zip(v, samples[base], strict=True)]
+            row["vs_baseline"] = round(statistics.median(ratios), 3)
         out[k] = row
     return out
 
