@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -127,16 +128,25 @@ class Clock:
         return (self.now() - start) / repeats * 1000
 
 
-def interleaved(parts: dict[str, Callable[[], object]], clock: Clock, rounds: int, repeats: int,
-                warmup: int = 2) -> dict[str, list[float]]:
-    """Per-call ms of every part in each of ``rounds`` rounds (every part once per round)."""
+def interleaved(parts: dict[str, Callable[[], object]], clock: Clock, rounds: int,
+                repeats: dict[str, int] | int, warmup: int = 2) -> dict[str, list[float]]:
+    """Per-call ms of every part in each of ``rounds`` rounds.
+
+    Every part runs once per round, in an order shuffled per round (seeded): a small part
+    timed right after a full training step finds cold caches, so a fixed order would
+    favour whichever part comes later. ``repeats`` calls are averaged per timing.
+    """
     for fn in parts.values():
         for _ in range(warmup):
             fn()
+    order = list(parts)
+    rng = random.Random(0)
     samples: dict[str, list[float]] = {k: [] for k in parts}
     for _ in range(rounds):
-        for k, fn in parts.items():
-            samples[k].append(clock.ms(fn, repeats))
+        rng.shuffle(order)
+        for k in order:
+            n = repeats if isinstance(repeats, int) else repeats.get(k, 1)
+            samples[k].append(clock.ms(parts[k], n))
     return samples
 
 
@@ -280,6 +290,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--compile-aligner", choices=["auto", "on", "off"], default="auto")
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--steps", type=int, default=1, help="timed steps per mode per round")
+    p.add_argument("--part-repeats", type=int, default=10,
+                   help="calls averaged per timing of the small parts (targets, aligner)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -319,7 +331,9 @@ def main(argv: list[str]) -> int:
     }
     for px in live:
         parts[f"teacher alone at {px} px"] = (lambda px=px: step.teacher_features(px))
-    part_samples = interleaved(parts, clock, args.rounds, args.steps)
+    small = {k: args.part_repeats for k in parts if not k.startswith(("step", "teacher"))}
+    part_samples = interleaved(parts, clock, args.rounds, {**small, **{k: args.steps for k in parts
+                                                                        if k not in small}})
     breakdown = summary(part_samples)
     diffs = [a - b for a, b in zip(part_samples["step with taps attached (unused)"],
                                    part_samples["step, baseline (same rounds)"], strict=True)]

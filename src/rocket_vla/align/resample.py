@@ -17,7 +17,7 @@ Two implementations live here. :func:`resample_teacher` is the readable per-tens
 (``F.interpolate`` / ``F.grid_sample``), the reference. :func:`resample_layers` is the
 training path: all layers and views in one call at the caller's compute dtype. Full
 frames go through one ``F.interpolate`` on a channels-last view (no copy). Crop boxes use
-that bilinear sampling on a tensor-product grid is separable: two batched matmuls
+the fact that bilinear sampling on a tensor-product grid is separable: two batched matmuls
 ``R_y X R_x^T`` with interpolation matrices built from the boxes on the device (no host
 round trip, no per-pixel gather). The position embedding -- linear, so it commutes with
 resampling -- is added at the student grid from a cached table (already resampled for
