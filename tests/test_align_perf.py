@@ -7,6 +7,8 @@ once per layer for the fused resampling, the eager loss for the compiled one, an
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -162,6 +164,10 @@ def test_compiled_aligner_equals_eager_in_loss_and_gradients() -> None:
     for gc, ge in zip(grads_c, grads_e, strict=True):
         torch.testing.assert_close(gc, ge, rtol=1e-4, atol=1e-6)
     assert set(compiled.state_dict()) == set(eager.state_dict())
+    clone = copy.deepcopy(compiled)  # compiled callables are dropped from copies, not copied
+    assert clone._compiled == {} and compiled._compiled
+    torch.testing.assert_close(clone.projectors.projector(0).fc1.weight,
+                               compiled.projectors.projector(0).fc1.weight)
 
 
 def test_default_compiles_only_on_cuda() -> None:
