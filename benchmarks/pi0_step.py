@@ -173,7 +173,9 @@ class Pi0Step:
 
         torch.manual_seed(0)
         self.cfg = pi0_config(args.size, args.image_size, args.chunk)
-        self.model = PI0ForConditionalGeneration(self.cfg).to(device, dtype).train()
+        with torch.device(device):  # build where it runs: 3.5 B float32 parameters at default size
+            self.model = PI0ForConditionalGeneration(self.cfg)
+        self.model.to(dtype).train()
         self.device, self.dtype = device, dtype
         self.batch = Pi0Batch(self.cfg, args.batch_size, args.cameras, args.text_tokens, device, dtype)
         text = self.cfg.vlm_config.text_config
