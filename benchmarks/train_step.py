@@ -18,6 +18,12 @@ other jobs' load; the CPU figure (single intra-op thread) does not, so the ratio
 modes are read from it. Usage::
 
     python benchmarks/train_step.py --model demo --batch-size 32 --rounds 5 --steps 5
+
+``--student pi0`` measures transformers' pi0 instead (baseline, cached and live ROCKET, and
+the overhead breakdown); its options are in ``benchmarks/pi0_step.py``::
+
+    python benchmarks/train_step.py --student pi0 --size tiny              # CPU
+    python benchmarks/train_step.py --student pi0 --device cuda --size default
 """
 
 from __future__ import annotations
@@ -80,12 +86,23 @@ def make_trainer(mode: str, args: argparse.Namespace, episodes: list, teacher, o
 
 
 def main() -> int:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--student", default="minivla")
+    pre.add_argument("--via-trainer", action="store_true")
+    known, _ = pre.parse_known_args()
+    if known.student == "pi0" and not known.via_trainer:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from pi0_step import main as pi0_main
+
+        return pi0_main(sys.argv[1:])
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--student", default="minivla", help="student kind: minivla, pi0, oft")
     p.add_argument("--model", "--student-preset", dest="model", default=None,
                    help="the student's size preset (default: the student's own)")
     p.add_argument("--student-path", default=None, help="local pretrained student folder")
     p.add_argument("--lora-rank", type=int, default=0)
+    p.add_argument("--via-trainer", action="store_true",
+                   help="with --student pi0: time whole Trainer steps instead of the breakdown")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--pairs", type=int, default=4)
     p.add_argument("--projector-hidden", type=int, default=64)

@@ -1,9 +1,17 @@
-"""The Aligner: projectors + cosine loss over every aligned layer pair."""
+"""The Aligner: projectors + cosine loss over every aligned layer pair.
+
+The training step's hot path is written so that it never waits for the device: shapes are
+checked from metadata, the loss over pairs is a fixed sequence of tensor ops (no Python
+branch on a tensor value, no ``.item()``), and constant tables (position embeddings)
+are cached per shape, device and dtype. That same property is what
+lets ``torch.compile`` take the whole loss -- forward and backward -- as one graph.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -11,7 +19,7 @@ from torch import nn
 from rocket_vla.align.config import AlignConfig
 from rocket_vla.align.loss import cosine_distance, masked_mean, masked_sample_mean
 from rocket_vla.align.projector import PairProjectors
-from rocket_vla.align.resample import resample_teacher, sincos_pos_embed_2d
+from rocket_vla.align.resample import resample_layers, resample_teacher
 from rocket_vla.errors import RocketError
 
 
@@ -31,12 +39,26 @@ class Aligner(nn.Module):
     with the student's visual-token states (one ``[B, T, Ds]`` tensor per pair, e.g.
     ``LayerTaps.states``) and the teacher's features on the same tokens (one ``[B, T, Dt]``
     per pair, e.g. from :meth:`targets`). The baseline config builds no projector.
+
+    ``compile`` puts the loss (projectors + cosine + masked means, forward and backward)
+    under ``torch.compile(fullgraph=True)``. ``None`` (the default) decides per device at
+    the first call: on for CUDA (when Triton is available), off elsewhere. Why that default:
+    the H200 figures recorded in issue 13 put this loss at pi0's paper shapes at 15.7 ms
+    eager and 6.7 ms compiled per step (LayerNorm, GELU, casts and the cosine fuse into few
+    kernels around the matmuls) -- the CUDA default rests on those recorded figures, not on
+    a GPU measurement made with this code. On a CPU the compiled loss was also faster at
+    the tiny pi0 shapes of ``benchmarks/train_step.py --student pi0`` (docs/benchmarks.md),
+    but a cold compile took ~36 s for even a 3-pair toy config here, Inductor needs a C++
+    toolchain, and the project's CPU runs are short: opt in with ``compile=True``.
+    Compilation never changes the parameters or the state dict.
     """
 
-    def __init__(self, config: AlignConfig) -> None:
+    def __init__(self, config: AlignConfig, *, compile: bool | None = None) -> None:
         super().__init__()
         config.validate()
         self.config = config
+        self.compile = compile
+        self._compiled: dict[str, Callable[..., Any]] = {}
         self.projectors: PairProjectors | None = None
         if config.enabled:
             self.projectors = PairProjectors(
@@ -51,30 +73,48 @@ class Aligner(nn.Module):
 
     def targets(
         self,
-        teacher_features: Sequence[torch.Tensor],
+        teacher_features: Sequence[torch.Tensor] | torch.Tensor,
         grid: tuple[int, int],
         crop_boxes: torch.Tensor | None = None,
+        *,
+        dtype: torch.dtype | None = None,
     ) -> list[torch.Tensor]:
         """Resample per-layer teacher grids ``[B, S, h, w, C]`` onto the student tokens.
 
-        Layers of one shape are resampled in a single call, stacked along channels: bilinear
-        sampling treats every channel on its own, so the numbers are those of one call per
-        layer, without paying the per-call cost (grid construction, dispatch) once per
-        layer -- on a CPU that is a visible share of a small student's step.
+        ``teacher_features``: one tensor per pair, or all of them stacked as
+        ``[L, B, S, h, w, C]``. ``dtype``: the step's compute dtype (e.g. bfloat16 under
+        autocast; default: the features' dtype); resampling runs at it. Returns one
+        contiguous ``[B, S * gh * gw, C]`` tensor per layer, without gradients.
+
+        See :func:`~rocket_vla.align.resample.resample_layers` for how (one interpolation
+        call for full frames, two batched matmuls for crop boxes, position embedding from a
+        table cached per shape, device and dtype). All layers go through one call when the
+        features are stacked, are views of one stacked buffer, or must be cast anyway (the
+        cast then gathers them in the same pass). Separate tensors already at ``dtype`` are
+        resampled layer by layer: stacking them would add a full pass over the step's
+        largest tensor (on the CPU box, for 10 layers of 4 x 37 x 37 x 512 floats, the copy
+        alone took 65 ms against 52 ms for the resampling).
         """
-        feats = list(teacher_features)
         scale = self.config.pos_embed_scale
-        if len(feats) < 2 or any(f.shape != feats[0].shape or f.dtype != feats[0].dtype
-                                 for f in feats) or feats[0].dim() != 5:
-            return [resample_teacher(f, grid, crop_boxes=crop_boxes, pos_embed_scale=scale)
-                    for f in feats]
-        _, _, h, w, c = feats[0].shape
-        stacked = torch.cat(feats, dim=-1)
-        if scale:
-            pos = sincos_pos_embed_2d(c, h, w).to(device=stacked.device, dtype=stacked.dtype)
-            stacked = stacked + scale * pos.permute(1, 2, 0).repeat(1, 1, len(feats))
-        out = resample_teacher(stacked, grid, crop_boxes=crop_boxes)
-        return [part.contiguous() for part in out.split(c, dim=-1)]
+        with torch.no_grad():
+            if isinstance(teacher_features, torch.Tensor) and teacher_features.dim() == 6:
+                return resample_layers(teacher_features.to(dtype or teacher_features.dtype), grid,
+                                       crop_boxes=crop_boxes, pos_embed_scale=scale)
+            feats = list(teacher_features)
+            first = feats[0] if feats else None
+            if first is None or any(f.dim() != 5 or f.shape != first.shape or f.dtype != first.dtype
+                                    or f.device != first.device for f in feats):
+                return [resample_teacher(f.to(dtype or f.dtype), grid, crop_boxes=crop_boxes,
+                                         pos_embed_scale=scale) for f in feats]
+            target = dtype or first.dtype
+            stacked = _stacked_view(feats)
+            if stacked is not None:
+                gathered: torch.Tensor | list[torch.Tensor] = stacked.to(target)
+            elif target != first.dtype:
+                gathered = _stack(feats, target)
+            else:
+                gathered = feats
+            return resample_layers(gathered, grid, crop_boxes=crop_boxes, pos_embed_scale=scale)
 
     def check_inputs(self, student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]) -> None:
         """RocketError unless there is one student and one teacher tensor per pair, of the
@@ -102,19 +142,49 @@ class Aligner(nn.Module):
                     f"{tuple(t.shape[:-1])} differ; resample the teacher to the student grid."
                 )
 
+    def compiles_on(self, device: torch.device) -> bool:
+        """Whether the loss runs under ``torch.compile`` for inputs on ``device``."""
+        if self.compile is not None:
+            return self.compile
+        if device.type != "cuda":
+            return False
+        from torch.utils._triton import has_triton
+
+        return has_triton()
+
     def forward(
         self,
         student: Sequence[torch.Tensor],
         teacher: Sequence[torch.Tensor],
         mask: torch.Tensor | None = None,
     ) -> AlignOutput:
-        """Alignment loss. ``mask``: ``[B, T]`` or ``[P, B, T]`` bool, True = valid token."""
+        """Alignment loss. ``mask``: ``[B, T]`` or ``[P, B, T]`` bool, True = valid token.
+
+        Student states may be in a lower precision than the projector (e.g. bfloat16 from
+        a bfloat16 model): they are cast inside the loss, where a compiled graph fuses the
+        cast into the LayerNorm instead of writing a float32 copy of every state.
+        """
         if self.projectors is None:
             zero = torch.zeros((), device=student[0].device if student else None)
             return AlignOutput(zero, zero.new_zeros(0), zero)
         self.check_inputs(student, teacher)
         if mask is not None and mask.dtype != torch.bool:
             mask = mask.bool()
+        loss_fn = self._pair_losses
+        device = student[0].device
+        if self.compiles_on(device):
+            key = str(device)
+            if key not in self._compiled:
+                self._compiled[key] = torch.compile(self._pair_losses, fullgraph=True)
+            loss_fn = self._compiled[key]
+        loss, per_pair = loss_fn(list(student), list(teacher), mask)
+        return AlignOutput(loss, per_pair.detach(), self.config.weight * loss)
+
+    def _pair_losses(
+        self, student: list[torch.Tensor], teacher: list[torch.Tensor], mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, per-pair losses): the part that ``torch.compile`` takes as one graph."""
+        assert self.projectors is not None
         sample_losses, sample_valid = [], []
         for i, (s, t) in enumerate(zip(student, teacher, strict=True)):
             distance = cosine_distance(self.projectors(s, i), t.detach())  # [B, T]
@@ -126,4 +196,37 @@ class Aligner(nn.Module):
         valid = torch.stack(sample_valid)  # [P, B]
         per_pair = masked_mean(losses, valid, dim=1)  # [P]
         loss = masked_mean(per_pair, valid.any(dim=1), dim=0)
-        return AlignOutput(loss, per_pair.detach(), self.config.weight * loss)
+        return loss, per_pair
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Compiled callables hold code objects that neither pickle nor deep-copy; a copy
+        # recompiles on its first call.
+        state = self.__dict__.copy()
+        state["_compiled"] = {}
+        return state
+
+
+def _stacked_view(feats: list[torch.Tensor]) -> torch.Tensor | None:
+    """``[L, ...]`` view of tensors that are evenly spaced slices of one buffer (e.g. the
+    result of ``stacked.unbind(0)``), or None. Reads only metadata, never values."""
+    first = feats[0]
+    if len(feats) < 2 or any(f.stride() != first.stride() for f in feats):
+        return None
+    storage = first.untyped_storage().data_ptr()
+    if any(f.untyped_storage().data_ptr() != storage for f in feats):
+        return None
+    step = feats[1].storage_offset() - first.storage_offset()
+    if step <= 0 or any(f.storage_offset() - first.storage_offset() != i * step for i, f in enumerate(feats)):
+        return None
+    if step < max((n - 1) * st for n, st in zip(first.shape, first.stride(), strict=True)) + 1:
+        return None  # overlapping slices: not a stack
+    return first.as_strided((len(feats), *first.shape), (step, *first.stride()), first.storage_offset())
+
+
+def _stack(feats: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """Stack ``L`` equal-shape tensors into ``[L, ...]`` at ``dtype`` in one pass each
+    (``copy_`` casts while copying, so a float32 -> bfloat16 gather is one read, one write)."""
+    out = torch.empty((len(feats), *feats[0].shape), dtype=dtype, device=feats[0].device)
+    for i, f in enumerate(feats):
+        out[i].copy_(f)
+    return out

@@ -41,7 +41,9 @@ class Projector(nn.Module):
         d = self.hidden_dim if width is None else width
         if not 1 <= d <= self.hidden_dim:
             raise RocketError(f"projector width {d} is outside 1..{self.hidden_dim}.")
-        h = self.norm(x)
+        # States from a lower-precision model meet float32 parameters here; under autocast
+        # the linears still run in the autocast dtype after the (float32) LayerNorm.
+        h = self.norm(x.to(self.fc1.weight.dtype))
         h = F.gelu(F.linear(h, self.fc1.weight[:d], self.fc1.bias[:d]))
         return F.linear(h, self.fc2.weight[:, :d], self.fc2.bias)
 

@@ -12,11 +12,23 @@ full-frame grid through ``crop_boxes``: ``(x0, y0, x1, y1)`` as fractions of the
 frame. The full box ``(0, 0, 1, 1)`` reproduces ``F.interpolate(..., align_corners=True)``
 exactly; a sub-box samples the same corner-to-corner lattice inside the box. This is what
 lets a feature cache store full frames once and serve any augmentation.
+
+Two implementations live here. :func:`resample_teacher` is the readable per-tensor one
+(``F.interpolate`` / ``F.grid_sample``), the reference. :func:`resample_layers` is the
+training path: all layers and views in one call at the caller's compute dtype. Full
+frames go through one ``F.interpolate`` on a channels-last view (no copy). Crop boxes use
+the fact that bilinear sampling on a tensor-product grid is separable: two batched matmuls
+``R_y X R_x^T`` with interpolation matrices built from the boxes on the device (no host
+round trip, no per-pixel gather). The position embedding -- linear, so it commutes with
+resampling -- is added at the student grid from a cached table (already resampled for
+full frames) instead of to every teacher layer at the teacher grid.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +58,97 @@ def sincos_pos_embed_2d(dim: int, height: int, width: int) -> torch.Tensor:
         dim=-1,
     )
     return emb.permute(2, 0, 1).float().contiguous()
+
+
+def _constant(fn):
+    """Memoise a constant-table builder per (arguments, device, dtype).
+
+    The tables are built outside autograd and outside inference mode, so a table first made
+    under ``torch.inference_mode`` can still be used by a training step. Callers must not
+    modify the returned tensors in place (they are shared).
+    """
+    cached = functools.lru_cache(maxsize=64)(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        with torch.inference_mode(False), torch.no_grad():
+            return cached(*args)
+
+    wrapper.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+    return wrapper
+
+
+@_constant
+def pos_embed_table(
+    dim: int, height: int, width: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """:func:`sincos_pos_embed_2d` channels last ``[height, width, dim]``, cached on ``device``.
+
+    Recomputing it each step costs a float64 build on the host and a host-to-device copy
+    (which waits for the device); cached, it is one lookup.
+    """
+    return sincos_pos_embed_2d(dim, height, width).permute(1, 2, 0).to(device, dtype).contiguous()
+
+
+@_constant
+def resampled_pos_embed(
+    dim: int, height: int, width: int, grid: tuple[int, int], device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """The position embedding of a ``height x width`` teacher grid resampled to ``grid``
+    (full frame, ``align_corners=True``), ``[gh, gw, dim]``, computed in float64 once."""
+    table = sincos_pos_embed_2d(dim, height, width).double()[None]
+    if (height, width) != tuple(grid):
+        table = F.interpolate(table, size=tuple(grid), mode="bilinear", align_corners=True)
+    return table[0].permute(1, 2, 0).to(device, dtype).contiguous()
+
+
+def axis_weights(coords: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear weights ``[..., out, size]`` for sample positions ``coords [..., out]``
+    given in source-pixel units (0 = first patch centre, size - 1 = last).
+
+    Positions outside the grid are clamped to its border (``padding_mode="border"``). Built
+    from comparisons with ``arange`` rather than ``one_hot``, whose range check would read
+    the indices back to the host.
+    """
+    coords = coords.clamp(0, size - 1)
+    low = coords.floor()
+    frac = (coords - low)[..., None]
+    index = torch.arange(size, device=coords.device, dtype=coords.dtype)
+    return (1 - frac) * (index == low[..., None]) + frac * (index == low[..., None] + 1)
+
+
+def crop_weights(
+    boxes: torch.Tensor, height: int, width: int, grid: tuple[int, int], dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interpolation matrices ``R_y [N, gh, h]``, ``R_x [N, gw, w]`` for boxes ``[N, 4]``.
+
+    The same lattice as :func:`_crop_grid` with ``grid_sample(align_corners=True,
+    padding_mode="border")``, computed on the boxes' device without leaving it.
+    """
+    work = boxes.dtype if boxes.dtype == torch.float64 else torch.float32
+    steps = []
+    for out in grid:
+        if out > 1:
+            steps.append(torch.linspace(0.0, 1.0, out, device=boxes.device, dtype=work))
+        else:
+            steps.append(torch.full((1,), 0.5, device=boxes.device, dtype=work))
+    b = boxes.to(work)
+    ys = (b[:, 1, None] + (b[:, 3, None] - b[:, 1, None]) * steps[0]) * (height - 1)
+    xs = (b[:, 0, None] + (b[:, 2, None] - b[:, 0, None]) * steps[1]) * (width - 1)
+    return axis_weights(ys, height).to(dtype), axis_weights(xs, width).to(dtype)
+
+
+def separable_resample(maps: torch.Tensor, ry: torch.Tensor, rx: torch.Tensor) -> torch.Tensor:
+    """``R_y X R_x^T`` for channels-last maps ``[..., N, h, w, C]`` -> ``[..., N, gh, gw, C]``.
+
+    ``ry``/``rx`` are ``[N, gh, h]``/``[N, gw, w]`` (or ``[1, ...]`` for one grid for all);
+    leading dimensions of ``maps`` (e.g. layers) broadcast. Two batched matmuls, no copy of
+    the input: the rows are contracted on the ``[h, w * C]`` view, then the columns.
+    """
+    *lead, n, h, w, c = maps.shape
+    rows = torch.matmul(ry, maps.reshape(*lead, n, h, w * c))  # [..., N, gh, w*C]
+    rows = rows.reshape(*rows.shape[:-1], w, c)  # [..., N, gh, w, C]
+    return torch.matmul(rx.unsqueeze(-3), rows)  # [..., N, gh, gw, C]
 
 
 def _crop_grid(
@@ -92,7 +195,7 @@ def resample_teacher(
     gh, gw = grid
     maps = features.reshape(b * s, h, w, c).permute(0, 3, 1, 2)
     if pos_embed_scale:
-        pos = sincos_pos_embed_2d(c, h, w).to(device=maps.device, dtype=maps.dtype)
+        pos = pos_embed_table(c, h, w, maps.device, maps.dtype).permute(2, 0, 1)
         maps = maps + pos_embed_scale * pos
     if crop_boxes is None:
         if (h, w) == (gh, gw):
@@ -115,6 +218,83 @@ def resample_teacher(
             align_corners=True,
         ).to(maps.dtype)
     return out.permute(0, 2, 3, 1).reshape(b, s * gh * gw, c)
+
+
+def _view_boxes(crop_boxes: torch.Tensor, b: int, s: int, shape: tuple[int, ...]) -> torch.Tensor:
+    boxes = crop_boxes
+    if boxes.dim() == 2 and boxes.shape == (b, 4):
+        boxes = boxes[:, None, :].expand(b, s, 4)
+    if boxes.shape != (b, s, 4):
+        raise RocketError(
+            f"crop boxes must be [B, S, 4] or [B, 4] for features {shape}, "
+            f"got {tuple(crop_boxes.shape)}; give one (x0, y0, x1, y1) box per image."
+        )
+    return boxes.reshape(b * s, 4)
+
+
+def _interpolate_channels_last(maps: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Full-frame resampling of ``[L, N, h, w, C]`` in one ``F.interpolate`` call.
+
+    The permuted view ``[L*N, C, h, w]`` *is* channels-last memory, which the bilinear
+    kernels read directly (no copy), and their output permuted back is again contiguous
+    ``[L, N, gh, gw, C]``. Measured on the CPU box this beat the two dense matmuls of
+    :func:`separable_resample` (0.44 vs 0.77 ms at 10 layers x 4 maps x 13x13x128 -> 8x8)."""
+    layers, n, h, w, c = maps.shape
+    nchw = maps.reshape(layers * n, h, w, c).permute(0, 3, 1, 2)
+    out = F.interpolate(nchw, size=grid, mode="bilinear", align_corners=True)
+    return out.permute(0, 2, 3, 1).reshape(layers, n, *grid, c)
+
+
+def resample_layers(
+    features: torch.Tensor | Sequence[torch.Tensor],
+    grid: tuple[int, int],
+    *,
+    crop_boxes: torch.Tensor | None = None,
+    pos_embed_scale: float = 0.0,
+) -> list[torch.Tensor]:
+    """Many layers on one grid: ``[B, S * gh * gw, C]`` per layer, at the input dtype.
+
+    ``features`` is either stacked ``[L, B, S, h, w, C]`` -- then every layer and view goes
+    through one pair of batched matmuls -- or a list of ``[B, S, h, w, C]`` tensors of one
+    shape and dtype, resampled one by one with the same (cached or once-built) matrices,
+    which saves stacking them when they are separate tensors already at the right dtype.
+    Equal, up to rounding, to :func:`resample_teacher` per layer. Each result is contiguous.
+    """
+    groups = [features] if isinstance(features, torch.Tensor) else [f.unsqueeze(0) for f in features]
+    if not groups or any(g.dim() != 6 or g.shape[1:] != groups[0].shape[1:] for g in groups):
+        shapes = [tuple(g.shape) for g in groups]
+        raise RocketError(
+            f"teacher features must be stacked [L, B, S, h, w, C] or a list of equal [B, S, h, w, C] "
+            f"tensors, got {shapes}; stack the per-layer tensors on a new first dimension."
+        )
+    _, b, s, h, w, c = groups[0].shape
+    gh, gw = grid
+    dtype, device = groups[0].dtype, groups[0].device
+    pos = None
+    if crop_boxes is None:
+        identity = (h, w) == (gh, gw)
+        if pos_embed_scale:
+            pos = resampled_pos_embed(c, h, w, (gh, gw), device, dtype)  # [gh, gw, C]
+    else:
+        identity = False
+        boxes = _view_boxes(crop_boxes, b, s, tuple(groups[0].shape[1:])).to(device)
+        ry, rx = crop_weights(boxes, h, w, (gh, gw), dtype)
+        if pos_embed_scale:  # resampled through this step's boxes: [N, gh, gw, C]
+            pos = separable_resample(pos_embed_table(c, h, w, device, dtype)[None], ry, rx)
+    outs: list[torch.Tensor] = []
+    for group in groups:
+        maps = group.reshape(group.shape[0], b * s, h, w, c)
+        if identity:  # same grid: nothing to resample
+            out = maps if pos is None else maps + pos_embed_scale * pos
+        else:
+            if crop_boxes is None:
+                out = _interpolate_channels_last(maps, (gh, gw))
+            else:
+                out = separable_resample(maps, ry, rx)
+            if pos is not None:
+                out.add_(pos, alpha=pos_embed_scale)
+        outs.extend(out.reshape(-1, b, s * gh * gw, c).unbind(0))
+    return outs
 
 
 def student_grid(num_tokens_per_image: int) -> tuple[int, int]:

@@ -10,6 +10,12 @@ Gradient checkpointing re-runs blocks during backward; those re-runs would fire 
 second time. A tap keeps only the first capture of each layer per forward pass of the
 root model (pass boundaries come from a pre-hook on the root) and ignores anything that
 fires while autograd is running backward.
+
+Capturing costs no copy: a hook keeps a reference to the stream tensor the block already
+holds for its backward, and :attr:`LayerTaps.states` returns a *view* of the image span
+(adjacent spans are merged when the taps are built, so two cameras' consecutive token
+ranges are one slice). Only spans with text between them need a concatenation. Nothing
+here reads a tensor's values, so taps never make the device wait.
 """
 
 from __future__ import annotations
@@ -62,6 +68,17 @@ def _first_tensor(value: Any, kwargs: dict[str, Any] | None = None) -> torch.Ten
     )
 
 
+def _merge_spans(spans: Sequence[Span]) -> list[Span]:
+    """Join spans where one ends exactly where the next starts, keeping the order."""
+    merged: list[Span] = []
+    for start, stop in spans:
+        if merged and merged[-1][1] == start:
+            merged[-1] = (merged[-1][0], stop)
+        else:
+            merged.append((start, stop))
+    return merged
+
+
 class LayerTaps:
     """Context manager that records visual-token hidden states at chosen depths.
 
@@ -111,6 +128,7 @@ class LayerTaps:
                     f"token span ({start}, {stop}) is empty or negative; give (start, stop) "
                     "with 0 <= start < stop."
                 )
+        self._slices = _merge_spans(self.spans) if self.spans is not None else None
         self.entry = entry
         self.final = get_submodule(model, final) if final else None
         if entry and self.depth in self.indices and self.final is None:
@@ -120,6 +138,7 @@ class LayerTaps:
             )
         self.token_dim = token_dim
         self.token_index: torch.Tensor | None = None
+        self._index_copy: tuple[torch.Tensor, torch.Tensor] | None = None
         self._captured: dict[int, torch.Tensor] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
@@ -200,24 +219,36 @@ class LayerTaps:
         if self.token_dim != 1:
             stream = stream.movedim(self.token_dim, 1)
         if self.token_index is not None:
-            index = self.token_index.to(stream.device)
+            index = self._device_index(stream.device)
             if index.dim() == 1:
                 return stream[:, index]
             gather = index.unsqueeze(-1).expand(-1, -1, stream.shape[-1])
             return torch.gather(stream, 1, gather)
-        if self.spans is None:
+        if self._slices is None:
             return stream
         length = stream.shape[1]
-        for _, stop in self.spans:
+        for _, stop in self._slices:
             if stop > length:
                 raise RocketError(
                     f"visual token span ends at {stop} but the sequence has {length} tokens; "
                     "fix the span to match where the model places its image tokens."
                 )
-        if len(self.spans) == 1:
-            start, stop = self.spans[0]
-            return stream[:, start:stop]
-        return torch.cat([stream[:, a:b] for a, b in self.spans], dim=1)
+        if len(self._slices) == 1:
+            start, stop = self._slices[0]
+            return stream[:, start:stop]  # a view: no copy
+        return torch.cat([stream[:, a:b] for a, b in self._slices], dim=1)
+
+    def _device_index(self, device: torch.device) -> torch.Tensor:
+        """``token_index`` on ``device``, copied there once per index tensor, not per layer."""
+        index = self.token_index
+        assert index is not None
+        if index.device == device:
+            return index
+        cached = self._index_copy
+        if cached is None or cached[0] is not index or cached[1].device != device:
+            cached = (index, index.to(device, non_blocking=True))
+            self._index_copy = cached
+        return cached[1]
 
     @property
     def states(self) -> list[torch.Tensor]:
