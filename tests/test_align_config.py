@@ -158,3 +158,14 @@ def test_runtime_dimension_mismatches_are_clear() -> None:
         aligner([torch.randn(1, 2, 4)], [torch.randn(1, 3, 3)])
     with pytest.raises(RocketError, match="one per pair"):
         aligner([torch.randn(1, 2, 4)] * 2, [torch.randn(1, 2, 3)] * 2)
+
+
+def test_official_openvla_layout_differs_only_in_the_last_student_layer() -> None:
+    """The official run's "-1" was hidden_states[31] (block 31's output): the same pairs as
+    the paper's "openvla" layout except the deepest student layer, 31 instead of 32."""
+    ours, official = PAPER_PAIRS["openvla"], PAPER_PAIRS["openvla-official"]
+    assert ours[1] == official[1] and ours[0][:-1] == official[0][:-1]
+    assert (ours[0][-1], official[0][-1]) == (32, 31)
+    cfg = AlignConfig.preset("rocket", layout="openvla-official", student_dim=8, teacher_dim=8,
+                             student_depth=32, teacher_depth=24)
+    assert cfg.resolved().student_layers[-1] == 31

@@ -19,11 +19,15 @@ VARIANTS = ("baseline", "spatial_forcing", "naive", "shared", "rocket")
 PAPER_PAIRS: dict[str, tuple[list[int], list[int]]] = {
     # OpenVLA-7B (Llama-2, 32 blocks) <-> VGGT (24 blocks)
     "openvla": ([2, 4, 6, 8, 10, 12, 14, 16, 18, 32], [3, 5, 7, 9, 11, 13, 15, 17, 19, 24]),
+    # The same pairs as the official OpenVLA-OFT run computed them: its "-1" indexed the
+    # tuple of block outputs, i.e. the output of block 31 (hidden_states[31]), one block short
+    # of the last. "openvla" above is the paper's stated intent (after the last block, 32).
+    "openvla-official": ([2, 4, 6, 8, 10, 12, 14, 16, 18, 31], [3, 5, 7, 9, 11, 13, 15, 17, 19, 24]),
     # pi0 / PaliGemma (Gemma, 18 blocks) <-> VGGT
     "pi0": ([2, 3, 4, 5, 6, 7, 8, 9, 10, 18], [3, 5, 7, 9, 11, 13, 15, 17, 19, 24]),
 }
 # Spatial Forcing's single pair: student 24 of 32 (OpenVLA), 12 of 18 (pi0) <-> teacher last.
-PAPER_SF_LAYER: dict[str, int] = {"openvla": 24, "pi0": 12}
+PAPER_SF_LAYER: dict[str, int] = {"openvla": 24, "openvla-official": 24, "pi0": 12}
 
 
 @dataclass
