@@ -6,7 +6,7 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> int:
-    from rocket_vla.commands.eval import _split
+    from rocket_vla.commands.args import split_csv as _split
     from rocket_vla.envs.collect import CollectConfig, run_collection
     from rocket_vla.envs.suites import setup_headless_gl
 

@@ -28,16 +28,19 @@ def parse_policy_args(pairs: list[str], checkpoint: str | None) -> dict[str, Any
     return kwargs
 
 
-def _split(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [v for item in values for v in item.split(",") if v]
-
-
 def run(args: argparse.Namespace) -> int:
+    from rocket_vla.commands.args import split_csv as _split
     from rocket_vla.envs.runner import EvalConfig, run_evaluation, summary_markdown
+    from rocket_vla.envs.shards import merge_runs, parse_shard
     from rocket_vla.envs.suites import list_tasks, normalize_suite, setup_headless_gl
 
+    if args.merge:
+        summary = merge_runs(args.merge, args.out)
+        print(summary_markdown(summary), end="")
+        print(f"# merged {len(args.merge)} folders into {args.out}/episodes.jsonl")
+        return 0
+    if not args.suite:
+        raise RocketError("--suite is required (or --merge DIR... to combine finished runs).")
     setup_headless_gl()
     suites = [normalize_suite(s) for s in _split(args.suite) or []]
     if args.list_tasks:
@@ -54,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers, image_size=args.image_size, render=args.render, seed=args.seed,
         max_steps=args.max_steps, num_wait=args.num_wait, video=args.video,
         video_format=args.video_format, videos_per_task=args.videos_per_task,
+        seeding=args.seeding.replace("-", "_"), gripper=args.gripper,
+        actions_per_chunk=args.actions_per_chunk, on_error=args.on_error,
+        shard=parse_shard(args.shard),
     )
     summary = run_evaluation(cfg, progress=not args.quiet)
     print(summary_markdown(summary), end="")
@@ -70,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "steps, executing each action chunk open-loop. Writes one JSON line per episode to "
         "OUT/episodes.jsonl (a rerun resumes), and OUT/summary.{json,md}.",
     )
-    p.add_argument("--suite", action="append", default=None, required=True,
+    p.add_argument("--suite", action="append", default=None,
                    help="libero_spatial | libero_object | libero_goal | libero_10 (repeat or "
                    "comma-separate for several)")
     p.add_argument("--tasks", action="append", default=None,
@@ -85,10 +91,28 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="extra keyword argument for the policy factory (repeatable)")
     p.add_argument("--out", default="runs/eval", help="run folder (results, summary, videos)")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
-    p.add_argument("--image-size", type=int, default=128, help="camera resolution (paper: 256)")
+    p.add_argument("--image-size", type=int, default=256,
+                   help="camera resolution (default 256, as the official clients)")
     p.add_argument("--render", choices=("decision", "every_step"), default="decision",
                    help="render cameras only when the policy reads them (default) or every step")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeding", choices=("official", "per-episode"), default="official",
+                   help="official: seed once, env.seed(0) per task env, trial k = k-th reset "
+                   "(OpenVLA-OFT/openpi clients); per-episode: re-seed every episode")
+    p.add_argument("--gripper", choices=("unit", "signed", "env"), default=None,
+                   help="gripper output convention (default: what the policy declares): unit/"
+                   "signed are binarised and inverted (OpenVLA-OFT), env passes through (openpi)")
+    p.add_argument("--actions-per-chunk", type=int, default=None,
+                   help="actions of each chunk executed before re-planning (default: the policy's "
+                   "setting, else the whole chunk; OpenVLA-OFT 8, openpi 5)")
+    p.add_argument("--on-error", choices=("abort", "fail"), default=None,
+                   help="an exception in the policy aborts the run, or counts the episode as a "
+                   "failure (openpi); default: the policy's setting, else abort")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="run only the K-th (0-based) of N contiguous slices of the (task, trial) list")
+    p.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                   help="combine finished evaluation folders (same settings, disjoint episodes) "
+                   "into --out instead of evaluating")
     p.add_argument("--max-steps", type=int, default=None,
                    help="override the suite's step budget (default: paper budgets)")
     p.add_argument("--num-wait", type=int, default=10, help="no-op steps before acting")

@@ -24,8 +24,10 @@ def _print(msg: str) -> None:
 
 def dataset_dirs(cfg: DemoConfig) -> tuple[Path, Path]:
     """Cache folders keyed by everything that changes the collected data."""
-    key = json.dumps([cfg.suite, cfg.tasks, cfg.demo_first_init, cfg.train_demos, cfg.heldout_demos,
-                      cfg.image_size, cfg.frame_stride, cfg.seed, cfg.after_success])
+    from rocket_vla.data.episodes import FORMAT_VERSION
+
+    key = json.dumps([FORMAT_VERSION, cfg.suite, cfg.tasks, cfg.demo_first_init, cfg.train_demos,
+                      cfg.heldout_demos, cfg.image_size, cfg.frame_stride, cfg.seed, cfg.after_success])
     root = Path(cfg.cache_dir) / "datasets" / hashlib.sha1(key.encode()).hexdigest()[:12]
     return root / "train", root / "heldout"
 

@@ -25,8 +25,10 @@ from rocket_vla.errors import RocketError
 
 RESULTS_FILE = "episodes.jsonl"
 VIDEO_MODES = ("none", "failures", "successes", "all")
-#: Settings that change what an episode measures; a resumed run must keep them.
-PROTOCOL_FIELDS = ("policy", "policy_kwargs", "image_size", "seed", "max_steps", "num_wait")
+#: Settings that change what an episode measures; a resumed run (or a merge) must keep them.
+PROTOCOL_FIELDS = ("policy", "policy_kwargs", "image_size", "seed", "max_steps", "num_wait",
+                   "seeding", "gripper", "actions_per_chunk", "on_error")
+SEEDING = ("official", "per_episode")
 
 
 @dataclass
@@ -41,9 +43,20 @@ class EvalConfig:
     policy: str = "expert"
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     workers: int = 1
-    image_size: int = 128
+    image_size: int = 256  # the official clients render 256 px
     render: str = "decision"  # "decision" | "every_step" (for benchmarking only)
     seed: int = 0
+    # "official": seed the RNGs once per worker and draw each task env's fixture placement
+    # from env.seed(0)'s stream, trial k = k-th reset (OpenVLA-OFT / openpi clients);
+    # "per_episode": re-seed everything per episode from episode_seed() (older runs).
+    seeding: str = "official"
+    # How the policy's outputs are read (None = what the policy declares, else the default):
+    # gripper "unit"/"signed" (binarise + invert) or "env" (pass-through); how many actions
+    # of each chunk run open-loop; "abort" or "fail" (count the episode as failed) on errors.
+    gripper: str | None = None
+    actions_per_chunk: int | None = None
+    on_error: str | None = None
+    shard: tuple[int, int] | None = None  # (k, n): run only the k-th of n slices (0-based)
     max_steps: int | None = None  # None = the paper's budget per suite
     num_wait: int = 10
     video: str = "none"
@@ -59,6 +72,16 @@ class EvalConfig:
             raise RocketError("--trials must be >= 1 and --first-trial >= 0.")
         if self.workers < 1:
             raise RocketError("--workers must be >= 1.")
+        if self.seeding not in SEEDING:
+            raise RocketError(f"unknown seeding {self.seeding!r}; use one of {', '.join(SEEDING)}.")
+        if self.gripper is not None or self.actions_per_chunk is not None or self.on_error is not None:
+            from rocket_vla.envs.episode import EpisodeSettings
+
+            EpisodeSettings(self.gripper or "unit", self.actions_per_chunk, self.on_error or "abort")
+        if self.shard is not None:
+            from rocket_vla.envs.shards import check_shard
+
+            self.shard = check_shard(*self.shard)
 
 
 @dataclass(frozen=True)
@@ -85,7 +108,7 @@ def plan_jobs(cfg: EvalConfig, done: set[tuple[str, int, int]]) -> list[Job]:
     """Validate suites/tasks/trials up front and list the jobs still to run."""
     from rocket_vla.envs.suites import get_task, normalize_suite, num_init_states
 
-    jobs = []
+    items: list[tuple[str, int, int]] = []
     for suite_name in cfg.suites:
         suite = normalize_suite(suite_name)
         specs = [get_task(suite, t) for t in cfg.tasks] if cfg.tasks else None
@@ -101,10 +124,19 @@ def plan_jobs(cfg: EvalConfig, done: set[tuple[str, int, int]]) -> list[Job]:
                     f"trial {last} needs init state {last}, but {suite} task {spec.task_id} has "
                     f"{n}; use --first-trial + --trials <= {n}."
                 )
-            todo = tuple(k for k in range(cfg.first_trial, last + 1)
-                         if (suite, spec.task_id, k) not in done)
-            if todo:
-                jobs.append(Job(suite, spec.task_id, todo))
+            items += [(suite, spec.task_id, k) for k in range(cfg.first_trial, last + 1)]
+    if cfg.shard is not None:
+        from rocket_vla.envs.shards import shard_slice
+
+        items = shard_slice(items, *cfg.shard)
+    jobs: list[Job] = []
+    for suite, task_id, k in items:
+        if (suite, task_id, k) in done:
+            continue
+        if jobs and (jobs[-1].suite, jobs[-1].task_id) == (suite, task_id):
+            jobs[-1] = Job(suite, task_id, (*jobs[-1].trials, k))
+        else:
+            jobs.append(Job(suite, task_id, (k,)))
     return jobs
 
 
@@ -143,22 +175,31 @@ def _check_resume(cfg: EvalConfig, out: Path) -> None:
 # -- worker side ------------------------------------------------------------------------
 def run_jobs(cfg: EvalConfig, jobs: Iterable[Job], emit: Any) -> None:
     """Run jobs in this process and call ``emit(record)`` after every episode."""
-    from rocket_vla.envs.episode import run_episode
+    from rocket_vla.envs.episode import resolve_settings, run_episode, seed_everything
     from rocket_vla.envs.libero_env import EnvConfig, LiberoEnv
     from rocket_vla.envs.policy import build_policy
     from rocket_vla.envs.suites import get_init_state, get_task
 
+    official = cfg.seeding == "official"
+    if official:
+        seed_everything(cfg.seed)  # once per process, like the official clients
     policy = build_policy(cfg.policy, **cfg.policy_kwargs)
+    settings = resolve_settings(policy, cfg.gripper, cfg.actions_per_chunk, cfg.on_error)
     out = Path(cfg.out_dir)
     videos: dict[tuple[str, int], int] = defaultdict(int)
     for job in jobs:
         spec = get_task(job.suite, job.task_id)
         with LiberoEnv(spec, EnvConfig(image_size=cfg.image_size, render=cfg.render)) as env:
+            if official:
+                env.seed(0)  # what the official clients call on every task env
             for trial in job.trials:
                 record = cfg.video != "none" and videos[(job.suite, job.task_id)] < cfg.videos_per_task
-                seed = episode_seed(cfg.seed, job.suite, job.task_id, trial)
+                if official:
+                    env.advance_to(trial)  # trial k's fixtures = the k-th reset of the stream
+                seed = None if official else episode_seed(cfg.seed, job.suite, job.task_id, trial)
                 res = run_episode(env, policy, get_init_state(spec, trial), seed=seed,
-                                  max_steps=cfg.max_steps, num_wait=cfg.num_wait, record=record)
+                                  max_steps=cfg.max_steps, num_wait=cfg.num_wait, record=record,
+                                  settings=settings)
                 video = None
                 wanted = (cfg.video == "all" or (cfg.video == "failures" and not res.success)
                           or (cfg.video == "successes" and res.success))
@@ -166,10 +207,13 @@ def run_jobs(cfg: EvalConfig, jobs: Iterable[Job], emit: Any) -> None:
                     video = _write_video(out, spec, trial, res, cfg.video_format)
                     videos[(job.suite, job.task_id)] += 1
                 emit({"suite": job.suite, "task_id": job.task_id, "task": spec.name,
-                      "language": spec.language, "trial": trial, "init_state": trial,
-                      "seed": seed, "success": res.success, "steps": res.steps,
-                      "policy_calls": res.policy_calls, "wall_s": round(res.wall_s, 3),
-                      "policy": cfg.policy, "video": video})
+                      "language": env.language_instruction, "trial": trial, "init_state": trial,
+                      "seed": cfg.seed if official else seed, "seeding": cfg.seeding,
+                      "env_seed": 0 if official else seed, "success": res.success,
+                      "steps": res.steps, "policy_calls": res.policy_calls,
+                      "wall_s": round(res.wall_s, 3), "policy": cfg.policy,
+                      "gripper": settings.gripper, "actions_per_chunk": settings.actions_per_chunk,
+                      "error": res.error, "video": video})
 
 
 def _write_video(out: Path, spec: Any, trial: int, res: Any, fmt: str) -> str:
