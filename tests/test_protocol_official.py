@@ -151,3 +151,27 @@ def test_actions_per_chunk_pass_through_and_error_as_failure(tmp_path: Path) -> 
     for r in recs:
         assert not r["success"] and r["steps"] == 8 and "ValueError: model blew up" in r["error"]
         assert r["seeding"] == "official" and r["gripper"] == "env" and r["actions_per_chunk"] == 8
+
+
+def test_four_shards_merged_equal_one_unsharded_run(tmp_path: Path) -> None:
+    """One task's 8 trials: 4 shards (each a fresh env replaying the fixture stream up to its
+    first trial) merged = one run, episode for episode down to the final MuJoCo state."""
+    from rocket_vla.cli import main
+
+    common = ["eval", "--suite", "libero_spatial", "--tasks", "0", "--trials", "8", "--policy", "expert",
+              "--image-size", str(SIZE), "--max-steps", "30", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "whole")]) == 0
+    shards = [tmp_path / f"shard{k}" for k in range(4)]
+    for k, d in enumerate(shards):
+        assert main([*common, "--shard", f"{k}/4", "--out", str(d)]) == 0
+        assert [r["trial"] for r in read_results(d / "episodes.jsonl")] == [2 * k, 2 * k + 1]
+    assert main(["eval", "--merge", *map(str, shards), "--out", str(tmp_path / "merged")]) == 0
+    keys = ("suite", "task_id", "trial", "success", "steps", "policy_calls", "final_state", "seeding")
+    whole = [{k: r[k] for k in keys} for r in read_results(tmp_path / "whole" / "episodes.jsonl")]
+    merged = [{k: r[k] for k in keys} for r in read_results(tmp_path / "merged" / "episodes.jsonl")]
+    assert len(whole) == 8 and merged == whole
+    assert len({r["final_state"] for r in whole}) == 8  # the digests do tell episodes apart
+    other = tmp_path / "other"
+    mixed = [x if x != "30" else "31" for x in common]  # another step budget
+    assert main([*mixed, "--trials", "1", "--out", str(other)]) == 0
+    assert main(["eval", "--merge", str(shards[1]), str(other), "--out", str(tmp_path / "mixed")]) == 2

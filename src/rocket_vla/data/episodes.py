@@ -169,8 +169,18 @@ def iter_episodes(path: str | os.PathLike[str], *, images: bool = True) -> Itera
 
     ``images=False`` skips the image-like arrays (fast scans for statistics).
     Raises :class:`RocketError` for a missing path, a non-HDF5 file or a wrong layout.
+    Besides our files this reads the original LIBERO release (128 px), OpenVLA-OFT's
+    regenerated "no-noops" files (256 px, no attributes: the instruction comes from the file
+    name), and -- for a folder with ``meta/info.json`` -- a LeRobot dataset
+    (:mod:`rocket_vla.data.lerobot`).
     """
     import h5py
+
+    from rocket_vla.data.lerobot import is_lerobot_dataset, iter_lerobot_episodes
+
+    if is_lerobot_dataset(path):
+        yield from iter_lerobot_episodes(path, images=images)
+        return
 
     for file in list_episode_files(path):
         try:

@@ -11,6 +11,7 @@ policy's own declarations by :func:`resolve_settings`.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ class EpisodeResult:
     wall_s: float
     frames: list[np.ndarray] = field(default_factory=list)
     error: str | None = None  # the exception that ended the episode (on_error="fail")
+    final_state: str = ""  # sha1 of the final MuJoCo state: equal digests = identical episodes
 
 
 def seed_everything(seed: int) -> None:
@@ -153,7 +155,8 @@ def run_episode(env: LiberoEnv, policy: Policy, init_state: np.ndarray, *, seed:
             break
     if record and frames:
         frames.append(env.observation(images=True)["agentview"] if render else frames[-1])
-    return EpisodeResult(success, steps, calls, time.perf_counter() - start, frames, error)
+    digest = hashlib.sha1(np.ascontiguousarray(env.sim_state(), dtype=np.float64).tobytes()).hexdigest()
+    return EpisodeResult(success, steps, calls, time.perf_counter() - start, frames, error, digest)
 
 
 def env_language(env: Any) -> str:

@@ -213,7 +213,7 @@ def run_jobs(cfg: EvalConfig, jobs: Iterable[Job], emit: Any) -> None:
                       "steps": res.steps, "policy_calls": res.policy_calls,
                       "wall_s": round(res.wall_s, 3), "policy": cfg.policy,
                       "gripper": settings.gripper, "actions_per_chunk": settings.actions_per_chunk,
-                      "error": res.error, "video": video})
+                      "error": res.error, "final_state": res.final_state, "video": video})
 
 
 def _write_video(out: Path, spec: Any, trial: int, res: Any, fmt: str) -> str:
