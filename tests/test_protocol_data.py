@@ -84,3 +84,24 @@ def test_merge_refuses_mixed_settings_and_duplicates(tmp_path: Path) -> None:
     with pytest.raises(RocketError, match="already holds results"):
         merge_runs([a, b], tmp_path / "ab")
     assert not (tmp_path / "ac").exists() and not (tmp_path / "ad").exists()
+
+
+def test_robustness_report_counts_per_perturbation_kind() -> None:
+    from rocket_vla.envs.robustness import robustness, robustness_markdown
+
+    def rec(suite: str, task: int, ok: bool) -> dict:
+        return {"suite": suite, "task_id": task, "success": ok}
+
+    records = ([rec("libero_spatial", 0, True)] * 3 + [rec("libero_spatial", 1, False)]
+               + [rec("libero_spatial_swap", 0, True), rec("libero_spatial_swap", 0, False)]
+               + [rec("libero_spatial_lan", 1, True)] + [rec("libero_object_task", 2, False)])
+    report = robustness(records)
+    spatial = next(r for r in report["suites"] if r["base"] == "libero_spatial")
+    assert spatial["unperturbed"] == {"successes": 3, "episodes": 4, "rate": 0.75}
+    assert spatial["swap"]["rate"] == 0.5 and spatial["lan"]["episodes"] == 1
+    assert spatial["object"] is None and spatial["task"] is None
+    obj = next(r for r in report["suites"] if r["base"] == "libero_object")
+    assert obj["unperturbed"] is None and obj["task"]["successes"] == 0
+    md = robustness_markdown(report)
+    assert "| libero_spatial | 3/4 (75%) | 1/2 (50%) | - | 1/1 (100%) | - |" in md
+    assert "| libero_spatial | 0 | 3/3 (100%) | 1/2 (50%) | - | - | - |" in md

@@ -175,3 +175,51 @@ def test_four_shards_merged_equal_one_unsharded_run(tmp_path: Path) -> None:
     mixed = [x if x != "30" else "31" for x in common]  # another step budget
     assert main([*mixed, "--trials", "1", "--out", str(other)]) == 0
     assert main(["eval", "--merge", str(shards[1]), str(other), "--out", str(tmp_path / "mixed")]) == 2
+
+
+SEEN_TASKS: list = []
+
+
+class LanguageProbe:
+    """Records the instruction it is given and holds still (no images needed)."""
+
+    needs_images = False
+
+    def __init__(self, **_: object) -> None:
+        pass
+
+    def reset(self, task) -> None:
+        SEEN_TASKS.append(task)
+
+    def act(self, obs):
+        chunk = np.zeros((8, 7))
+        chunk[:, 6] = 1.0
+        return chunk
+
+
+def make_probe(**kwargs) -> LanguageProbe:
+    return LanguageProbe(**kwargs)
+
+
+def test_libero_pro_suites_evaluate_with_the_reworded_instruction(tmp_path: Path) -> None:
+    from rocket_vla.envs.suites import list_tasks
+
+    suites = ["libero_spatial", "libero_spatial_lan", "libero_spatial_swap"]
+    base, lan, swap = (list_tasks(s)[0] for s in suites)
+    with LiberoEnv(lan, EnvConfig(image_size=SIZE)) as env:
+        bddl_wording = env.language_instruction  # what the env itself states
+    assert lan.language == bddl_wording != base.language  # the rewording, not the registry's
+    assert "lift the black bowl" in lan.language
+    assert swap.language == base.language  # swapped positions keep the official wording
+    register_policy("language-probe-test", make_probe)
+    SEEN_TASKS.clear()
+    cfg = EvalConfig(out_dir=str(tmp_path), suites=suites, tasks=["0"], trials=1,
+                     policy="language-probe-test", image_size=SIZE, max_steps=8)
+    run_evaluation(cfg, progress=False)
+    assert [(t.suite, t.language) for t in SEEN_TASKS] == [
+        ("libero_spatial", base.language), ("libero_spatial_lan", lan.language),
+        ("libero_spatial_swap", base.language)]
+    recs = read_results(tmp_path / "episodes.jsonl")
+    assert {r["suite"]: r["language"] for r in recs}["libero_spatial_lan"] == lan.language
+    table = (tmp_path / "robustness.md").read_text()
+    assert "| libero_spatial | 0/1 (0%) | 0/1 (0%) | - | 0/1 (0%) | - |" in table

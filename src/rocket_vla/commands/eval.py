@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers, image_size=args.image_size, render=args.render, seed=args.seed,
         max_steps=args.max_steps, num_wait=args.num_wait, video=args.video,
         video_format=args.video_format, videos_per_task=args.videos_per_task,
-        seeding=args.seeding.replace("-", "_"), gripper=args.gripper,
+        seeding=args.seeding.replace("-", "_"), env_seed=args.env_seed, gripper=args.gripper,
         actions_per_chunk=args.actions_per_chunk, on_error=args.on_error,
         shard=parse_shard(args.shard),
     )
@@ -77,8 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "OUT/episodes.jsonl (a rerun resumes), and OUT/summary.{json,md}.",
     )
     p.add_argument("--suite", action="append", default=None,
-                   help="libero_spatial | libero_object | libero_goal | libero_10 (repeat or "
-                   "comma-separate for several)")
+                   help="libero_spatial | libero_object | libero_goal | libero_10, or a LIBERO-PRO "
+                   "variant <suite>_swap|_object|_lan|_task (repeat or comma-separate for several; "
+                   "with perturbed suites OUT/robustness.md compares them)")
     p.add_argument("--tasks", action="append", default=None,
                    help="task ids or names, comma-separated (default: all 10)")
     p.add_argument("--trials", type=int, default=50, help="trials per task (paper: 50)")
@@ -99,6 +100,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeding", choices=("official", "per-episode"), default="official",
                    help="official: seed once, env.seed(0) per task env, trial k = k-th reset "
                    "(OpenVLA-OFT/openpi clients); per-episode: re-seed every episode")
+    p.add_argument("--env-seed", type=int, default=0,
+                   help="official seeding: the env.seed() of every task env (OpenVLA-OFT 0, openpi 7)")
     p.add_argument("--gripper", choices=("unit", "signed", "env"), default=None,
                    help="gripper output convention (default: what the policy declares): unit/"
                    "signed are binarised and inverted (OpenVLA-OFT), env passes through (openpi)")

@@ -123,7 +123,7 @@ def run_episode(env: LiberoEnv, policy: Policy, init_state: np.ndarray, *, seed:
     if seed is not None:
         seed_everything(seed)
     env.reset(init_state, render=render and num_wait == 0, seed=seed)
-    policy.reset(TaskInfo(task.suite, task.task_id, task.name, env_language(env)))
+    policy.reset(TaskInfo(task.suite, task.task_id, task.name, task.language))
     for i in range(num_wait):
         env.step(NOOP_ACTION, render=render and i == num_wait - 1)
     steps = calls = 0
@@ -158,13 +158,3 @@ def run_episode(env: LiberoEnv, policy: Policy, init_state: np.ndarray, *, seed:
     digest = hashlib.sha1(np.ascontiguousarray(env.sim_state(), dtype=np.float64).tobytes()).hexdigest()
     return EpisodeResult(success, steps, calls, time.perf_counter() - start, frames, error, digest)
 
-
-def env_language(env: Any) -> str:
-    """The instruction the environment itself states (BDDL ``:language``).
-
-    For LIBERO-PRO's reworded ``_lan`` suites the benchmark registry still returns the
-    original wording; the env's own ``language_instruction`` holds the one the policy must
-    get. Falls back to the task spec for envs without it.
-    """
-    lang = getattr(env, "language_instruction", None)
-    return str(lang) if lang else env.task.language

@@ -132,7 +132,8 @@ class LiberoEnv:
         LIBERO re-samples the placement of fixtures without joints (cabinet, stove...) at
         every reset by moving their model ``body_pos``, which the init state does not cover;
         the sampler draws from numpy's global RNG. The official OpenVLA-OFT and openpi clients
-        call ``env.seed(0)`` (= ``np.random.seed(0)``) once per task env and then reset it once
+        call ``env.seed(0)`` (OpenVLA-OFT; openpi passes its --seed, 7) = ``np.random.seed``
+        once per task env and then reset it once
         per trial, so trial k's fixtures come from the k-th reset of that stream. We keep the
         stream's RNG state here and swap it in only around resets, so it is the same stream
         whatever a policy draws from numpy in between (the official clients share it), and
@@ -140,7 +141,7 @@ class LiberoEnv:
         """
         state = np.random.get_state()
         np.random.seed(int(seed) % (2**32))
-        self._stream = {"rng": np.random.get_state()}
+        self._stream = {"rng": np.random.get_state(), "seed": int(seed)}
         self._stream_resets = 0
         np.random.set_state(state)
 
@@ -158,7 +159,7 @@ class LiberoEnv:
         if self._stream is None:
             raise RocketError("advance_to needs a seeded stream; call env.seed(0) first.")
         if trial < self._stream_resets:
-            self.seed(0)
+            self.seed(self._stream["seed"])
         while self._stream_resets < trial:
             self._reset_from_stream()
 
@@ -206,8 +207,8 @@ class LiberoEnv:
 
     @property
     def language_instruction(self) -> str:
-        """The instruction in the task's BDDL file, as the env states it (see
-        :func:`rocket_vla.envs.episode.env_language`)."""
+        """The instruction in the task's BDDL file, as the env states it (LIBERO-PRO's
+        reworded ``_lan`` instructions live only here; see :mod:`rocket_vla.envs.suites`)."""
         return str(getattr(self._env, "language_instruction", "") or self.task.language)
 
     def _clear_solver_memory(self) -> None:

@@ -27,7 +27,7 @@ RESULTS_FILE = "episodes.jsonl"
 VIDEO_MODES = ("none", "failures", "successes", "all")
 #: Settings that change what an episode measures; a resumed run (or a merge) must keep them.
 PROTOCOL_FIELDS = ("policy", "policy_kwargs", "image_size", "seed", "max_steps", "num_wait",
-                   "seeding", "gripper", "actions_per_chunk", "on_error")
+                   "seeding", "env_seed", "gripper", "actions_per_chunk", "on_error")
 SEEDING = ("official", "per_episode")
 
 
@@ -50,6 +50,7 @@ class EvalConfig:
     # from env.seed(0)'s stream, trial k = k-th reset (OpenVLA-OFT / openpi clients);
     # "per_episode": re-seed everything per episode from episode_seed() (older runs).
     seeding: str = "official"
+    env_seed: int = 0  # the stream's seed under "official": OpenVLA-OFT calls env.seed(0), openpi env.seed(7)
     # How the policy's outputs are read (None = what the policy declares, else the default):
     # gripper "unit"/"signed" (binarise + invert) or "env" (pass-through); how many actions
     # of each chunk run open-loop; "abort" or "fail" (count the episode as failed) on errors.
@@ -99,9 +100,9 @@ class Job:
 
 def episode_seed(base: int, suite: str, task_id: int, trial: int) -> int:
     """A per-episode seed that does not depend on worker count or scheduling order."""
-    from rocket_vla.envs.suites import SUITES
+    from rocket_vla.envs.suites import PERTURBED_SUITES, SUITES
 
-    return base * 1_000_003 + SUITES.index(suite) * 10_000 + task_id * 100 + trial
+    return base * 1_000_003 + (SUITES + PERTURBED_SUITES).index(suite) * 10_000 + task_id * 100 + trial
 
 
 def plan_jobs(cfg: EvalConfig, done: set[tuple[str, int, int]]) -> list[Job]:
@@ -191,7 +192,7 @@ def run_jobs(cfg: EvalConfig, jobs: Iterable[Job], emit: Any) -> None:
         spec = get_task(job.suite, job.task_id)
         with LiberoEnv(spec, EnvConfig(image_size=cfg.image_size, render=cfg.render)) as env:
             if official:
-                env.seed(0)  # what the official clients call on every task env
+                env.seed(cfg.env_seed)  # what the official clients call on every task env
             for trial in job.trials:
                 record = cfg.video != "none" and videos[(job.suite, job.task_id)] < cfg.videos_per_task
                 if official:
@@ -207,9 +208,9 @@ def run_jobs(cfg: EvalConfig, jobs: Iterable[Job], emit: Any) -> None:
                     video = _write_video(out, spec, trial, res, cfg.video_format)
                     videos[(job.suite, job.task_id)] += 1
                 emit({"suite": job.suite, "task_id": job.task_id, "task": spec.name,
-                      "language": env.language_instruction, "trial": trial, "init_state": trial,
+                      "language": spec.language, "trial": trial, "init_state": trial,
                       "seed": cfg.seed if official else seed, "seeding": cfg.seeding,
-                      "env_seed": 0 if official else seed, "success": res.success,
+                      "env_seed": cfg.env_seed if official else seed, "success": res.success,
                       "steps": res.steps, "policy_calls": res.policy_calls,
                       "wall_s": round(res.wall_s, 3), "policy": cfg.policy,
                       "gripper": settings.gripper, "actions_per_chunk": settings.actions_per_chunk,
@@ -304,7 +305,11 @@ def summary_markdown(summary: dict[str, Any]) -> str:
 
 
 def write_summary(out: Path) -> dict[str, Any]:
-    summary = summarize(read_results(out / RESULTS_FILE))
+    from rocket_vla.envs.robustness import write_robustness
+
+    records = read_results(out / RESULTS_FILE)
+    summary = summarize(records)
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
+    write_robustness(out, records)  # only when LIBERO-PRO suites are among the results
     return summary
