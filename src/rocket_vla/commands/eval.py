@@ -29,7 +29,7 @@ def parse_policy_args(pairs: list[str], checkpoint: str | None) -> dict[str, Any
 
 
 def run(args: argparse.Namespace) -> int:
-    from rocket_vla.commands.args import split_csv as _split
+    from rocket_vla.commands.args import split_csv
     from rocket_vla.envs.runner import EvalConfig, run_evaluation, summary_markdown
     from rocket_vla.envs.shards import merge_runs, parse_shard
     from rocket_vla.envs.suites import list_tasks, normalize_suite, setup_headless_gl
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.suite:
         raise RocketError("--suite is required (or --merge DIR... to combine finished runs).")
     setup_headless_gl()
-    suites = [normalize_suite(s) for s in _split(args.suite) or []]
+    suites = [normalize_suite(s) for s in split_csv(args.suite) or []]
     if args.list_tasks:
         for suite in suites:
             for t in list_tasks(suite):
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.policy == "checkpoint" and not args.checkpoint:
         raise RocketError("--policy checkpoint needs --checkpoint PATH.")
     cfg = EvalConfig(
-        out_dir=args.out, suites=suites, tasks=_split(args.tasks), trials=args.trials,
+        out_dir=args.out, suites=suites, tasks=split_csv(args.tasks), trials=args.trials,
         first_trial=args.first_trial, policy=args.policy,
         policy_kwargs=parse_policy_args(args.policy_arg or [], args.checkpoint),
         workers=args.workers, image_size=args.image_size, render=args.render, seed=args.seed,
