@@ -213,3 +213,22 @@ def test_span_past_the_sequence_and_reading_before_forward_are_clear_errors() ->
         model(torch.randn(1, 6, 16))
         with pytest.raises(RocketError, match="span ends at 50"):
             _ = taps.states
+
+
+def test_use_tokens_replaces_the_spans_of_later_reads() -> None:
+    """A student's per-batch ``visual_index`` (spans or a [B, T] index) selects exactly those
+    tokens of the captured stream, whatever spans the taps were built with."""
+    torch.manual_seed(0)
+    blocks = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    x = torch.randn(2, 9, 4)
+    with LayerTaps(blocks, "", [1], spans=[(0, 3)]) as taps:
+        out = blocks[0](x)
+        blocks(x)
+        taps.use_tokens([(2, 4), (4, 6), (7, 9)])
+        want = torch.cat([out[:, 2:6], out[:, 7:9]], dim=1)
+        torch.testing.assert_close(taps.states[0], want)
+        index = torch.tensor([[0, 5, 8], [1, 2, 3]])
+        taps.use_tokens(index)
+        torch.testing.assert_close(taps.states[0], torch.stack([out[0, [0, 5, 8]], out[1, [1, 2, 3]]]))
+        taps.use_tokens(None)
+        torch.testing.assert_close(taps.states[0], out)

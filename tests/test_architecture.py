@@ -40,8 +40,6 @@ LEAVES = {"errors", "optim"}
 # Delete an entry when the part that removes it is merged (test_allow_list_is_still_needed
 # fails until then, so the list cannot go stale).
 ALLOWED = {
-    # protocol part: commands/collect.py stops importing commands/eval.py's private `_split`
-    ("rocket_vla.commands.collect", "rocket_vla.commands.eval"),
 }
 
 

@@ -86,7 +86,9 @@ def test_gripper_mapping_follows_the_paper() -> None:
 def test_proprio_is_pos_axis_angle_gripper() -> None:
     q = np.array([np.sin(0.25), 0, 0, np.cos(0.25)])  # 0.5 rad about x
     np.testing.assert_allclose(quat_to_axis_angle(q), [0.5, 0, 0], atol=1e-9)
-    np.testing.assert_allclose(quat_to_axis_angle(-q), [0.5, 0, 0], atol=1e-9)
+    # no w >= 0 flip (robosuite's quat2axisangle, as the official data): -q is the same
+    # rotation written as 2 pi - 0.5 rad about -x
+    np.testing.assert_allclose(quat_to_axis_angle(-q), [-(2 * np.pi - 0.5), 0, 0], atol=1e-9)
     p = proprio_vector(np.array([1, 2, 3]), q, np.array([0.04, -0.04]))
     assert p.shape == (8,) and p.dtype == np.float32
     np.testing.assert_allclose(p, [1, 2, 3, 0.5, 0, 0, 0.04, -0.04], atol=1e-6)

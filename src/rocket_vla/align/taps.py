@@ -213,6 +213,7 @@ class LayerTaps:
         else:
             self.spans = [tuple(s) for s in index] if index is not None else None
             self.token_index = None
+        self._slices = _merge_spans(self.spans) if self.spans is not None else None
 
     # -- results ---------------------------------------------------------------------
     def _select(self, stream: torch.Tensor) -> torch.Tensor:

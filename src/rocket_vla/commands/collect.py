@@ -6,13 +6,13 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> int:
-    from rocket_vla.commands.eval import _split
+    from rocket_vla.config_cli import split_csv
     from rocket_vla.envs.collect import CollectConfig, run_collection
     from rocket_vla.envs.suites import setup_headless_gl
 
     setup_headless_gl()
     cfg = CollectConfig(
-        out_dir=args.out, suites=_split(args.suite) or [], tasks=_split(args.tasks),
+        out_dir=args.out, suites=split_csv(args.suite) or [], tasks=split_csv(args.tasks),
         init_states=args.init_states, first_init=args.first_init, variations=args.variations,
         variation_xy=args.variation_xy, frame_stride=args.frame_stride,
         image_size=args.image_size, depth=not args.no_depth, workers=args.workers,

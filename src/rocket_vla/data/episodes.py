@@ -49,7 +49,8 @@ import numpy as np
 
 from rocket_vla.errors import RocketError
 
-FORMAT_VERSION = 1
+#: 2: ee_ori is robosuite's quat2axisangle (no w >= 0 flip), like the official LIBERO data.
+FORMAT_VERSION = 2
 CAMERA_KEYS = ("agentview", "eye_in_hand")
 IMAGE_KEYS = ("agentview_rgb", "eye_in_hand_rgb", "agentview_depth", "eye_in_hand_depth")
 LOW_DIM_KEYS = ("ee_pos", "ee_ori", "ee_states", "gripper_states", "joint_states")
@@ -169,8 +170,18 @@ def iter_episodes(path: str | os.PathLike[str], *, images: bool = True) -> Itera
 
     ``images=False`` skips the image-like arrays (fast scans for statistics).
     Raises :class:`RocketError` for a missing path, a non-HDF5 file or a wrong layout.
+    Besides our files this reads the original LIBERO release (128 px), OpenVLA-OFT's
+    regenerated "no-noops" files (256 px, no attributes: the instruction comes from the file
+    name), and -- for a folder with ``meta/info.json`` -- a LeRobot dataset
+    (:mod:`rocket_vla.data.lerobot`).
     """
     import h5py
+
+    from rocket_vla.data.lerobot import is_lerobot_dataset, iter_lerobot_episodes
+
+    if is_lerobot_dataset(path):
+        yield from iter_lerobot_episodes(path, images=images)
+        return
 
     for file in list_episode_files(path):
         try:
@@ -188,6 +199,7 @@ def iter_episodes(path: str | os.PathLike[str], *, images: bool = True) -> Itera
                         "(data/demo_k/actions, data/demo_k/obs/...)."
                     )
                 file_attrs = _attrs(h5["data"])
+                check_format(file_attrs, file)
                 language = _language(h5, file)
                 convention = str(file_attrs.get("macros_image_convention", "opengl"))
                 names = sorted((k for k in h5["data"] if k.startswith("demo")), key=_demo_sort_key)
@@ -212,6 +224,27 @@ def _damaged(file: Path, where: str) -> Iterator[None]:
             f"{file}: {where} cannot be read ({reason}); the file is damaged -- re-collect or "
             "re-download it."
         ) from err
+
+
+def check_format(file_attrs: dict[str, Any], file: Path) -> None:
+    """Refuse our own collections of an older format (official files carry no version).
+
+    Format 1 stored ``ee_ori`` flipped to w >= 0, which differs from the official data
+    (and from what ``rocket eval`` now feeds a policy) at most steps of a LIBERO episode.
+    """
+    version = file_attrs.get("rocket_format")
+    if version is None:
+        return
+    if int(version) < FORMAT_VERSION:
+        raise RocketError(
+            f"{file} was collected by an older rocket-vla (format {int(version)}, proprio orientation "
+            f"not as in the official LIBERO data); re-collect it with `rocket collect`."
+        )
+    if int(version) > FORMAT_VERSION:
+        raise RocketError(
+            f"{file} has format {int(version)}, newer than this rocket-vla reads ({FORMAT_VERSION}); "
+            "upgrade rocket-vla."
+        )
 
 
 def read_episodes(path: str | os.PathLike[str], *, images: bool = True) -> list[Episode]:

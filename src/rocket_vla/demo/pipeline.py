@@ -22,13 +22,15 @@ def print_log(msg: str) -> None:
 
 
 def dataset_dirs(cfg: DemoConfig) -> tuple[Path, Path]:
-    """Cache folders keyed by everything that changes the collected data -- the settings and
-    the code (experts, collection and simulator wrappers change what a demonstration holds;
-    a key of settings alone once let older code's demonstrations stand in for new ones)."""
+    """Cache folders keyed by everything that changes the collected data -- the settings, the
+    dataset format and the code (experts, collection and simulator wrappers change what a
+    demonstration holds; a key of settings alone once let older code's demonstrations stand in
+    for new ones)."""
+    from rocket_vla.data.episodes import FORMAT_VERSION
     from rocket_vla.fingerprint import compared_code_version
 
-    key = json.dumps([cfg.suite, cfg.tasks, cfg.demo_first_init, cfg.train_demos, cfg.heldout_demos,
-                      cfg.image_size, cfg.frame_stride, cfg.seed, cfg.after_success,
+    key = json.dumps([FORMAT_VERSION, cfg.suite, cfg.tasks, cfg.demo_first_init, cfg.train_demos,
+                      cfg.heldout_demos, cfg.image_size, cfg.frame_stride, cfg.seed, cfg.after_success,
                       compared_code_version()])
     root = Path(cfg.cache_dir) / "datasets" / hashlib.sha1(key.encode()).hexdigest()[:12]
     return root / "train", root / "heldout"

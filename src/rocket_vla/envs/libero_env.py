@@ -31,7 +31,7 @@ RENDER_MODES = ("decision", "every_step")
 class EnvConfig:
     """How to build an environment.
 
-    image_size: square camera resolution rendered (128 is the CPU default; the paper uses 256).
+    image_size: square camera resolution rendered (256, as the paper and the official clients).
     render: "decision" renders only at steps whose observation a caller will read (armed
         steps); "every_step" renders at every physics step like the standard LIBERO env.
     depth: also render depth maps (for demonstrations feeding a 3D teacher).
@@ -40,7 +40,7 @@ class EnvConfig:
         (0.3 s); the init state overwrites the whole sim state either way.
     """
 
-    image_size: int = 128
+    image_size: int = 256
     render: str = "decision"
     depth: bool = False
     gl_backend: str | None = None
@@ -94,6 +94,8 @@ class LiberoEnv:
         self._obs: dict[str, Any] = {}
         self._geom_groups: dict[str, np.ndarray] | None = None
         self._obstacle_geoms: np.ndarray | None = None
+        self._stream: dict[str, Any] | None = None  # fixture-placement RNG state (see seed())
+        self._stream_resets = 0
         self._install_lazy_cameras()
 
     # -- rendering control ------------------------------------------------------------
@@ -124,20 +126,73 @@ class LiberoEnv:
             observable.set_sensor(make())
 
     # -- episode control --------------------------------------------------------------
-    def reset(self, init_state: np.ndarray, render: bool = False, seed: int | None = None) -> None:
-        """Reset to a stored init state (a flattened MuJoCo state); render if ``render``.
+    def seed(self, seed: int = 0) -> None:
+        """Start the fixture-placement stream the way the official clients do (``env.seed(0)``).
 
         LIBERO re-samples the placement of fixtures without joints (cabinet, stove...) at
         every reset by moving their model ``body_pos``, which the init state does not cover;
-        the sampler draws from numpy's global RNG, so ``seed`` makes the scene reproducible.
+        the sampler draws from numpy's global RNG. The official OpenVLA-OFT and openpi clients
+        call ``env.seed(0)`` (OpenVLA-OFT; openpi passes its --seed, 7) = ``np.random.seed``
+        once per task env and then reset it once
+        per trial, so trial k's fixtures come from the k-th reset of that stream. We keep the
+        stream's RNG state here and swap it in only around resets, so it is the same stream
+        whatever a policy draws from numpy in between (the official clients share it), and
+        :meth:`advance_to` can reproduce trial k's placement in a fresh env (a shard).
+        """
+        state = np.random.get_state()
+        np.random.seed(int(seed) % (2**32))
+        self._stream = {"rng": np.random.get_state(), "seed": int(seed)}
+        self._stream_resets = 0
+        np.random.set_state(state)
+
+    @property
+    def stream_position(self) -> int:
+        """Resets drawn from the stream since :meth:`seed` (= the next trial's index)."""
+        return self._stream_resets
+
+    def advance_to(self, trial: int) -> None:
+        """Draw resets from the stream until the next reset is trial ``trial``'s.
+
+        A reset costs ~0.3 s, so a shard starting at trial 40 spends ~12 s here; the stream
+        cannot go backwards (re-seed for that).
+        """
+        if self._stream is None:
+            raise RocketError("advance_to needs a seeded stream; call env.seed(0) first.")
+        if trial < self._stream_resets:
+            self.seed(self._stream["seed"])
+        while self._stream_resets < trial:
+            self._reset_from_stream()
+
+    def _reset_from_stream(self) -> None:
+        assert self._stream is not None
+        outer = np.random.get_state()
+        np.random.set_state(self._stream["rng"])
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                self._env.reset()
+        finally:
+            self._stream["rng"] = np.random.get_state()
+            self._stream_resets += 1
+            np.random.set_state(outer)
+
+    def reset(self, init_state: np.ndarray, render: bool = False, seed: int | None = None) -> None:
+        """Reset to a stored init state (a flattened MuJoCo state); render if ``render``.
+
+        ``seed`` re-seeds numpy's global RNG before the reset (the per-episode scheme: a
+        trial's fixture placement depends on its seed alone). Without it, the placement
+        comes from the stream started by :meth:`seed` when there is one (the official
+        scheme), else from whatever state numpy's global RNG is in.
         """
         if seed is not None:
             np.random.seed(seed % (2**32))
         self._armed = bool(render)
         self._frames = {}
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                self._env.reset()
+            if seed is None and self._stream is not None:
+                self._reset_from_stream()
+            else:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    self._env.reset()
             self._install_lazy_cameras()  # a hard reset recreates the observables
             self._clear_solver_memory()
             self._obs = dict(self._env.set_init_state(np.asarray(init_state)))
@@ -149,6 +204,12 @@ class LiberoEnv:
             ) from err
         finally:
             self._armed = False
+
+    @property
+    def language_instruction(self) -> str:
+        """The instruction in the task's BDDL file, as the env states it (LIBERO-PRO's
+        reworded ``_lan`` instructions live only here; see :mod:`rocket_vla.envs.suites`)."""
+        return str(getattr(self._env, "language_instruction", "") or self.task.language)
 
     def _clear_solver_memory(self) -> None:
         """Zero what a flattened state does not cover (solver warm start, applied forces).

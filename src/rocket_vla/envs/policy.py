@@ -10,10 +10,12 @@ Observation dict passed to :meth:`Policy.act` (all numpy arrays):
 ``agentview``  (H, W, 3) uint8 -- third-person camera, already rotated by 180 degrees.
 ``wrist``      (H, W, 3) uint8 -- eye-in-hand camera, already rotated by 180 degrees.
 ``proprio``    (8,) float32 -- eef position (3, metres, world frame), eef orientation as
-               axis-angle (3, radians), the two gripper finger joints (2, metres).
+               axis-angle (3, radians; robosuite's ``quat2axisangle``, exactly as the official
+               LIBERO datasets store ``ee_ori``), the two gripper finger joints (2, metres).
 ``step``       () int64 -- policy steps executed so far in this episode (0 at the first call).
 
-H = W = the run's image size (``--image-size``, default 128 on a CPU; the paper renders 256).
+H = W = the run's image size (``--image-size``, default 256 like the paper and the official
+clients). :mod:`rocket_vla.data.preprocess` has the official clients' resizing presets.
 Images are present only when the policy's ``needs_images`` is true (the default); a policy
 that sets ``needs_state = True`` (the scripted experts) also gets privileged simulator state
 under keys prefixed ``state/``: ``state/robot0_eef_pos``, ``state/robot0_eef_quat``
@@ -26,8 +28,12 @@ orientation (axis-angle), both normalised to [-1, 1] as LIBERO's OSC_POSE contro
 them. Dimension 6 is the gripper in the MODEL convention: g in [0, 1] with 1 = open and
 0 = closed (``gripper = "unit"``, the default), or g in [-1, 1] with +1 = open if the policy
 sets ``gripper = "signed"``. The runner maps it with sign(2g - 1) (resp. sign(g)) and inverts
-it to LIBERO's -1 = open / +1 = close. The whole chunk is executed open-loop; the next
-observation is read after its last action.
+it to LIBERO's -1 = open / +1 = close (the OpenVLA-OFT client's rule). ``gripper = "env"``
+means the policy already returns LIBERO's convention and the value passes through unchanged
+(the openpi client's rule). The first ``actions_per_chunk`` actions of the chunk (attribute
+of the policy, default: all) are executed open-loop; the next observation is read after the
+last of them. ``on_error = "fail"`` makes an exception end the episode as a failure instead
+of aborting the run. ``rocket eval --gripper/--actions-per-chunk/--on-error`` override all three.
 """
 
 from __future__ import annotations
@@ -65,7 +71,8 @@ class Policy(Protocol):
 
     Optional attributes the runner reads with ``getattr``: ``needs_images`` (bool, default
     True: set False to skip rendering entirely), ``needs_state`` (bool, default False: adds
-    privileged ``state/...`` entries), ``gripper`` ("unit" default, or "signed").
+    privileged ``state/...`` entries), ``gripper`` ("unit" default, "signed", or "env"),
+    ``actions_per_chunk`` (int or None = whole chunk), ``on_error`` ("abort" or "fail").
     """
 
     def reset(self, task: TaskInfo) -> None:

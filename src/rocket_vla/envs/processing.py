@@ -27,18 +27,22 @@ def rotate_180(image: np.ndarray) -> np.ndarray:
 def quat_to_axis_angle(quat_xyzw: np.ndarray) -> np.ndarray:
     """Convert a unit quaternion (x, y, z, w; robosuite's order) to a 3-dim axis-angle vector.
 
-    The sign of the quaternion is fixed to w >= 0 so the angle lies in [0, pi]; this is the
-    representation LIBERO's datasets store as ``ee_ori``.
+    This is robosuite's own ``quat2axisangle``, called on a copy (it clips its argument in
+    place). It does NOT flip the quaternion to w >= 0: the angle is 2 acos(w) in [0, 2 pi], so
+    the same rotation can come out as a vector of length ~pi pointing either way. That is
+    exactly what the official LIBERO datasets store as ``ee_ori`` and what the official
+    OpenVLA-OFT and openpi clients feed their models; LIBERO's downward-pointing gripper sits
+    near w = 0, so any other convention puts the 4th-6th proprio dimensions up to 2 pi away
+    from the training data of every public checkpoint.
     """
-    q = np.asarray(quat_xyzw, dtype=np.float64)
-    if q[3] < 0:
-        q = -q
-    w = min(max(q[3], -1.0), 1.0)
-    den = np.sqrt(max(1.0 - w * w, 0.0))
-    if den < 1e-8:
-        return np.zeros(3)
-    angle = 2.0 * np.arccos(w)
-    return q[:3] / den * angle
+    try:
+        from robosuite.utils.transform_utils import quat2axisangle
+    except ImportError as err:
+        raise RocketError(
+            "robosuite is not installed; install the LIBERO extra with pip install 'rocket-vla[libero]'."
+        ) from err
+    q = np.array(quat_xyzw, dtype=np.float64, copy=True).reshape(4)
+    return np.asarray(quat2axisangle(q), dtype=np.float64)
 
 
 def proprio_vector(eef_pos: np.ndarray, eef_quat_xyzw: np.ndarray, gripper_qpos: np.ndarray) -> np.ndarray:
@@ -49,14 +53,20 @@ def proprio_vector(eef_pos: np.ndarray, eef_quat_xyzw: np.ndarray, gripper_qpos:
     ).astype(np.float32)
 
 
+GRIPPER_CONVENTIONS = ("unit", "signed", "env")
+
+
 def model_to_env_actions(chunk: np.ndarray, gripper: str = "unit") -> np.ndarray:
     """Map a policy action chunk (model convention) to LIBERO env actions.
 
     ``gripper="unit"``: the model's last dimension g is in [0, 1] with 1 = open, 0 = closed
     (the convention of the LIBERO training data as OpenVLA uses it). ``gripper="signed"``: g is
     in [-1, 1] with +1 = open. Either way it is binarised with sign(2g-1) (or sign(g)) and
-    inverted, because LIBERO's controller reads -1 as open and +1 as close. The first six
-    dimensions (delta position, delta axis-angle, normalised to [-1, 1]) pass through.
+    inverted, because LIBERO's controller reads -1 as open and +1 as close (the official
+    OpenVLA-OFT client does exactly this). ``gripper="env"``: the policy already speaks
+    LIBERO's env convention and the value passes through untouched, as the openpi client
+    sends its model's raw actions. The first six dimensions (delta position, delta
+    axis-angle, normalised to [-1, 1]) always pass through.
     """
     arr = np.asarray(chunk, dtype=np.float64)
     if arr.ndim == 1:
@@ -70,11 +80,11 @@ def model_to_env_actions(chunk: np.ndarray, gripper: str = "unit") -> np.ndarray
         raise RocketError("policy returned NaN or infinite actions; check the model's outputs.")
     out = arr.copy()
     if gripper == "unit":
-        g = 2.0 * arr[:, 6] - 1.0
+        out[:, 6] = -np.sign(2.0 * arr[:, 6] - 1.0)
     elif gripper == "signed":
-        g = arr[:, 6]
-    else:
-        raise RocketError(f"unknown gripper convention {gripper!r}; use 'unit' or 'signed'.")
-    out[:, 6] = -np.sign(g)
+        out[:, 6] = -np.sign(arr[:, 6])
+    elif gripper != "env":
+        raise RocketError(
+            f"unknown gripper convention {gripper!r}; use one of {', '.join(GRIPPER_CONVENTIONS)}."
+        )
     return out
-

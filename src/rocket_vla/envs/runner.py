@@ -25,8 +25,10 @@ from rocket_vla.errors import RocketError
 
 RESULTS_FILE = "episodes.jsonl"
 VIDEO_MODES = ("none", "failures", "successes", "all")
-#: Settings that change what an episode measures; a resumed run must keep them.
-PROTOCOL_FIELDS = ("policy", "policy_kwargs", "image_size", "seed", "max_steps", "num_wait")
+#: Settings that change what an episode measures; a resumed run (or a merge) must keep them.
+PROTOCOL_FIELDS = ("policy", "policy_kwargs", "image_size", "seed", "max_steps", "num_wait",
+                   "seeding", "env_seed", "gripper", "actions_per_chunk", "on_error")
+SEEDING = ("official", "per_episode")
 
 
 @dataclass
@@ -41,9 +43,21 @@ class EvalConfig:
     policy: str = "expert"
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     workers: int = 1
-    image_size: int = 128
+    image_size: int = 256  # the official clients render 256 px
     render: str = "decision"  # "decision" | "every_step" (for benchmarking only)
     seed: int = 0
+    # "official": seed the RNGs once per worker and draw each task env's fixture placement
+    # from env.seed(0)'s stream, trial k = k-th reset (OpenVLA-OFT / openpi clients);
+    # "per_episode": re-seed everything per episode from episode_seed() (older runs).
+    seeding: str = "official"
+    env_seed: int = 0  # the stream's seed under "official": OpenVLA-OFT calls env.seed(0), openpi env.seed(7)
+    # How the policy's outputs are read (None = what the policy declares, else the default):
+    # gripper "unit"/"signed" (binarise + invert) or "env" (pass-through); how many actions
+    # of each chunk run open-loop; "abort" or "fail" (count the episode as failed) on errors.
+    gripper: str | None = None
+    actions_per_chunk: int | None = None
+    on_error: str | None = None
+    shard: tuple[int, int] | None = None  # (k, n): run only the k-th of n slices (0-based)
     max_steps: int | None = None  # None = the paper's budget per suite
     num_wait: int = 10
     video: str = "none"
@@ -69,6 +83,16 @@ class EvalConfig:
                 raise RocketError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}.")
         if self.image_size < 8:
             raise RocketError(f"--image-size must be at least 8 pixels, got {self.image_size}.")
+        if self.seeding not in SEEDING:
+            raise RocketError(f"unknown seeding {self.seeding!r}; use one of {', '.join(SEEDING)}.")
+        if self.gripper is not None or self.actions_per_chunk is not None or self.on_error is not None:
+            from rocket_vla.envs.episode import EpisodeSettings
+
+            EpisodeSettings(self.gripper or "unit", self.actions_per_chunk, self.on_error or "abort")
+        if self.shard is not None:
+            from rocket_vla.envs.shards import check_shard
+
+            self.shard = check_shard(*self.shard)
 
 
 @dataclass(frozen=True)
@@ -86,16 +110,16 @@ class Job:
 
 def episode_seed(base: int, suite: str, task_id: int, trial: int) -> int:
     """A per-episode seed that does not depend on worker count or scheduling order."""
-    from rocket_vla.envs.suites import SUITES
+    from rocket_vla.envs.suites import PERTURBED_SUITES, SUITES
 
-    return base * 1_000_003 + SUITES.index(suite) * 10_000 + task_id * 100 + trial
+    return base * 1_000_003 + (SUITES + PERTURBED_SUITES).index(suite) * 10_000 + task_id * 100 + trial
 
 
 def plan_jobs(cfg: EvalConfig, done: set[tuple[str, int, int]]) -> list[Job]:
     """Validate suites/tasks/trials up front and list the jobs still to run."""
     from rocket_vla.envs.suites import get_task, normalize_suite, num_init_states
 
-    jobs = []
+    items: list[tuple[str, int, int]] = []
     for suite_name in cfg.suites:
         suite = normalize_suite(suite_name)
         specs = [get_task(suite, t) for t in cfg.tasks] if cfg.tasks else None
@@ -111,10 +135,19 @@ def plan_jobs(cfg: EvalConfig, done: set[tuple[str, int, int]]) -> list[Job]:
                     f"trial {last} needs init state {last}, but {suite} task {spec.task_id} has "
                     f"{n}; use --first-trial + --trials <= {n}."
                 )
-            todo = tuple(k for k in range(cfg.first_trial, last + 1)
-                         if (suite, spec.task_id, k) not in done)
-            if todo:
-                jobs.append(Job(suite, spec.task_id, todo))
+            items += [(suite, spec.task_id, k) for k in range(cfg.first_trial, last + 1)]
+    if cfg.shard is not None:
+        from rocket_vla.envs.shards import shard_slice
+
+        items = shard_slice(items, *cfg.shard)
+    jobs: list[Job] = []
+    for suite, task_id, k in items:
+        if (suite, task_id, k) in done:
+            continue
+        if jobs and (jobs[-1].suite, jobs[-1].task_id) == (suite, task_id):
+            jobs[-1] = Job(suite, task_id, (*jobs[-1].trials, k))
+        else:
+            jobs.append(Job(suite, task_id, (k,)))
     return jobs
 
 
@@ -142,22 +175,31 @@ def _check_resume(cfg: EvalConfig, out: Path) -> None:
 # -- worker side ------------------------------------------------------------------------
 def run_jobs(cfg: EvalConfig, jobs: Iterable[Job], emit: Any) -> None:
     """Run jobs in this process and call ``emit(record)`` after every episode."""
-    from rocket_vla.envs.episode import run_episode
+    from rocket_vla.envs.episode import resolve_settings, run_episode, seed_everything
     from rocket_vla.envs.libero_env import EnvConfig, LiberoEnv
     from rocket_vla.envs.policy import build_policy
     from rocket_vla.envs.suites import get_init_state, get_task
 
+    official = cfg.seeding == "official"
+    if official:
+        seed_everything(cfg.seed)  # once per process, like the official clients
     policy = build_policy(cfg.policy, **cfg.policy_kwargs)
+    settings = resolve_settings(policy, cfg.gripper, cfg.actions_per_chunk, cfg.on_error)
     out = Path(cfg.out_dir)
     videos: dict[tuple[str, int], int] = defaultdict(int)
     for job in jobs:
         spec = get_task(job.suite, job.task_id)
         with LiberoEnv(spec, EnvConfig(image_size=cfg.image_size, render=cfg.render)) as env:
+            if official:
+                env.seed(cfg.env_seed)  # what the official clients call on every task env
             for trial in job.trials:
                 record = cfg.video != "none" and videos[(job.suite, job.task_id)] < cfg.videos_per_task
-                seed = episode_seed(cfg.seed, job.suite, job.task_id, trial)
+                if official:
+                    env.advance_to(trial)  # trial k's fixtures = the k-th reset of the stream
+                seed = None if official else episode_seed(cfg.seed, job.suite, job.task_id, trial)
                 res = run_episode(env, policy, get_init_state(spec, trial), seed=seed,
-                                  max_steps=cfg.max_steps, num_wait=cfg.num_wait, record=record)
+                                  max_steps=cfg.max_steps, num_wait=cfg.num_wait, record=record,
+                                  settings=settings)
                 video = None
                 wanted = (cfg.video == "all" or (cfg.video == "failures" and not res.success)
                           or (cfg.video == "successes" and res.success))
@@ -166,9 +208,12 @@ def run_jobs(cfg: EvalConfig, jobs: Iterable[Job], emit: Any) -> None:
                     videos[(job.suite, job.task_id)] += 1
                 emit({"suite": job.suite, "task_id": job.task_id, "task": spec.name,
                       "language": spec.language, "trial": trial, "init_state": trial,
-                      "seed": seed, "success": res.success, "steps": res.steps,
-                      "policy_calls": res.policy_calls, "wall_s": round(res.wall_s, 3),
-                      "policy": cfg.policy, "video": video})
+                      "seed": cfg.seed if official else seed, "seeding": cfg.seeding,
+                      "env_seed": cfg.env_seed if official else seed, "success": res.success,
+                      "steps": res.steps, "policy_calls": res.policy_calls,
+                      "wall_s": round(res.wall_s, 3), "policy": cfg.policy,
+                      "gripper": settings.gripper, "actions_per_chunk": settings.actions_per_chunk,
+                      "error": res.error, "final_state": res.final_state, "video": video})
 
 
 def _write_video(out: Path, spec: Any, trial: int, res: Any, fmt: str) -> str:
@@ -266,7 +311,11 @@ def summary_markdown(summary: dict[str, Any]) -> str:
 
 
 def write_summary(out: Path) -> dict[str, Any]:
-    summary = summarize(read_results(out / RESULTS_FILE))
+    from rocket_vla.envs.robustness import write_robustness
+
+    records = read_results(out / RESULTS_FILE)
+    summary = summarize(records)
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
+    write_robustness(out, records)  # only when LIBERO-PRO suites are among the results
     return summary

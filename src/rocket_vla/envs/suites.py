@@ -1,4 +1,15 @@
-"""The four LIBERO suites the paper reports: task lookup, init states, step budgets.
+"""The four LIBERO suites the paper reports, and their LIBERO-PRO perturbed versions: task
+lookup, init states, step budgets, instructions.
+
+LIBERO-PRO (shipped with the LIBERO package we install) adds ``<suite>_swap`` (object
+positions swapped), ``<suite>_object`` (objects replaced), ``<suite>_lan`` (instruction
+reworded) and ``<suite>_task`` (task replaced) for each of the four suites; they keep the base
+suite's step budget. Careful with instructions: the benchmark registry derives a task's
+wording from its BDDL *file name*, which LIBERO-PRO kept from the original task, so for
+``_lan`` and ``_task`` the reworded / new instruction is only in the BDDL ``:language`` field
+(what the env reports as ``language_instruction``); :func:`list_tasks` reads it from there.
+For the other suites the registry's wording is kept, as the official clients send it (the
+BDDL field of the original suites is an older phrasing, "Pick the akita black bowl ...").
 
 Everything that touches the installed LIBERO package's benchmark registry goes through
 here, so that a missing extra, an unknown suite/task or an out-of-range init index becomes
@@ -28,6 +39,12 @@ STEP_BUDGETS: dict[str, int] = {
 #: No-op steps executed first: the stored init states place objects slightly above the table.
 NUM_WAIT_STEPS = 10
 SUITES: tuple[str, ...] = tuple(STEP_BUDGETS)
+#: LIBERO-PRO perturbation kinds with complete resources (``libero-pro list``).
+PERTURBATIONS: tuple[str, ...] = ("swap", "object", "lan", "task")
+PERTURBED_SUITES: tuple[str, ...] = tuple(f"{b}_{p}" for b in SUITES for p in PERTURBATIONS)
+#: Kinds whose instruction differs from the registry's (file-name) wording.
+BDDL_LANGUAGE_KINDS = ("lan", "task")
+STEP_BUDGETS.update({f"{b}_{p}": STEP_BUDGETS[b] for b in SUITES for p in PERTURBATIONS})
 SUITE_ALIASES = {"spatial": "libero_spatial", "object": "libero_object", "goal": "libero_goal",
                  "10": "libero_10", "long": "libero_10", "libero_long": "libero_10"}
 
@@ -74,9 +91,19 @@ def normalize_suite(suite: str) -> str:
     name = SUITE_ALIASES.get(suite.strip().lower(), suite.strip().lower())
     if name not in STEP_BUDGETS:
         raise RocketError(
-            f"unknown LIBERO suite {suite!r}; use one of {', '.join(SUITES)}."
+            f"unknown LIBERO suite {suite!r}; use one of {', '.join(SUITES)} or a LIBERO-PRO "
+            f"variant <suite>_{{{','.join(PERTURBATIONS)}}} (e.g. libero_spatial_swap)."
         )
     return name
+
+
+def split_perturbed(suite: str) -> tuple[str, str | None]:
+    """``"libero_spatial_lan"`` -> ``("libero_spatial", "lan")``; a base suite -> ``(suite, None)``."""
+    for kind in PERTURBATIONS:
+        base = suite[: -len(kind) - 1]
+        if suite.endswith(f"_{kind}") and base in SUITES:
+            return base, kind
+    return suite, None
 
 
 @functools.lru_cache(maxsize=8)
@@ -97,11 +124,21 @@ def list_tasks(suite: str) -> list[TaskSpec]:
     """All tasks of a suite, in the benchmark's official order (task_id 0..9)."""
     suite = normalize_suite(suite)
     bench = _benchmark(suite)
-    return [
-        TaskSpec(suite, i, bench.get_task(i).name, bench.get_task(i).language,
-                 bench.get_task_bddl_file_path(i))
-        for i in range(bench.n_tasks)
-    ]
+    from_bddl = split_perturbed(suite)[1] in BDDL_LANGUAGE_KINDS
+    tasks = []
+    for i in range(bench.n_tasks):
+        bddl = bench.get_task_bddl_file_path(i)
+        language = bddl_language(bddl) if from_bddl else bench.get_task(i).language
+        tasks.append(TaskSpec(suite, i, bench.get_task(i).name, language, bddl))
+    return tasks
+
+
+def bddl_language(bddl_file: str) -> str:
+    """The ``:language`` field of a BDDL file, as LIBERO's env reads it."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        from libero.libero.envs.bddl_utils import get_problem_info
+
+    return str(get_problem_info(bddl_file)["language_instruction"])
 
 
 def get_task(suite: str, task: int | str) -> TaskSpec:
