@@ -300,8 +300,8 @@ def test_rocket_train_reads_each_format(tmp_path: Path, kind: str, capsys) -> No
         (write_lerobot_v21 if kind == "lerobot_v21" else write_lerobot_v30)(data / "ds")
         data = data / "ds"
     with single_thread():
-        assert main(["train", "--dataset", str(data), "--out", str(tmp_path / "run"), "--model", "tiny",
-                     "--variant", "baseline", "--batch-size", "4", "--steps", "1", "--no-progress",
-                     "--no-tensorboard"]) == 0
+        assert main(["train", "--dataset", str(data), "--out_dir", str(tmp_path / "run"),
+                     "--student_preset", "tiny", "--variant", "baseline", "--batch_size", "4",
+                     "--steps", "1", "--progress", "false", "--tensorboard", "false"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["step"] == 1 and summary["checkpoint"]
