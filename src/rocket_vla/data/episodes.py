@@ -134,6 +134,16 @@ def list_episode_files(path: str | os.PathLike[str]) -> list[Path]:
     return [p]
 
 
+def dataset_files(path: str | os.PathLike[str]) -> list[Path]:
+    """Every file that defines a dataset, sorted: a LeRobot folder's metadata, parquet frames
+    and videos, or the HDF5 files of :func:`list_episode_files`. What fingerprints hash."""
+    from rocket_vla.data.lerobot import is_lerobot_dataset
+
+    if is_lerobot_dataset(path):
+        return sorted(q for q in Path(path).rglob("*") if q.is_file())
+    return list_episode_files(path)
+
+
 def _language(h5: Any, path: Path) -> str:
     data = h5["data"]
     info = data.attrs.get("problem_info")

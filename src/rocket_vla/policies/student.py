@@ -273,9 +273,8 @@ def student_from_spec(spec: dict[str, Any]) -> Student:
 def load_student(path: str | Path, device: str | torch.device = "cpu"
                  ) -> tuple[Student, dict[str, Any]]:
     """The student of a checkpoint (weights matched strictly, eval mode) and its config.json."""
-    from safetensors.torch import load_file
-
     from rocket_vla.fingerprint import file_digest
+    from rocket_vla.weights import load_strict, read_safetensors
 
     ckpt = find_checkpoint(path)
     try:
@@ -291,20 +290,8 @@ def load_student(path: str | Path, device: str | torch.device = "cpu"
     if expected is not None and file_digest(weights) != expected:
         raise RocketError(f"{weights} is damaged (its checksum does not match the one recorded when "
                           "it was saved); pass another step_* folder or retrain.")
-    try:
-        tensors = load_file(str(weights))
-    except Exception as err:  # noqa: BLE001 - any parse failure means a damaged file
-        raise RocketError(f"{weights} is not a readable safetensors file ({type(err).__name__}); "
-                          "pass another step_* folder or retrain.") from err
+    tensors = read_safetensors(weights)
     state = {k[len("policy."):]: v for k, v in tensors.items() if k.startswith("policy.")}
-    own = student.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or shapes:
-        raise RocketError(
-            f"{ckpt} does not match its recorded {student.kind} config (missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}, shape mismatches {shapes[:5]}); the checkpoint is "
-            "damaged or from another version."
-        )
-    student.load_state_dict(state)
+    load_strict(student, state, f"{ckpt} (its recorded {student.kind} config)",
+                "the checkpoint is damaged or from another version.")
     return student.to(device).eval(), saved

@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from rocket_vla.errors import RocketError
 from rocket_vla.fingerprint import file_digest
+from rocket_vla.weights import load_strict, read_safetensors
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -185,29 +186,9 @@ def read_config(ckpt: Path) -> dict[str, Any]:
 def load_weights(model: nn.Module, ckpt: Path) -> None:
     """Strict load that lists missing/unexpected keys and shape mismatches in one sentence."""
     verify_file(ckpt, WEIGHTS)
-    state = read_weights(ckpt / WEIGHTS)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or shapes:
-        raise RocketError(
-            f"checkpoint {ckpt} does not match this model (missing keys {missing[:5]}, "
-            f"unexpected keys {unexpected[:5]}, shape mismatches {shapes[:5]}); it was trained "
-            "with another configuration -- use the same --model/--variant/layers or a new run."
-        )
-    model.load_state_dict(state)
-
-
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """A safetensors file's tensors; a file that does not parse is one clear error."""
-    try:
-        return load_file(str(path))
-    except Exception as err:  # noqa: BLE001 - any parse failure means a damaged file
-        raise RocketError(
-            f"{path} is not a readable safetensors file ({type(err).__name__}); it is truncated or "
-            "damaged -- pass another checkpoint (step_*) or retrain."
-        ) from err
+    load_strict(model, read_safetensors(ckpt / WEIGHTS), f"checkpoint {ckpt}",
+                "it was trained with another configuration -- use the same --student/--variant/"
+                "layers or a new run.")
 
 
 def load_trainer_state(ckpt: Path) -> dict[str, Any]:

@@ -544,10 +544,10 @@ def input_fingerprints(cfg: TrainConfig, teacher: Any) -> dict[str, str | None]:
     if cfg.dataset:
         import hashlib
 
-        from rocket_vla.data.episodes import list_episode_files
+        from rocket_vla.data.episodes import dataset_files
 
         digest = hashlib.blake2b(digest_size=12)
-        for path in list_episode_files(cfg.dataset):
+        for path in dataset_files(cfg.dataset):
             digest.update(f"{path.name}:{path.stat().st_size};".encode())
         dataset = digest.hexdigest()
     fingerprint = None
@@ -587,10 +587,10 @@ def _dataset_fingerprint(cfg: TrainConfig) -> str | None:
     """Content fingerprint of the training files (what a teacher cache records), if any."""
     if not cfg.dataset:
         return None
-    from rocket_vla.data.episodes import list_episode_files
+    from rocket_vla.data.episodes import dataset_files
     from rocket_vla.teachers.cache import fingerprint_files
 
-    return fingerprint_files(list_episode_files(cfg.dataset))
+    return fingerprint_files(dataset_files(cfg.dataset))
 
 
 def _is_source(obj: Any) -> bool:
