@@ -221,6 +221,8 @@ class Teacher(ABC):
         teacher's back (``teacher.model.to(...)``) is still brought to the runtime dtype.
         The memoised weights hash is dropped: the fingerprint describes the weights used.
         """
+        if not self.supports_reduced_weights:  # always float32: leave the model as built
+            return
         dtype = self.compute_dtype()
         stale = any(
             t.is_floating_point() and t.dtype != dtype
