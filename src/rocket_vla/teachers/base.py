@@ -31,6 +31,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 AUTOCAST_CHOICES = ("auto", "off", "bfloat16", "float16")
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+COMPILE_CHOICES = ("off", "auto", "blocks")
 
 
 @dataclass
@@ -55,6 +57,55 @@ class TeacherInput:
             )
         if self.size is not None:
             self.size = (int(self.size[0]), int(self.size[1]))
+
+
+@dataclass
+class TeacherRuntime:
+    """How a teacher executes, as opposed to what it sees (:class:`TeacherInput`).
+
+    ``dtype`` is the dtype the weights are *stored* in and the network runs at, with no
+    autocast around it: ``"float32"`` keeps the full-precision weights and lets
+    ``TeacherInput.autocast`` decide the matmul precision (the behaviour before this
+    option); ``"bfloat16"``/``"float16"`` cast the weights once and run natively, which
+    removes autocast's per-call weight casts (2.4 GB of writes per VGGT-1B call) and halves
+    the teacher's memory. ``"auto"`` picks bfloat16 on CUDA when the autocast setting
+    already resolves to bfloat16 there -- every matmul then sees the same bf16 weights as
+    under autocast; only the residual stream, norms and RoPE drop from float32 to bf16
+    (error bounded by a test) -- and float32 everywhere else (CPU, MPS, autocast off).
+    Only teachers with ``supports_reduced_weights`` accept a reduced dtype; ``"auto"``
+    means float32 for the others.
+
+    ``cache_constants`` keeps per-(shape, device, dtype) constants -- normalisation
+    tensors, RoPE tables, token positions, the resized position table -- across calls
+    instead of rebuilding them each call (bit-identical; ``False`` exists for comparison).
+
+    ``compile``: ``"blocks"`` runs every transformer block through ``torch.compile``
+    (``"auto"``: blocks on CUDA, off elsewhere -- compiling on a CPU costs far more than it
+    saves). Per block rather than the whole forward, because all blocks of one shape share
+    one compiled graph (a handful of graphs for the whole network, compiled in seconds),
+    early exit stays a plain Python loop, and the eager code between blocks stays
+    hookable. ``compile_mode`` is passed to ``torch.compile``: ``None`` (torch's default:
+    fused kernels, no CUDA graphs) is the documented choice, since CUDA graphs
+    (``"reduce-overhead"``) would hand back outputs that the next call overwrites;
+    ``"max-autotune-no-cudagraphs"`` trades a longer first call for tuned matmuls.
+    """
+
+    dtype: str = "auto"
+    cache_constants: bool = True
+    compile: str = "off"
+    compile_mode: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPE_CHOICES:
+            raise RocketError(f"teacher dtype {self.dtype!r} is unknown; use one of {DTYPE_CHOICES}.")
+        if self.compile not in COMPILE_CHOICES:
+            raise RocketError(
+                f"teacher compile {self.compile!r} is unknown; use one of {COMPILE_CHOICES}."
+            )
+
+    def compiles_on(self, device: torch.device) -> bool:
+        """Whether blocks run under ``torch.compile`` on ``device``."""
+        return self.compile == "blocks" or (self.compile == "auto" and device.type == "cuda")
 
 
 def autocast_dtype(device: torch.device, setting: str) -> torch.dtype | None:
@@ -101,13 +152,23 @@ class Teacher(ABC):
     """
 
     name: str = "teacher"
+    #: whether the network can run natively with weights in bfloat16/float16
+    supports_reduced_weights: bool = False
     num_layers: int
     dim: int
     patch_size: int
     model: nn.Module
 
-    def __init__(self, input_cfg: TeacherInput | None = None) -> None:
+    def __init__(
+        self, input_cfg: TeacherInput | None = None, runtime: TeacherRuntime | None = None
+    ) -> None:
         self.input = input_cfg or TeacherInput()
+        self.runtime = runtime or TeacherRuntime()
+        if self.runtime.dtype not in ("auto", "float32") and not self.supports_reduced_weights:
+            raise RocketError(
+                f"the {self.name} teacher cannot store its weights in {self.runtime.dtype}; "
+                "use TeacherRuntime(dtype='float32') and the autocast setting instead."
+            )
         self._weights_hash: str | None = None
 
     # --- what a subclass provides -------------------------------------------------
@@ -130,9 +191,46 @@ class Teacher(ABC):
             return torch.device("cpu")
 
     def to(self, device: torch.device | str) -> Teacher:
-        """Move the network; returns ``self`` so calls can be chained."""
+        """Move the network (and cast it to the runtime dtype there); returns ``self``.
+
+        Moving a teacher whose weights were cast to bfloat16 back to a float32 device
+        upcasts the rounded values: the precision is not restored (reload the checkpoint).
+        """
         self.model.to(device)
+        self.match_weights_dtype()
         return self
+
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the weights are stored in and the network runs at (see TeacherRuntime)."""
+        setting = self.runtime.dtype
+        if setting != "auto":
+            return getattr(torch, setting)
+        device = self.device
+        if (
+            self.supports_reduced_weights
+            and device.type == "cuda"
+            and autocast_dtype(device, self.input.autocast) == torch.bfloat16
+        ):
+            return torch.bfloat16
+        return torch.float32
+
+    def match_weights_dtype(self) -> None:
+        """Cast floating weights to :meth:`compute_dtype` if they are not there yet.
+
+        Called on every move and before every forward, so a model moved behind the
+        teacher's back (``teacher.model.to(...)``) is still brought to the runtime dtype.
+        The memoised weights hash is dropped: the fingerprint describes the weights used.
+        """
+        if not self.supports_reduced_weights:  # always float32: leave the model as built
+            return
+        dtype = self.compute_dtype()
+        stale = any(
+            t.is_floating_point() and t.dtype != dtype
+            for t in (*self.model.parameters(), *self.model.buffers())
+        )
+        if stale:
+            self.model.to(dtype)
+            self.weights_changed()
 
     def resolve_layers(self, layers: Sequence[int]) -> list[int]:
         """Resolve (possibly negative) indices; out-of-range ones raise a RocketError."""
@@ -162,6 +260,7 @@ class Teacher(ABC):
         The cache keys entries on it (together with the layers and the source frame), so
         anything that changes the numbers -- config, weights, resize, precision -- is in it.
         """
+        self.match_weights_dtype()
         if self._weights_hash is None:
             self._weights_hash = hash_state_dict(self.model)
         payload = {
@@ -170,6 +269,9 @@ class Teacher(ABC):
             "input_size": list(self.input.size) if self.input.size else None,
             "autocast": self.input.autocast,
         }
+        dtype = self.compute_dtype()
+        if dtype != torch.float32:  # absent for float32, so earlier fingerprints still match
+            payload["weights_dtype"] = str(dtype).removeprefix("torch.")
         text = json.dumps(payload, sort_keys=True)
         return f"{self.name}-{hashlib.blake2b(text.encode(), digest_size=12).hexdigest()}"
 
@@ -205,15 +307,23 @@ class Teacher(ABC):
 
     @contextlib.contextmanager
     def _inference_mode(self) -> Iterator[None]:
-        """eval mode + no_grad + autocast on the teacher's device; restores training mode."""
+        """eval mode + no_grad + autocast on the teacher's device; restores training mode.
+
+        With weights in a reduced dtype the network runs natively: autocast is switched
+        *off* (also a caller's, e.g. a training step's), since it would only add casts.
+        """
         was_training = self.model.training
         self.model.eval()
-        dtype = autocast_dtype(self.device, self.input.autocast)
-        cast = (
-            torch.autocast(device_type=self.device.type, dtype=dtype)
-            if dtype is not None
-            else contextlib.nullcontext()
-        )
+        device_type = self.device.type
+        if self.compute_dtype() != torch.float32:
+            cast = torch.autocast(device_type=device_type, enabled=False)
+        else:
+            dtype = autocast_dtype(self.device, self.input.autocast)
+            cast = (
+                torch.autocast(device_type=device_type, dtype=dtype)
+                if dtype is not None
+                else contextlib.nullcontext()
+            )
         try:
             with torch.no_grad(), cast:
                 yield
@@ -228,6 +338,7 @@ class Teacher(ABC):
         than the deepest requested layer are not run.
         """
         resolved = self.resolve_layers(layers)
+        self.match_weights_dtype()
         images = self.prepare(frames)
         with self._inference_mode():
             outs = self._forward_layers(images, resolved)

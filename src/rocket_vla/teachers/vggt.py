@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from rocket_vla.errors import RocketError
-from rocket_vla.teachers.base import IMAGENET_MEAN, IMAGENET_STD, Teacher, TeacherInput
+from rocket_vla.teachers.base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Teacher,
+    TeacherInput,
+    TeacherRuntime,
+)
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +233,42 @@ class PatchConv(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
-class DinoEncoder(nn.Module):
+class BlockCaller:
+    """Runs blocks eagerly or through ``torch.compile`` and keeps per-shape constants.
+
+    Both are execution state, not parameters: nothing here enters the state dict, so a
+    compiled or cache-holding model saves and loads exactly like a fresh one.
+    ``compile_blocks``/``compile_mode``/``cache_constants`` are set by the teacher from
+    its :class:`~rocket_vla.teachers.base.TeacherRuntime` before each forward.
+    """
+
+    compile_blocks: bool = False
+    compile_mode: str | None = None
+    cache_constants: bool = True
+
+    def _call_block(self, block: nn.Module, *args: object) -> torch.Tensor:
+        if not self.compile_blocks:
+            return block(*args)
+        compiled: dict[tuple[int, str | None], Callable] = self.__dict__.setdefault("_compiled", {})
+        key = (id(block), self.compile_mode)
+        fn = compiled.get(key)
+        if fn is None:
+            # dynamic=False: one static graph per token shape (frame / global / DINO blocks,
+            # per input size), shared by every block of that shape.
+            fn = compiled[key] = torch.compile(block, mode=self.compile_mode, dynamic=False)
+        return fn(*args)
+
+    def _constant(self, key: tuple, build: Callable[[], object]) -> object:
+        """``build()``, memoised under ``key`` when constants are cached."""
+        if not self.cache_constants:
+            return build()
+        store: dict[tuple, object] = self.__dict__.setdefault("_constants", {})
+        if key not in store:
+            store[key] = build()
+        return store[key]
+
+
+class DinoEncoder(BlockCaller, nn.Module):
     """DINOv2 ViT with register tokens; returns its final-normed patch tokens."""
 
     def __init__(self, cfg: VGGTConfig) -> None:
@@ -248,7 +289,18 @@ class DinoEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=1e-6)
 
     def position_table(self, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
-        """The learned position table, bicubically resized (antialiased) to the patch grid."""
+        """The learned position table, bicubically resized (antialiased) to the patch grid.
+
+        Memoised when no gradient flows to it, keyed on the table's storage and version
+        counter too, so loading or editing the weights (in place or by assignment) rebuilds it.
+        """
+        table = self.pos_embed
+        if torch.is_grad_enabled() and table.requires_grad:
+            return self._position_table(rows, cols, dtype)
+        key = ("pos", rows, cols, dtype, table.device, table.data_ptr(), table._version)
+        return self._constant(key, lambda: self._position_table(rows, cols, dtype))
+
+    def _position_table(self, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
         table = self.pos_embed
         n = table.shape[1] - 1
         side = int(math.isqrt(n))
@@ -269,12 +321,12 @@ class DinoEncoder(nn.Module):
         regs = self.register_tokens.expand(n, -1, -1).to(x.dtype)
         x = torch.cat([x[:, :1], regs, x[:, 1:]], dim=1)
         for block in self.blocks:
-            x = block(x)
+            x = self._call_block(block, x)
         x = self.norm(x)
         return x[:, 1 + self.register_tokens.shape[1]:]
 
 
-class Aggregator(nn.Module):
+class Aggregator(BlockCaller, nn.Module):
     """The VGGT aggregator: patch embedding + alternating frame/global attention."""
 
     def __init__(self, cfg: VGGTConfig) -> None:
@@ -304,27 +356,56 @@ class Aggregator(nn.Module):
         rest = bank[:, 1:].expand(batch, views - 1, -1, -1)
         return torch.cat([first, rest], dim=1).reshape(batch * views, *bank.shape[2:])
 
+    def configure(self, runtime: TeacherRuntime, device: torch.device) -> None:
+        """Adopt the runtime's compile and constant-cache settings (here and in the DINO part)."""
+        for part in (self, self.patch_embed):
+            part.compile_blocks = runtime.compiles_on(device)
+            part.compile_mode = runtime.compile_mode
+            part.cache_constants = runtime.cache_constants
+
+    def _normalisation(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        def build() -> tuple[torch.Tensor, torch.Tensor]:
+            mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 1, 3, 1, 1)
+            std = torch.tensor(IMAGENET_STD, device=device).view(1, 1, 3, 1, 1)
+            return mean, std
+
+        return self._constant(("norm", device), build)  # type: ignore[return-value]
+
+    def _rope(
+        self, views: int, rows: int, cols: int, head_dim: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """(frame, global) RoPE tables at ``dtype``: the queries' dtype, so applying them casts nothing."""
+
+        def build() -> tuple:
+            pos = patch_positions(rows, cols, self.patch_start, device)
+            cos, sin = rope_tables(pos, head_dim, self.cfg.rope_base)
+            cos, sin = cos.to(dtype), sin.to(dtype)
+            return (cos, sin), (cos.repeat(views, 1), sin.repeat(views, 1))
+
+        return self._constant(("rope", views, rows, cols, head_dim, device, dtype), build)  # type: ignore[return-value]
+
     def forward(self, images: torch.Tensor, layers: list[int]) -> dict[int, torch.Tensor]:
         """Tokens [B, S, 1+R+h*w, 2C] for each index in ``layers`` (0..depth).
 
-        ``images`` are in [0, 1]; the loop stops after the deepest requested pair.
+        ``images`` are in [0, 1] (any float dtype; normalised in float32, then cast to the
+        weights' dtype); the loop stops after the deepest requested pair.
         """
         b, s, _, height, width = images.shape
         if min(layers) < 0 or max(layers) > self.cfg.depth:
             raise RocketError(f"VGGT layers must be in 0..{self.cfg.depth}, got {layers}.")
-        mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 1, 3, 1, 1)
-        images = ((images - mean) / std).reshape(b * s, 3, height, width)
+        mean, std = self._normalisation(images.device)
+        weight_dtype = self.camera_token.dtype
+        images = ((images.float() - mean) / std).reshape(b * s, 3, height, width).to(weight_dtype)
         patches = self.patch_embed(images)
         special = self._special_tokens(b, s).to(patches.dtype)
         x = torch.cat([special, patches], dim=1)  # [B*S, P, C]
         p, c = x.shape[1], x.shape[2]
 
         rows, cols = height // self.cfg.patch_size, width // self.cfg.patch_size
-        pos = patch_positions(rows, cols, self.patch_start, images.device)
         head_dim = c // self.cfg.num_heads
-        rope_frame = rope_tables(pos, head_dim, self.cfg.rope_base)
-        rope_global = (rope_frame[0].repeat(s, 1), rope_frame[1].repeat(s, 1))
+        # q/k leave qk-LayerNorm in float32 under autocast, in the weights' dtype otherwise
+        rope_dtype = torch.float32 if torch.is_autocast_enabled(images.device.type) else weight_dtype
+        rope_frame, rope_global = self._rope(s, rows, cols, head_dim, images.device, rope_dtype)
 
         wanted = set(layers)
         out: dict[int, torch.Tensor] = {}
@@ -332,9 +413,9 @@ class Aggregator(nn.Module):
             x0 = x.reshape(b, s, p, c)
             out[0] = torch.cat([x0, x0], dim=-1)
         for g in range(1, max(layers) + 1):
-            x = self.frame_blocks[g - 1](x.reshape(b * s, p, c), rope_frame)
+            x = self._call_block(self.frame_blocks[g - 1], x.reshape(b * s, p, c), rope_frame)
             frame_out = x.reshape(b, s, p, c)
-            x = self.global_blocks[g - 1](x.reshape(b, s * p, c), rope_global)
+            x = self._call_block(self.global_blocks[g - 1], x.reshape(b, s * p, c), rope_global)
             if g in wanted:
                 out[g] = torch.cat([frame_out, x.reshape(b, s, p, c)], dim=-1)
         return out
@@ -500,6 +581,7 @@ class VGGTTeacher(Teacher):
     """VGGT aggregator features: ``depth`` layers of width ``2 * embed_dim``."""
 
     name = "vggt"
+    supports_reduced_weights = True
 
     def __init__(
         self,
@@ -509,8 +591,9 @@ class VGGTTeacher(Teacher):
         device: torch.device | str = "cpu",
         seed: int | None = 0,
         materialise: bool = True,
+        runtime: TeacherRuntime | None = None,
     ) -> None:
-        super().__init__(input_cfg)
+        super().__init__(input_cfg, runtime)
         self.config = config or VGGTConfig()
         if materialise:
             self.model = VGGTModel(self.config).to(device)
@@ -523,6 +606,7 @@ class VGGTTeacher(Teacher):
         self.dim = 2 * self.config.embed_dim
         self.patch_size = self.config.patch_size
         self.load_report: LoadReport | None = None
+        self.match_weights_dtype()
 
     @classmethod
     def from_checkpoint(
@@ -532,11 +616,12 @@ class VGGTTeacher(Teacher):
         input_cfg: TeacherInput | None = None,
         *,
         device: torch.device | str = "cpu",
+        runtime: TeacherRuntime | None = None,
     ) -> VGGTTeacher:
         """Build on the meta device and assign the checkpoint's tensors (no double allocation)."""
-        teacher = cls(config, input_cfg, materialise=False)
+        teacher = cls(config, input_cfg, materialise=False, runtime=runtime)
         teacher.load_checkpoint(path)
-        teacher.model.to(device)
+        teacher.to(device)
         return teacher
 
     def load_checkpoint(self, path: str | Path) -> LoadReport:
@@ -544,6 +629,7 @@ class VGGTTeacher(Teacher):
         self.load_report = load_aggregator(self.model.aggregator, state, str(path))
         self.model.float()
         self.weights_changed()
+        self.match_weights_dtype()
         return self.load_report
 
     def save(self, path: str | Path, *, metadata: Mapping[str, str] | None = None) -> None:
@@ -559,6 +645,7 @@ class VGGTTeacher(Teacher):
         return {"class": "VGGTAggregator", **asdict(self.config)}
 
     def _forward_layers(self, images: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
+        self.model.aggregator.configure(self.runtime, images.device)
         tokens = self.model.aggregator(images, layers)
         b, s, _, height, width = images.shape
         rows, cols = height // self.patch_size, width // self.patch_size
