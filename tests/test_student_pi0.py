@@ -254,7 +254,7 @@ def test_local_checkpoint_loads_offline_and_needs_its_tokenizer(tmp_path: Path) 
     assert loaded.config.student_path == str(tmp_path / "pi0")
     own, other = student.model.state_dict(), loaded.model.state_dict()
     assert own.keys() == other.keys() and all(torch.equal(own[k], other[k]) for k in own)
-    with pytest.raises(RocketError, match="student-path"):
+    with pytest.raises(RocketError, match="student_path"):
         PI0Student.build(path=str(tmp_path / "missing"), tokenizer="words")
     # with tokenizer files next to the weights, the checkpoint's own tokenizer builds the prompt
     _word_level_tokenizer().save_pretrained(tmp_path / "pi0")

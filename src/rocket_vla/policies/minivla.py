@@ -278,7 +278,7 @@ class MiniVLA(Student):
         no pretrained weights, so ``path`` is refused."""
         if path is not None:
             raise RocketError(
-                "MiniVLA trains from scratch and loads no pretrained weights; drop --student-path."
+                "MiniVLA trains from scratch and loads no pretrained weights; drop --student_path."
             )
         return cls(MiniVLAConfig.preset(preset or "demo", **overrides))
 

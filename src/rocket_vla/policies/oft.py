@@ -6,7 +6,7 @@ VLM's last hidden states at those tokens, trained with L1 (parallel decoding, no
 autoregressive action tokens). This module applies that recipe to any
 ``AutoModelForImageTextToText`` model whose image-token layout it knows (see
 :data:`FAMILIES`; each entry was written from the model's own code): built from a config
-offline (the ``*-tiny`` presets) or loaded from a local checkpoint (``--student-path``).
+offline (the ``*-tiny`` presets) or loaded from a local checkpoint (``--student_path``).
 
 Sequence fed to the VLM (static positions)::
 
@@ -344,7 +344,7 @@ class OFTStudent(Student):
         and ``preprocessor_config.json`` normalisation are used."""
         if path is not None:
             if preset is not None:
-                raise RocketError("give either an OFT preset or --student-path, not both.")
+                raise RocketError("give either an OFT preset or --student_path, not both.")
             from transformers import AutoModelForImageTextToText
 
             try:
@@ -352,7 +352,7 @@ class OFTStudent(Student):
             except (OSError, ValueError) as err:
                 raise RocketError(
                     f"cannot load a vision-language model from {path} ({type(err).__name__}: {err}); "
-                    "point --student-path at a transformers checkpoint folder."
+                    "point --student_path at a transformers checkpoint folder."
                 ) from None
             processor = Path(path) / "preprocessor_config.json"
             if processor.is_file():

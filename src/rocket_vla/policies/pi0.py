@@ -192,7 +192,7 @@ class PI0Student(Student):
         whose tokenizer is used unless ``tokenizer="words"`` is given."""
         if path is not None:
             if preset is not None:
-                raise RocketError("give either a pi0 preset or --student-path, not both.")
+                raise RocketError("give either a pi0 preset or --student_path, not both.")
             from transformers import PI0ForConditionalGeneration
 
             try:
@@ -200,7 +200,7 @@ class PI0Student(Student):
             except (OSError, ValueError) as err:
                 raise RocketError(
                     f"cannot load a pi0 checkpoint from {path} ({type(err).__name__}: {err}); point "
-                    "--student-path at a folder with config.json and model.safetensors."
+                    "--student_path at a folder with config.json and model.safetensors."
                 ) from None
             overrides.setdefault("tokenizer", "checkpoint")
             config = PI0StudentConfig.from_dict({**overrides, "student_path": str(path)})
@@ -239,7 +239,7 @@ class PI0Student(Student):
         the first step would fail. Replaying cache writers would append the prefix twice."""
         raise RocketError(
             "transformers' pi0 cannot train with gradient checkpointing (checkpointed layers drop the "
-            "prefix key/value cache its action expert reads); drop --gradient-checkpointing and "
+            "prefix key/value cache its action expert reads); drop --gradient_checkpointing and "
             "lower the batch size or use LoRA instead."
         )
 

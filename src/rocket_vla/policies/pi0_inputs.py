@@ -79,7 +79,7 @@ class TextEncoder:
             if self.path is None:
                 raise RocketError(
                     "tokenizer='checkpoint' needs a student path with tokenizer files; pass "
-                    "--student-path DIR or use tokenizer='words' for a model built from a config."
+                    "--student_path DIR or use tokenizer='words' for a model built from a config."
                 )
             from transformers import AutoTokenizer
 

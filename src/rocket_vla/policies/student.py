@@ -106,10 +106,10 @@ class Student(nn.Module, ABC):
         if path is not None:
             raise RocketError(
                 f"the {cls.kind} student cannot load pretrained weights from a path; drop "
-                "--student-path or pick a student that supports it."
+                "--student_path or pick a student that supports it."
             )
         if preset is not None:
-            raise RocketError(f"the {cls.kind} student has no presets; drop --student-preset.")
+            raise RocketError(f"the {cls.kind} student has no presets; drop --student_preset.")
         return cls.from_config(dict(overrides))
 
     # -- LoRA ------------------------------------------------------------------------
@@ -140,7 +140,7 @@ class Student(nn.Module, ABC):
                 return
         raise RocketError(
             f"the {self.kind} student does not support gradient checkpointing; drop "
-            "--gradient-checkpointing."
+            "--gradient_checkpointing."
         )
 
     # -- conveniences ----------------------------------------------------------------
@@ -201,7 +201,7 @@ def apply_lora(student: Student, rank: int, alpha: float | None = None, dropout:
     if not targets:
         raise RocketError(
             f"the {student.kind} student names no linear layers for LoRA; train it with "
-            "--lora-rank 0."
+            "--lora_rank 0."
         )
     pattern = "^(" + "|".join(re.escape(t) for t in targets) + ")$"
     config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank,

@@ -250,7 +250,7 @@ class Trainer:
                     json.dumps(policy.config_dict())):
                 raise RocketError(
                     f"{resume_ckpt} holds a {spec['kind']} student of another configuration; "
-                    "resume with the checkpoint's --student/--student-preset or start a new run."
+                    "resume with the checkpoint's --student/--student_preset or start a new run."
                 )
         if cfg.lora_rank > 0:
             apply_lora(policy, cfg.lora_rank)
@@ -531,7 +531,7 @@ def _stop_if_not_finite(acc: Any, step: int, totals: dict[str, float], out_dir: 
     raise RocketError(
         f"the training loss became non-finite at step {step + 1} (action {totals['action']}, total "
         f"{totals['total']}); nothing was saved past the last good checkpoint ({last}) -- check the "
-        "data and teacher cache (`rocket cache-teacher --check`), lower --lr or --align-weight, "
+        "data and teacher cache (`rocket cache-teacher --check`), lower --lr or --align_weight, "
         "then --resume."
     )
 
