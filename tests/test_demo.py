@@ -13,6 +13,7 @@ from rocket_vla.cli import main
 from rocket_vla.demo import pipeline
 from rocket_vla.demo.config import DemoConfig
 from rocket_vla.errors import RocketError
+from rocket_vla.study import stages
 
 pytest.importorskip("libero.libero")
 
@@ -53,8 +54,8 @@ def test_smoke_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys) -> 
 
     assert ("at the same time" in capsys.readouterr().out) == ((os.cpu_count() or 1) >= 2)
     cfg = DemoConfig.preset("smoke", cache_dir=str(cache), parallel_train=False)
-    train_dir = pipeline.dataset_dirs(cfg)[0]
-    features = pipeline.cache_teacher(cfg, train_dir, log=lambda m: None)  # reused, not recomputed
+    train_dir = stages.dataset_dirs(cfg)[0]
+    features = stages.cache_teacher(cfg, train_dir, log=lambda m: None)  # reused, not recomputed
     assert features is not None and features.parent == train_dir.parent
     seq = pipeline.train_all(cfg, train_dir, tmp_path / "seq", log=lambda m: None, teacher_cache=features)
     for variant, res in summary["variants"].items():

@@ -561,9 +561,9 @@ def test_eval_and_cache_folders_made_by_other_code_are_refused(tmp_path: Path) -
 
 # -- 7. the demo: a run folder made by other code -----------------------------------------------
 def test_demo_folder_and_dataset_cache_are_keyed_by_code(tmp_path: Path) -> None:
-    from rocket_vla.demo import pipeline
     from rocket_vla.demo.config import DemoConfig
     from rocket_vla.demo.run import check_resumable, run_identity
+    from rocket_vla.study import stages
 
     run = tmp_path / "run"
     run.mkdir()
@@ -577,11 +577,11 @@ def test_demo_folder_and_dataset_cache_are_keyed_by_code(tmp_path: Path) -> None
         check_resumable(run, cfg, identity)
     check_resumable(run, DemoConfig.preset("smoke", out_dir=str(run), overwrite=True), identity)
     assert not (run / "train").exists() and not (run / "demo_config.json").exists()
-    key = str(pipeline.dataset_dirs(cfg)[0])
+    key = str(stages.dataset_dirs(cfg)[0])
     from rocket_vla import fingerprint
 
     fingerprint.source_hash.cache_clear()
-    assert str(pipeline.dataset_dirs(cfg)[0]) == key  # stable for the same code
+    assert str(stages.dataset_dirs(cfg)[0]) == key  # stable for the same code
 
 
 def test_demo_folder_refuses_other_demonstrations(tmp_path: Path) -> None:

@@ -20,9 +20,10 @@ from rocket_vla.errors import RocketError
 # Sub-command modules under rocket_vla.commands, in the order `rocket --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "demo", "select_layers", "collect", "eval", "train", "train_teacher", "cache_teacher", "profile",
+    "reproduce",
 )
 #: commands whose flags are generated from their config dataclass: name -> module
-GENERATED_COMMANDS: dict[str, str] = {"train": "train"}
+GENERATED_COMMANDS: dict[str, str] = {"train": "train", "reproduce": "reproduce"}
 
 
 def build_parser() -> argparse.ArgumentParser:

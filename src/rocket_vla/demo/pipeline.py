@@ -4,16 +4,14 @@ episode by episode; training resumes from its last checkpoint)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rocket_vla.demo.config import DemoConfig
-
-Log = Callable[[str], None]
+from rocket_vla.study import stages
+from rocket_vla.study.stages import Log
 
 
 def print_log(msg: str) -> None:
@@ -21,79 +19,11 @@ def print_log(msg: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def dataset_dirs(cfg: DemoConfig) -> tuple[Path, Path]:
-    """Cache folders keyed by everything that changes the collected data -- the settings, the
-    dataset format and the code (experts, collection and simulator wrappers change what a
-    demonstration holds; a key of settings alone once let older code's demonstrations stand in
-    for new ones)."""
-    from rocket_vla.data.episodes import FORMAT_VERSION
-    from rocket_vla.fingerprint import compared_code_version
-
-    key = json.dumps([FORMAT_VERSION, cfg.suite, cfg.tasks, cfg.demo_first_init, cfg.train_demos,
-                      cfg.heldout_demos, cfg.image_size, cfg.frame_stride, cfg.seed, cfg.after_success,
-                      compared_code_version()])
-    root = Path(cfg.cache_dir) / "datasets" / hashlib.sha1(key.encode()).hexdigest()[:12]
-    return root / "train", root / "heldout"
-
-
-def collect(cfg: DemoConfig, log: Log = print_log) -> tuple[Path, Path]:
-    """Scripted-expert demonstrations: a training split and a held-out split (disjoint inits)."""
-    from rocket_vla.envs.collect import CollectConfig, run_collection
-
-    train_dir, heldout_dir = dataset_dirs(cfg)
-    splits = ((train_dir, cfg.demo_first_init, cfg.train_demos),
-              (heldout_dir, cfg.demo_first_init + cfg.train_demos, cfg.heldout_demos))
-    for out, first, count in splits:
-        log(f"collecting {count} demos/task from init states {first}..{first + count - 1} -> {out}")
-        run_collection(CollectConfig(
-            out_dir=str(out), suites=[cfg.suite], tasks=[str(t) for t in cfg.tasks], init_states=count,
-            first_init=first, frame_stride=cfg.frame_stride, image_size=cfg.image_size, depth=True,
-            workers=cfg.workers, seed=cfg.seed, after_success=cfg.after_success,
-        ))
-    return train_dir, heldout_dir
-
-
-def cache_teacher(cfg: DemoConfig, dataset: Path, log: Log = print_log,
-                  episodes: list[Any] | None = None) -> Path | None:
-    """Teacher features of every training frame, computed once (``rocket cache-teacher``).
-
-    Why: a live teacher runs on every sample of every step -- tens of thousands of forward
-    passes for a dataset of a couple of thousand frames. Cached full-frame features are
-    read instead and cropped like the student's input by the aligner's crop-box
-    resampling. Kept next to the dataset, keyed by the teacher's fingerprint, so it is
-    reused while data and teacher are unchanged (and rebuilt, never misread, otherwise).
-    ``episodes``: the dataset already read, if the caller has it.
-    """
-    from rocket_vla.data.episodes import list_episode_files, read_episodes
-    from rocket_vla.teachers.build import teacher_from_spec
-    from rocket_vla.teachers.cache import fingerprint_files
-    from rocket_vla.teachers.fill import DEFAULT_CAMERAS, cache_episodes, episode_items
-    from rocket_vla.train.config import TrainConfig
-
-    if not cfg.cache_teacher or all(v == "baseline" for v in cfg.variants):
-        return None
-    teacher = teacher_from_spec(cfg.teacher, TrainConfig.teacher_size)
-    out = dataset.parent / f"teacher_{hashlib.sha1(teacher.fingerprint().encode()).hexdigest()[:12]}"
-    episodes = read_episodes(dataset) if episodes is None else episodes
-    start = time.perf_counter()
-    _, report = cache_episodes(
-        teacher, episode_items(episodes, DEFAULT_CAMERAS), out,
-        layers=list(range(1, teacher.num_layers + 1)), cameras=DEFAULT_CAMERAS,
-        dataset_fingerprint=fingerprint_files(list_episode_files(dataset)),
-        frame_size=(cfg.image_size, cfg.image_size), progress=False,
-    )
-    log(f"teacher features ({cfg.teacher}, all {teacher.num_layers} layers): {report.frames} frames "
-        f"cached, {len(report.skipped)} episodes already cached, {time.perf_counter() - start:.0f} s "
-        f"-> {out}")
-    return out
-
-
 def train_variant(cfg: DemoConfig, variant: str, dataset: Path, run: Path,
                   log: Log = print_log, progress: bool = True,
                   teacher_cache: Path | None = None) -> dict[str, Any]:
     """Train one MiniVLA with one of the paper's variants; same data and seed for all."""
     from rocket_vla.train.config import TrainConfig
-    from rocket_vla.train.loop import train
 
     out = run / "train" / variant
     tcfg = TrainConfig(
@@ -108,20 +38,11 @@ def train_variant(cfg: DemoConfig, variant: str, dataset: Path, run: Path,
     if record.is_file():  # finished in an earlier run of the demo: reuse it
         log(f"training {variant}: already done in {out}")
         return json.loads(record.read_text(encoding="utf-8"))
-    resume = str(out) if (out / "checkpoints" / "latest").is_file() else None
+    resuming = (out / "checkpoints" / "latest").is_file()
     log(f"training {variant}: {cfg.steps} steps x batch {cfg.batch_size} ({cfg.model} MiniVLA)"
-        + (" -- resuming" if resume else ""))
-    start = time.perf_counter()
-    result = train(tcfg, resume=resume)
-    from rocket_vla import records
-
-    history = records.read(out / "metrics.jsonl")
-    summary = {"variant": variant, "checkpoint": str(result.checkpoint), "steps": result.step,
-               "train_seconds": round(time.perf_counter() - start, 1),
-               "samples_per_s": round(result.samples_per_s, 1), "history": history}
-    tmp = record.with_name(f".{record.name}.tmp")  # a kill mid-write never leaves a torn record
-    tmp.write_text(json.dumps(summary), encoding="utf-8")
-    tmp.replace(record)
+        + (" -- resuming" if resuming else ""))
+    summary = stages.train_run(tcfg, log)
+    stages.write_json_atomic(record, summary)
     return summary
 
 
@@ -171,10 +92,7 @@ def _train_worker(cfg: DemoConfig, variant: str, dataset: str, run: str,
     from rocket_vla.envs.parallel import exit_with_parent
 
     exit_with_parent(os.getppid())
-    if cfg.threads:
-        import torch
-
-        torch.set_num_threads(cfg.threads)
+    stages.set_threads(cfg.threads)
     return train_variant(cfg, variant, Path(dataset), Path(run), log=lambda msg: None, progress=False,
                          teacher_cache=teacher_cache)
 

@@ -12,6 +12,7 @@ from rocket_vla.demo.config import DemoConfig
 from rocket_vla.demo.pipeline import Log, print_log
 from rocket_vla.errors import RocketError
 from rocket_vla.fingerprint import compared_code_version
+from rocket_vla.study import stages
 
 
 def run_demo(cfg: DemoConfig, log: Log = print_log) -> dict[str, Any]:
@@ -33,7 +34,7 @@ def run_demo(cfg: DemoConfig, log: Log = print_log) -> dict[str, Any]:
     log(f"run folder: {run.resolve()}")
 
     t0 = time.perf_counter()
-    train_dir, heldout_dir = pipeline.collect(cfg, log)
+    train_dir, heldout_dir = stages.collect(cfg, log)
     collect_seconds = time.perf_counter() - t0
     check_data(run, train_dir, heldout_dir)
     train_eps, heldout_eps = read_episodes(train_dir), read_episodes(heldout_dir)
@@ -42,7 +43,7 @@ def run_demo(cfg: DemoConfig, log: Log = print_log) -> dict[str, Any]:
     results: dict[str, Any] = {"config": cfg.to_dict(), "variants": {},
                                "collect_seconds": round(collect_seconds, 1)}
     t0 = time.perf_counter()
-    teacher_cache = pipeline.cache_teacher(cfg, train_dir, log, episodes=train_eps)
+    teacher_cache = stages.cache_teacher(cfg, train_dir, log, episodes=train_eps)
     results["teacher_cache_seconds"] = round(time.perf_counter() - t0, 1)
     trained = pipeline.train_all(cfg, train_dir, run, log, teacher_cache=teacher_cache)
     layers = _probe_layers(trained)
@@ -115,11 +116,7 @@ def check_resumable(run: Path, cfg: DemoConfig, identity: dict[str, Any] | None 
 def check_data(run: Path, train_dir: Path, heldout_dir: Path) -> None:
     """Record the content fingerprints of the demonstrations the run uses; refuse a resume
     whose demonstrations differ from those its finished stages were made from."""
-    from rocket_vla.data.episodes import list_episode_files
-    from rocket_vla.teachers.cache import fingerprint_files
-
-    data = {name: fingerprint_files(list_episode_files(folder))
-            for name, folder in (("train", train_dir), ("heldout", heldout_dir))}
+    data = stages.data_fingerprint(train_dir, heldout_dir)
     path = run / DATA_FILE
     if path.is_file():
         try:
