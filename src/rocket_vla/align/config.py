@@ -58,8 +58,8 @@ class AlignConfig:
     pos_embed_scale: float = 0.1
     #: position embedding added to teacher targets before resampling: "sincos" (MAE-style on
     #: integer patch positions) or "vggt-uv" (VGGT's own, which the official code adds).
-    #: Presets with a paper ``layout`` use "vggt-uv"; see docs/architecture.md, "Position
-    #: embedding". Configs saved before this field existed load as "sincos", what they ran.
+    #: Presets with a paper ``layout`` use "vggt-uv"; why: docs/position_embedding.md.
+    #: Configs saved before this field existed load as "sincos", what they ran.
     pos_embed: str = "sincos"
     student_depth: int | None = None
     teacher_depth: int | None = None
