@@ -252,3 +252,29 @@ def test_train_config_flag_reaches_the_align_config() -> None:
     assert build_align_config(TrainConfig(), student, vggt).pos_embed == "vggt-uv"
     baseline = build_align_config(TrainConfig(variant="baseline", pos_embed="vggt-uv"), student, None)
     assert baseline.pos_embed == "vggt-uv" and not baseline.enabled
+
+
+def test_a_training_run_records_the_choice_and_resume_holds_it(tmp_path, capsys) -> None:
+    """`rocket train --pos_embed vggt-uv`: the checkpoint's AlignConfig records it, resuming
+    with the same flag continues, resuming with the other one is refused."""
+    import json
+
+    import numpy as np
+    from minivla_fixtures import make_episodes
+
+    from rocket_vla.cli import main
+    from rocket_vla.data.episodes import Episode, EpisodeWriter
+
+    writer = EpisodeWriter(tmp_path / "data")
+    for i, e in enumerate(make_episodes(n=2, length=8)):
+        writer.write(f"ep{i}", Episode(e.actions, e.obs, e.language, np.arange(8)))
+    args = ["train", "--dataset", str(tmp_path / "data"), "--out_dir", str(tmp_path / "run"),
+            "--student_preset", "tiny", "--variant", "rocket", "--num_pairs", "2", "--batch_size", "4",
+            "--save_every", "1", "--progress", "false", "--tensorboard", "false"]
+    assert main([*args, "--steps", "1", "--pos_embed", "vggt-uv"]) == 0
+    saved = json.loads(next((tmp_path / "run").rglob("config.json")).read_text())
+    assert saved["align"]["pos_embed"] == "vggt-uv" and saved["train"]["pos_embed"] == "vggt-uv"
+    assert main([*args, "--steps", "2", "--pos_embed", "vggt-uv", "--resume", "auto"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--steps", "3", "--pos_embed", "sincos", "--resume", "auto"]) == 2
+    assert "pos_embed: 'vggt-uv' -> 'sincos'" in capsys.readouterr().err
