@@ -29,7 +29,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from rocket_vla.align.resample import POS_EMBEDS, _axis_embed, _grid_embed, pos_embed_2d, uv_grid
+from rocket_vla.align.resample import POS_EMBEDS, pos_embed_2d
 
 #: (label, channels, teacher grid, student grid)
 SHAPES = [
@@ -51,22 +51,32 @@ def resample(emb: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(emb.double()[None], size=grid, mode="bilinear", align_corners=True)[0]
 
 
+def sincos_at(positions: torch.Tensor, quarter: int, base: float) -> torch.Tensor:
+    """``[n, 2q]``: sines then cosines of ``positions`` at frequencies ``base ** (-k / q)``."""
+    angles = positions[:, None] * base ** (-torch.arange(quarter, dtype=torch.float64) / quarter)
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
 def evaluated_at_student(kind: str, dim: int, teacher: tuple[int, int],
                          student: tuple[int, int]) -> torch.Tensor:
-    """The embedding formula evaluated at the (fractional) teacher positions the student
-    tokens sample, ``[C, gh, gw]``: the ideal that resampling approximates."""
+    """The embedding's formula evaluated at the (fractional) teacher positions the student
+    tokens sample, ``[C, gh, gw]``: the ideal that resampling approximates. Written out here
+    from the definitions (docs/position_embedding.md), not with the library's helpers."""
     (h, w), (gh, gw) = teacher, student
-    rows = torch.linspace(0, h - 1, gh, dtype=torch.float64) if gh > 1 else torch.zeros(1)
-    cols = torch.linspace(0, w - 1, gw, dtype=torch.float64) if gw > 1 else torch.zeros(1)
+    rows = torch.linspace(0, h - 1, gh, dtype=torch.float64)  # align_corners=True sample points
+    cols = torch.linspace(0, w - 1, gw, dtype=torch.float64)
     quarter = dim // 4
-    if kind == "sincos":
-        return _grid_embed(_axis_embed(rows, quarter, 10000.0), _axis_embed(cols, quarter, 10000.0),
-                           first_is_row=True).double()
-    u, v = uv_grid(h, w)  # patch centres are linear in the index, so interpolate them exactly
-    u_at = u[0] + (u[-1] - u[0]) * cols / max(w - 1, 1)
-    v_at = v[0] + (v[-1] - v[0]) * rows / max(h - 1, 1)
-    return _grid_embed(_axis_embed(u_at, quarter, 100.0), _axis_embed(v_at, quarter, 100.0),
-                       first_is_row=False).double()
+    if kind == "sincos":  # integer-position units
+        row_emb, col_emb = sincos_at(rows, quarter, 10000.0), sincos_at(cols, quarter, 10000.0)
+    else:  # patch centres normalised by the frame's diagonal
+        diagonal = math.hypot(w, h)
+        u = (cols + 0.5 - w / 2) * 2 / diagonal
+        v = (rows + 0.5 - h / 2) * 2 / diagonal
+        row_emb, col_emb = sincos_at(v, quarter, 100.0), sincos_at(u, quarter, 100.0)
+    row_part = row_emb[:, None, :].expand(len(rows), len(cols), -1)
+    col_part = col_emb[None, :, :].expand(len(rows), len(cols), -1)
+    parts = [row_part, col_part] if kind == "sincos" else [col_part, row_part]  # vggt-uv: x first
+    return torch.cat(parts, dim=-1).permute(2, 0, 1)
 
 
 def spread(tokens: torch.Tensor, grid: tuple[int, int]) -> tuple[float, float, float]:
