@@ -49,14 +49,13 @@ def _axis_embed(positions: torch.Tensor, quarter: int, base: float) -> torch.Ten
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
-def _grid_embed(first: torch.Tensor, second: torch.Tensor, first_is_row: bool) -> torch.Tensor:
-    """``[2q + 2q, h, w]`` from a row table ``[h, 2q]`` and a column table ``[w, 2q]``, the
-    channels of ``first`` before those of ``second``."""
-    rows, cols = (first, second) if first_is_row else (second, first)
-    height, width, half = rows.shape[0], cols.shape[0], rows.shape[1]
-    row_part = rows[:, None, :].expand(height, width, half)
-    col_part = cols[None, :, :].expand(height, width, half)
-    parts = [row_part, col_part] if first_is_row else [col_part, row_part]
+def _grid_embed(row_emb: torch.Tensor, col_emb: torch.Tensor, *, row_first: bool) -> torch.Tensor:
+    """``[4q, h, w]`` float32 from a per-row table ``[h, 2q]`` and a per-column table ``[w, 2q]``:
+    the row's channels first (``row_first``) or the column's."""
+    height, width, half = row_emb.shape[0], col_emb.shape[0], row_emb.shape[1]
+    row_part = row_emb[:, None, :].expand(height, width, half)
+    col_part = col_emb[None, :, :].expand(height, width, half)
+    parts = [row_part, col_part] if row_first else [col_part, row_part]
     return torch.cat(parts, dim=-1).permute(2, 0, 1).float().contiguous()
 
 
@@ -75,7 +74,7 @@ def sincos_pos_embed_2d(dim: int, height: int, width: int) -> torch.Tensor:
     quarter = _check_width(dim, "sin-cos")
     rows = _axis_embed(torch.arange(height), quarter, 10000.0)
     cols = _axis_embed(torch.arange(width), quarter, 10000.0)
-    return _grid_embed(rows, cols, first_is_row=True)
+    return _grid_embed(rows, cols, row_first=True)
 
 
 def uv_grid(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,10 +88,10 @@ def uv_grid(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """
     aspect = width / height
     diagonal = math.hypot(aspect, 1.0)
-    spans = (aspect / diagonal, 1.0 / diagonal)
-    centres = [span * (2 * torch.arange(n, dtype=torch.float64) + 1 - n) / n
-               for span, n in zip(spans, (width, height), strict=True)]
-    return centres[0], centres[1]
+    span_x, span_y = aspect / diagonal, 1.0 / diagonal
+    u = span_x * (2 * torch.arange(width, dtype=torch.float64) + 1 - width) / width
+    v = span_y * (2 * torch.arange(height, dtype=torch.float64) + 1 - height) / height
+    return u, v
 
 
 def uv_pos_embed_2d(dim: int, height: int, width: int, omega_0: float = 100.0) -> torch.Tensor:
@@ -106,8 +105,8 @@ def uv_pos_embed_2d(dim: int, height: int, width: int, omega_0: float = 100.0) -
     """
     quarter = _check_width(dim, "VGGT UV")
     u, v = uv_grid(height, width)
-    return _grid_embed(_axis_embed(u, quarter, omega_0), _axis_embed(v, quarter, omega_0),
-                       first_is_row=False)
+    rows, cols = _axis_embed(v, quarter, omega_0), _axis_embed(u, quarter, omega_0)
+    return _grid_embed(rows, cols, row_first=False)  # x (the column) first
 
 
 def pos_embed_2d(kind: str, dim: int, height: int, width: int) -> torch.Tensor:
