@@ -356,7 +356,8 @@ def main(argv: list[str]) -> int:
         "targets, previous code (cat + embedding at teacher grid + F.interpolate + split)":
             lambda: previous_targets(feats, step.batch.grid, scale, dtype),
         "targets, one F.interpolate per layer": lambda: [
-            resample_teacher(f.to(dtype), step.batch.grid, pos_embed_scale=scale) for f in feats],
+            resample_teacher(f.to(dtype), step.batch.grid, pos_embed_scale=scale,
+                             pos_embed=step.align_cfg.pos_embed) for f in feats],
         **aligner_parts(step),
     }
     for px in live:

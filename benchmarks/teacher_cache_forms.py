@@ -113,7 +113,8 @@ def errors(args: argparse.Namespace) -> dict:
     b, s = feats.shape[1:3]
     states = [torch.randn(b, s * sgrid[0] * sgrid[1], args.student_dim, generator=g, dtype=torch.float64)
               for _ in layers]
-    reference = [resample_teacher(f.double(), sgrid, pos_embed_scale=cfg.pos_embed_scale) for f in feats]
+    reference = [resample_teacher(f.double(), sgrid, pos_embed_scale=cfg.pos_embed_scale,
+                                  pos_embed=cfg.pos_embed) for f in feats]
 
     def loss_and_grad(targets: list[torch.Tensor]) -> tuple[float, torch.Tensor]:
         aligner.zero_grad(set_to_none=True)
@@ -127,7 +128,8 @@ def errors(args: argparse.Namespace) -> dict:
     for form in FORMS:
         stored = encode(feats, form, student_grid=sgrid)
         got = targets_from_entry(stored, form, teacher_grid=grid, student_grid=sgrid,
-                                 pos_embed_scale=cfg.pos_embed_scale, dtype=torch.float32)
+                                 pos_embed_scale=cfg.pos_embed_scale, dtype=torch.float32,
+                                 pos_embed=cfg.pos_embed)
         cos = torch.cat([(1 - F.cosine_similarity(a.double(), r, dim=-1)).reshape(-1)
                          for a, r in zip(got, reference, strict=True)])
         rel = torch.cat([((a.double() - r).norm(dim=-1) / r.norm(dim=-1)).reshape(-1)

@@ -87,25 +87,26 @@ class Aligner(nn.Module):
         contiguous ``[B, S * gh * gw, C]`` tensor per layer, without gradients.
 
         See :func:`~rocket_vla.align.resample.resample_layers` for how (one interpolation
-        call for full frames, two batched matmuls for crop boxes, position embedding from a
-        table cached per shape, device and dtype). All layers go through one call when the
-        features are stacked, are views of one stacked buffer, or must be cast anyway (the
-        cast then gathers them in the same pass). Separate tensors already at ``dtype`` are
+        call for full frames, two batched matmuls for crop boxes, the configured position
+        embedding (``config.pos_embed``) from a table cached per kind, shape, device and
+        dtype). All layers go through one call when the features are stacked, are views of
+        one stacked buffer, or must be cast anyway (the cast then gathers them in the same
+        pass). Separate tensors already at ``dtype`` are
         resampled layer by layer: stacking them would add a full pass over the step's
         largest tensor (on the CPU box, for 10 layers of 4 x 37 x 37 x 512 floats, the copy
         alone took 65 ms against 52 ms for the resampling).
         """
-        scale = self.config.pos_embed_scale
+        pos = {"pos_embed_scale": self.config.pos_embed_scale, "pos_embed": self.config.pos_embed}
         with torch.no_grad():
             if isinstance(teacher_features, torch.Tensor) and teacher_features.dim() == 6:
                 return resample_layers(teacher_features.to(dtype or teacher_features.dtype), grid,
-                                       crop_boxes=crop_boxes, pos_embed_scale=scale)
+                                       crop_boxes=crop_boxes, **pos)
             feats = list(teacher_features)
             first = feats[0] if feats else None
             if first is None or any(f.dim() != 5 or f.shape != first.shape or f.dtype != first.dtype
                                     or f.device != first.device for f in feats):
-                return [resample_teacher(f.to(dtype or f.dtype), grid, crop_boxes=crop_boxes,
-                                         pos_embed_scale=scale) for f in feats]
+                return [resample_teacher(f.to(dtype or f.dtype), grid, crop_boxes=crop_boxes, **pos)
+                        for f in feats]
             target = dtype or first.dtype
             stacked = _stacked_view(feats)
             if stacked is not None:
@@ -114,7 +115,7 @@ class Aligner(nn.Module):
                 gathered = _stack(feats, target)
             else:
                 gathered = feats
-            return resample_layers(gathered, grid, crop_boxes=crop_boxes, pos_embed_scale=scale)
+            return resample_layers(gathered, grid, crop_boxes=crop_boxes, **pos)
 
     def check_inputs(self, student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]) -> None:
         """RocketError unless there is one student and one teacher tensor per pair, of the

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from rocket_vla.align.indices import resolve_layers
 from rocket_vla.align.matryoshka import matryoshka_widths
 from rocket_vla.align.pairing import balanced_pairs
+from rocket_vla.align.resample import POS_EMBEDS
 from rocket_vla.errors import RocketError, reject_unknown_keys
 
 ProjectorKind = Literal["none", "shared", "independent"]
@@ -55,6 +56,11 @@ class AlignConfig:
     ensemble: int = 1
     weight: float = 0.5
     pos_embed_scale: float = 0.1
+    #: position embedding added to teacher targets before resampling: "sincos" (MAE-style on
+    #: integer patch positions) or "vggt-uv" (VGGT's own, which the official code adds).
+    #: Presets with a paper ``layout`` use "vggt-uv"; why: docs/position_embedding.md.
+    #: Configs saved before this field existed load as "sincos", what they ran.
+    pos_embed: str = "sincos"
     student_depth: int | None = None
     teacher_depth: int | None = None
 
@@ -95,6 +101,11 @@ class AlignConfig:
 
     def validate(self) -> None:
         """Raise a one-sentence :class:`RocketError` for the first problem found."""
+        if self.pos_embed not in POS_EMBEDS:
+            raise RocketError(
+                f"unknown position embedding {self.pos_embed!r}; set pos_embed to one of "
+                f"{', '.join(repr(k) for k in POS_EMBEDS)}."
+            )
         if self.projector not in ("none", "shared", "independent"):
             raise RocketError(
                 f"unknown projector kind {self.projector!r}; use 'none', 'shared' or 'independent'."
@@ -158,7 +169,8 @@ class AlignConfig:
         ``num_pairs`` for the given depths. Spatial Forcing uses one pair with the last
         teacher layer; its student layer is the one given, else the paper's for ``layout``
         (``PAPER_SF_LAYER``: 24 of 32 for OpenVLA, 12 of 18 for pi0), else the one at 3/4
-        of ``student_depth``.
+        of ``student_depth``. A paper ``layout`` also selects the paper's position embedding,
+        ``pos_embed="vggt-uv"``; without one it stays ``"sincos"`` (override either way).
         """
         if variant not in VARIANTS:
             raise RocketError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
@@ -194,7 +206,8 @@ class AlignConfig:
                 )
         projector: ProjectorKind = "independent" if variant in ("spatial_forcing", "naive") else "shared"
         cfg = cls(**base, student_layers=list(student_layers), teacher_layers=list(teacher_layers),
-                  projector=projector, matryoshka=variant == "rocket")
+                  projector=projector, matryoshka=variant == "rocket",
+                  pos_embed="vggt-uv" if layout is not None else "sincos")
         cfg = dataclasses.replace(cfg, **overrides)
         cfg.validate()
         return cfg

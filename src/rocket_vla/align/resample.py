@@ -2,7 +2,9 @@
 
 The teacher sees full frames at its own patch grid (37x37 for VGGT at 518 px); the
 student has its own per-image grid (16x16 for OpenVLA). Per view we optionally add a
-fixed 2D sin-cos position embedding (x0.1, as the paper does), resample bilinearly with
+fixed 2D position embedding (x0.1, as the paper does; ``"sincos"``, MAE's on integer patch
+positions, or ``"vggt-uv"``, VGGT's own on diagonal-normalised coordinates, which the
+official code adds -- see :func:`pos_embed_2d`), resample bilinearly with
 ``align_corners=True`` semantics, flatten row-major, and concatenate the views in the
 student's image order. Token ``p`` of the result pairs with student visual token ``p``
 exactly (the official code is off by one here).
@@ -35,29 +37,85 @@ import torch.nn.functional as F
 
 from rocket_vla.errors import RocketError
 
+#: The position embeddings that can be added to teacher targets (``AlignConfig.pos_embed``).
+POS_EMBEDS = ("sincos", "vggt-uv")
+
+
+def _axis_embed(positions: torch.Tensor, quarter: int, base: float) -> torch.Tensor:
+    """1D sin-cos of ``positions [n]`` at ``quarter`` frequencies ``base ** (-i / quarter)``:
+    ``[n, 2 * quarter]``, all sines then all cosines. Both 2D embeddings below are two of these."""
+    omega = 1.0 / (base ** (torch.arange(quarter, dtype=torch.float64) / quarter))
+    angles = positions.to(torch.float64)[:, None] * omega
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def _grid_embed(row_emb: torch.Tensor, col_emb: torch.Tensor, *, row_first: bool) -> torch.Tensor:
+    """``[4q, h, w]`` float32 from a per-row table ``[h, 2q]`` and a per-column table ``[w, 2q]``:
+    the row's channels first (``row_first``) or the column's."""
+    height, width, half = row_emb.shape[0], col_emb.shape[0], row_emb.shape[1]
+    row_part = row_emb[:, None, :].expand(height, width, half)
+    col_part = col_emb[None, :, :].expand(height, width, half)
+    parts = [row_part, col_part] if row_first else [col_part, row_part]
+    return torch.cat(parts, dim=-1).permute(2, 0, 1).float().contiguous()
+
+
+def _check_width(dim: int, kind: str) -> int:
+    if dim % 4:
+        raise RocketError(f"the {kind} position embedding needs a width divisible by 4, got {dim}.")
+    return dim // 4
+
 
 def sincos_pos_embed_2d(dim: int, height: int, width: int) -> torch.Tensor:
-    """Fixed 2D sin-cos position embedding ``[dim, height, width]``.
+    """Fixed 2D sin-cos position embedding ``[dim, height, width]`` (``"sincos"``).
 
-    Half of the channels encode the row, half the column; each half is split into sin
-    and cos over geometrically spaced frequencies (base 10000), as in ViT/MAE.
+    MAE-style: integer patch positions, base 10000, the row in the first half of the
+    channels and the column in the second; each half is sines then cosines.
     """
-    if dim % 4:
-        raise RocketError(f"the sin-cos position embedding needs a width divisible by 4, got {dim}.")
-    quarter = dim // 4
-    omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
-    rows = torch.arange(height, dtype=torch.float64)[:, None] * omega  # [h, q]
-    cols = torch.arange(width, dtype=torch.float64)[:, None] * omega  # [w, q]
-    row_emb = torch.cat([rows.sin(), rows.cos()], dim=1)  # [h, 2q]
-    col_emb = torch.cat([cols.sin(), cols.cos()], dim=1)  # [w, 2q]
-    emb = torch.cat(
-        [
-            row_emb[:, None, :].expand(height, width, 2 * quarter),
-            col_emb[None, :, :].expand(height, width, 2 * quarter),
-        ],
-        dim=-1,
-    )
-    return emb.permute(2, 0, 1).float().contiguous()
+    quarter = _check_width(dim, "sin-cos")
+    rows = _axis_embed(torch.arange(height), quarter, 10000.0)
+    cols = _axis_embed(torch.arange(width), quarter, 10000.0)
+    return _grid_embed(rows, cols, row_first=True)
+
+
+def uv_grid(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patch-centre coordinates ``(u [width], v [height])`` normalised by the image diagonal.
+
+    The frame is centred on 0 and scaled so that its corners lie at distance 1: the
+    half-extents are ``a / sqrt(1 + a^2)`` and ``1 / sqrt(1 + a^2)`` for the aspect ratio
+    ``a = width / height`` (the teacher's grid; its sides are the image's divided by the patch
+    size, so the ratio is the image's). Patch ``j`` of ``n`` sits at ``span * (2j + 1 - n) / n``.
+    These are VGGT's own coordinates (its ``create_uv_grid``).
+    """
+    aspect = width / height
+    diagonal = math.hypot(aspect, 1.0)
+    span_x, span_y = aspect / diagonal, 1.0 / diagonal
+    u = span_x * (2 * torch.arange(width, dtype=torch.float64) + 1 - width) / width
+    v = span_y * (2 * torch.arange(height, dtype=torch.float64) + 1 - height) / height
+    return u, v
+
+
+def uv_pos_embed_2d(dim: int, height: int, width: int, omega_0: float = 100.0) -> torch.Tensor:
+    """VGGT's own position embedding ``[dim, height, width]`` (``"vggt-uv"``).
+
+    The official ROCKET / Spatial Forcing code adds this one to the teacher's patch grid:
+    :func:`uv_grid` coordinates, base frequency ``omega_0 = 100``, the x (column) coordinate
+    in the first half of the channels and y (row) in the second; each half is sines then
+    cosines. Unlike ``"sincos"`` it does not depend on the grid's resolution, only on where a
+    patch sits in the frame.
+    """
+    quarter = _check_width(dim, "VGGT UV")
+    u, v = uv_grid(height, width)
+    rows, cols = _axis_embed(v, quarter, omega_0), _axis_embed(u, quarter, omega_0)
+    return _grid_embed(rows, cols, row_first=False)  # x (the column) first
+
+
+def pos_embed_2d(kind: str, dim: int, height: int, width: int) -> torch.Tensor:
+    """The position embedding named ``kind`` (one of :data:`POS_EMBEDS`), ``[dim, h, w]``."""
+    if kind == "sincos":
+        return sincos_pos_embed_2d(dim, height, width)
+    if kind == "vggt-uv":
+        return uv_pos_embed_2d(dim, height, width)
+    raise RocketError(f"unknown position embedding {kind!r}; use one of {', '.join(POS_EMBEDS)}.")
 
 
 def _constant(fn):
@@ -80,23 +138,24 @@ def _constant(fn):
 
 @_constant
 def pos_embed_table(
-    dim: int, height: int, width: int, device: torch.device, dtype: torch.dtype
+    dim: int, height: int, width: int, device: torch.device, dtype: torch.dtype, kind: str = "sincos"
 ) -> torch.Tensor:
-    """:func:`sincos_pos_embed_2d` channels last ``[height, width, dim]``, cached on ``device``.
+    """:func:`pos_embed_2d` channels last ``[height, width, dim]``, cached on ``device``.
 
     Recomputing it each step costs a float64 build on the host and a host-to-device copy
-    (which waits for the device); cached, it is one lookup.
+    (which waits for the device); cached, it is one lookup (per kind, shape, device, dtype).
     """
-    return sincos_pos_embed_2d(dim, height, width).permute(1, 2, 0).to(device, dtype).contiguous()
+    return pos_embed_2d(kind, dim, height, width).permute(1, 2, 0).to(device, dtype).contiguous()
 
 
 @_constant
 def resampled_pos_embed(
-    dim: int, height: int, width: int, grid: tuple[int, int], device: torch.device, dtype: torch.dtype
+    dim: int, height: int, width: int, grid: tuple[int, int], device: torch.device, dtype: torch.dtype,
+    kind: str = "sincos",
 ) -> torch.Tensor:
-    """The position embedding of a ``height x width`` teacher grid resampled to ``grid``
+    """The position embedding ``kind`` of a ``height x width`` teacher grid resampled to ``grid``
     (full frame, ``align_corners=True``), ``[gh, gw, dim]``, computed in float64 once."""
-    table = sincos_pos_embed_2d(dim, height, width).double()[None]
+    table = pos_embed_2d(kind, dim, height, width).double()[None]
     if (height, width) != tuple(grid):
         table = F.interpolate(table, size=tuple(grid), mode="bilinear", align_corners=True)
     return table[0].permute(1, 2, 0).to(device, dtype).contiguous()
@@ -175,6 +234,7 @@ def resample_teacher(
     *,
     crop_boxes: torch.Tensor | None = None,
     pos_embed_scale: float = 0.0,
+    pos_embed: str = "sincos",
 ) -> torch.Tensor:
     """Resample teacher patch features ``[B, S, h, w, C]`` to ``[B, S * gh * gw, C]``.
 
@@ -183,8 +243,9 @@ def resample_teacher(
         grid: the student's per-image token grid ``(gh, gw)``.
         crop_boxes: optional ``[B, S, 4]`` or ``[B, 4]`` boxes ``(x0, y0, x1, y1)`` in
             ``[0, 1]`` of the full frame that each student image was cropped to.
-        pos_embed_scale: weight of the 2D sin-cos position embedding added before
-            resampling (the paper uses 0.1; 0 disables it).
+        pos_embed_scale: weight of the 2D position embedding added before resampling
+            (the paper uses 0.1; 0 disables it).
+        pos_embed: which embedding, one of :data:`POS_EMBEDS` (see :func:`pos_embed_2d`).
     """
     if features.dim() != 5:
         raise RocketError(
@@ -195,7 +256,7 @@ def resample_teacher(
     gh, gw = grid
     maps = features.reshape(b * s, h, w, c).permute(0, 3, 1, 2)
     if pos_embed_scale:
-        pos = pos_embed_table(c, h, w, maps.device, maps.dtype).permute(2, 0, 1)
+        pos = pos_embed_table(c, h, w, maps.device, maps.dtype, pos_embed).permute(2, 0, 1)
         maps = maps + pos_embed_scale * pos
     if crop_boxes is None:
         if (h, w) == (gh, gw):
@@ -251,6 +312,7 @@ def resample_layers(
     *,
     crop_boxes: torch.Tensor | None = None,
     pos_embed_scale: float = 0.0,
+    pos_embed: str = "sincos",
 ) -> list[torch.Tensor]:
     """Many layers on one grid: ``[B, S * gh * gw, C]`` per layer, at the input dtype.
 
@@ -274,13 +336,14 @@ def resample_layers(
     if crop_boxes is None:
         identity = (h, w) == (gh, gw)
         if pos_embed_scale:
-            pos = resampled_pos_embed(c, h, w, (gh, gw), device, dtype)  # [gh, gw, C]
+            pos = resampled_pos_embed(c, h, w, (gh, gw), device, dtype, pos_embed)  # [gh, gw, C]
     else:
         identity = False
         boxes = _view_boxes(crop_boxes, b, s, tuple(groups[0].shape[1:])).to(device)
         ry, rx = crop_weights(boxes, h, w, (gh, gw), dtype)
         if pos_embed_scale:  # resampled through this step's boxes: [N, gh, gw, C]
-            pos = separable_resample(pos_embed_table(c, h, w, device, dtype)[None], ry, rx)
+            table = pos_embed_table(c, h, w, device, dtype, pos_embed)
+            pos = separable_resample(table[None], ry, rx)
     outs: list[torch.Tensor] = []
     for group in groups:
         maps = group.reshape(group.shape[0], b * s, h, w, c)

@@ -121,7 +121,7 @@ def grad_profile(subject: Subject, settings: GradSettings) -> GradConflict:
     results = []
     for batch in subject.batches(settings.batches * settings.batch_size, settings.batch_size):
         pred, states, mask = subject.forward(batch, cfg.student_layers)
-        targets = subject.teacher_tokens(batch, cfg.teacher_layers, cfg.pos_embed_scale)
+        targets = subject.teacher_tokens(batch, cfg.teacher_layers, cfg.pos_embed_scale, cfg.pos_embed)
         losses = {f"pair {s}-{t}": loss for s, t, loss in
                   zip(cfg.student_layers, cfg.teacher_layers,
                       _pair_losses(aligner, states, targets, mask), strict=True)}
@@ -187,7 +187,7 @@ def projector_profile(subject: Subject, samples: int, batch_size: int) -> dict[s
     with torch.no_grad():
         for batch in subject.batches(samples, batch_size):
             _, states, mask = subject.forward(batch, cfg.student_layers)
-            targets = subject.teacher_tokens(batch, cfg.teacher_layers, cfg.pos_embed_scale)
+            targets = subject.teacher_tokens(batch, cfg.teacher_layers, cfg.pos_embed_scale, cfg.pos_embed)
             acc.update(aligner, states, targets, mask)
     return {"label": subject.label, "step": subject.step, "variant": cfg.variant,
             "student_layers": cfg.student_layers, "teacher_layers": cfg.teacher_layers,

@@ -48,7 +48,7 @@ class Subject(Protocol):
         """The policy's own training loss from :meth:`forward`'s output."""
 
     def teacher_tokens(self, batch: dict[str, Any], layers: Sequence[int],
-                       pos_embed_scale: float = 0.0) -> list[torch.Tensor]:
+                       pos_embed_scale: float = 0.0, pos_embed: str = "sincos") -> list[torch.Tensor]:
         """Teacher features resampled onto the student's visual tokens, ``[B, T, C]`` per layer."""
 
     def stream(self, batch: dict[str, Any]) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -204,10 +204,10 @@ class StudentSubject:
         return prediction
 
     def teacher_tokens(self, batch: dict[str, Any], layers: Sequence[int],
-                       pos_embed_scale: float = 0.0) -> list[torch.Tensor]:
+                       pos_embed_scale: float = 0.0, pos_embed: str = "sincos") -> list[torch.Tensor]:
         feats = self.teacher.features(batch["frames"], list(layers))
-        return [resample_teacher(f, self.policy.image_grid, pos_embed_scale=pos_embed_scale)
-                for f in feats]
+        return [resample_teacher(f, self.policy.image_grid, pos_embed_scale=pos_embed_scale,
+                                 pos_embed=pos_embed) for f in feats]
 
     @torch.no_grad()
     def stream(self, batch: dict[str, Any]) -> tuple[list[torch.Tensor], torch.Tensor]:

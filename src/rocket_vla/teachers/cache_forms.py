@@ -107,7 +107,8 @@ def decode(stored: dict[str, torch.Tensor], form: StoredForm, dtype: torch.dtype
 
 def targets_from_entry(stored: dict[str, torch.Tensor], form: StoredForm, *,
                        teacher_grid: tuple[int, int], student_grid: tuple[int, int],
-                       pos_embed_scale: float, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+                       pos_embed_scale: float, dtype: torch.dtype = torch.float32,
+                       pos_embed: str = "sincos") -> list[torch.Tensor]:
     """Alignment targets ``[B, S * gh * gw, C]`` per layer from a stored entry (no crop).
 
     Teacher-grid entries go through the aligner's resampling; student-grid entries get the
@@ -115,7 +116,7 @@ def targets_from_entry(stored: dict[str, torch.Tensor], form: StoredForm, *,
     """
     feats = decode(stored, form, dtype)
     if form.grid == "teacher":
-        return resample_layers(feats, student_grid, pos_embed_scale=pos_embed_scale)
+        return resample_layers(feats, student_grid, pos_embed_scale=pos_embed_scale, pos_embed=pos_embed)
     layers, b, s, gh, gw, c = feats.shape
     if (gh, gw) != tuple(student_grid):
         raise RocketError(
@@ -123,7 +124,7 @@ def targets_from_entry(stored: dict[str, torch.Tensor], form: StoredForm, *,
             "rebuild the cache for this student."
         )
     if pos_embed_scale:
-        pos = resampled_pos_embed(c, *teacher_grid, tuple(student_grid), feats.device, dtype)
+        pos = resampled_pos_embed(c, *teacher_grid, tuple(student_grid), feats.device, dtype, pos_embed)
         feats = feats + pos_embed_scale * pos
     return list(feats.reshape(layers, b, s * gh * gw, c).unbind(0))
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rocket_vla.align.config import VARIANTS
+from rocket_vla.align.resample import POS_EMBEDS
 from rocket_vla.data.augment import AugmentConfig
 from rocket_vla.errors import RocketError, reject_unknown_keys
 
@@ -67,6 +68,9 @@ class TrainConfig:
     0.5, and 0.125 for pi0)"""
     projector_hidden: int | None = None
     """projector hidden width H (None: AlignConfig's default, half the student width)"""
+    pos_embed: str | None = None
+    """position embedding added to teacher targets: sincos (MAE-style) or vggt-uv (VGGT's own,
+    the official code's) -- None: vggt-uv with the student's paper layer pairs, else sincos"""
     teacher: str = "tiny"
     """'tiny' (bundled), 'random-tiny' (pipeline checks only), or a VGGT checkpoint path"""
     teacher_cache: str | None = None
@@ -133,6 +137,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise RocketError(f"{name} must be a positive finite number, got {value}.")
+        if self.pos_embed is not None and self.pos_embed not in POS_EMBEDS:
+            raise RocketError(
+                f"unknown pos_embed {self.pos_embed!r}; pass --pos_embed {' or '.join(POS_EMBEDS)}."
+            )
         for name in ("align_weight", "weight_decay"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):

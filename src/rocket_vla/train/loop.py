@@ -97,9 +97,10 @@ class RocketModel(nn.Module):
 def build_align_config(cfg: TrainConfig, policy: Student, teacher: TeacherSource | None
                        ) -> AlignConfig:
     """The variant's preset for this student (and teacher, unless it is the baseline)."""
+    overrides = {} if cfg.pos_embed is None else {"pos_embed": cfg.pos_embed}
     if cfg.variant == "baseline":
         return AlignConfig.preset("baseline", student_dim=policy.width,
-                                  student_depth=policy.depth)
+                                  student_depth=policy.depth, **overrides)
     assert teacher is not None
     pairs = min(cfg.num_pairs, policy.depth, teacher.num_layers)
     student_layers, teacher_layers = cfg.student_layers, cfg.teacher_layers
@@ -114,7 +115,7 @@ def build_align_config(cfg: TrainConfig, policy: Student, teacher: TeacherSource
         student_depth=policy.depth, teacher_depth=teacher.num_layers,
         student_layers=student_layers, teacher_layers=teacher_layers, num_pairs=pairs,
         layout=paper_layout(policy, teacher.num_layers, cached is not None),
-        hidden_dim=cfg.projector_hidden, weight=align_weight(cfg, policy),
+        hidden_dim=cfg.projector_hidden, weight=align_weight(cfg, policy), **overrides,
     ).resolved()
 
 
@@ -258,10 +259,13 @@ class Trainer:
             policy.enable_gradient_checkpointing()
         self.dataset = ChunkDataset(eps, self.stats, chunk=policy.chunk)
         self.align_config = build_align_config(cfg, policy, self.teacher)
-        if saved and saved.get("align") and saved["align"] != self.align_config.to_dict():
+        # Read back through from_dict, so fields added since (at their defaults: what the
+        # checkpoint ran) do not count as a change.
+        if saved and saved.get("align") and (
+                AlignConfig.from_dict(saved["align"]).to_dict() != self.align_config.to_dict()):
             raise RocketError(
-                "the checkpoint's alignment config (teacher dim/layers) differs from this "
-                "run's; resume with the same teacher and layer pairs."
+                "the checkpoint's alignment config (teacher dim/layers, position embedding) "
+                "differs from this run's; resume with the same teacher, layer pairs and --pos_embed."
             )
         self.model = RocketModel(policy, Aligner(self.align_config))
         self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay,
