@@ -62,7 +62,10 @@ def wilson(successes: int, trials: int, level: float = 0.95) -> Interval:
     denom = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denom
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    return Interval(max(0.0, centre - half), min(1.0, centre + half))
+    # at 0 or all successes the bound is the rate itself; rounding must not move it off
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return Interval(low, high)
 
 
 def _clip(interval: Interval | None) -> Interval | None:
