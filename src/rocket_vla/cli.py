@@ -22,7 +22,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "demo", "select_layers", "collect", "eval", "train", "train_teacher", "cache_teacher", "profile",
 )
 #: commands whose flags are generated from their config dataclass: name -> module
-GENERATED_COMMANDS: dict[str, str] = {"train": "train"}
+GENERATED_COMMANDS: dict[str, str] = {
+    "train": "train", "eval": "eval", "collect": "collect", "demo": "demo",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,16 +47,30 @@ def resolve_config(value: str) -> str:
 _BOOL_WORDS = {"true", "false", "yes", "no", "1", "0", "on", "off"}
 
 
-def _bool_fields(config_cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(config_cls) if f.type in (bool, "bool")}
+def _typed_options(parser: Any) -> tuple[set[str], set[str]]:
+    """The parser's boolean options and its list options, as ``--name`` strings."""
+    from typing import Union, get_args, get_origin
+
+    switches: set[str] = set()
+    lists: set[str] = set()
+    for action in parser._actions:
+        hint = getattr(action, "_typehint", None)  # jsonargparse keeps each option's type here
+        options = [o for o in action.option_strings if o.startswith("--")]
+        if hint is bool:
+            switches.update(options)
+        kinds = get_args(hint) if get_origin(hint) is Union or type(hint).__name__ == "UnionType" else (hint,)
+        if any(get_origin(k) is list for k in kinds):
+            lists.update(options)
+    return switches, lists
 
 
-def _normalise_argv(argv: Sequence[str], config_cls: type) -> list[str]:
-    """Rewrite ``--config NAME`` to the shipped file's path and a bare boolean switch
-    (``--overwrite``) to ``--overwrite true``, as users of argparse expect."""
+def _normalise_argv(argv: Sequence[str], parser: Any) -> list[str]:
+    """Rewrite what argparse users type into what jsonargparse reads: ``--config NAME`` to
+    the shipped file's path, a bare boolean switch (``--overwrite``) to ``--overwrite true``,
+    and a comma-separated list (``--tasks 0,1``) to ``--tasks [0,1]``."""
     out: list[str] = []
     args = list(argv)
-    switches = {f"--{name}" for name in _bool_fields(config_cls)}
+    switches, lists = _typed_options(parser)
     i = 0
     while i < len(args):
         arg = args[i]
@@ -68,6 +82,11 @@ def _normalise_argv(argv: Sequence[str], config_cls: type) -> list[str]:
             out += [arg, "true"]
             i += 1
             continue
+        value = args[i + 1] if i + 1 < len(args) else "--"
+        if arg in lists and not value.startswith(("[", "--")) and value.lower() not in ("null", "none"):
+            out += [arg, f"[{value}]"]
+            i += 2
+            continue
         if arg.startswith("--config="):
             out.append("--config=" + resolve_config(arg.split("=", 1)[1]))
         else:
@@ -77,29 +96,60 @@ def _normalise_argv(argv: Sequence[str], config_cls: type) -> list[str]:
 
 
 def build_parser(config_cls: type, prog: str, description: str,
-                 extra: Callable[[Any], None] | None = None) -> Any:
-    """A parser whose options are ``config_cls``'s fields, plus ``--config`` and ``extra``'s."""
+                 extra: Callable[[Any], None] | None = None,
+                 presets: dict[str, dict[str, Any]] | None = None, shipped: bool = False) -> Any:
+    """A parser whose options are ``config_cls``'s fields, plus ``--config`` and ``extra``'s.
+
+    ``shipped``: the help of ``--config`` lists the shipped (training) configurations.
+
+    ``presets`` (name -> field values) adds ``--preset NAME``: that preset's values become
+    the defaults, which ``--config`` files and flags then override."""
     from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter, set_parsing_settings
 
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
     parser = ArgumentParser(prog=prog, description=description, exit_on_error=False,
                             formatter_class=DefaultHelpFormatter)
+    if presets:
+        parser.add_argument("--preset", choices=tuple(presets), default=next(iter(presets)),
+                            help="named set of defaults that --config files and flags override")
+    names = f" (or shipped config name: {', '.join(shipped_configs())})" if shipped else ""
     parser.add_argument("--config", action=ActionConfigFile,
-                        help="YAML file (or shipped config name: "
-                        f"{', '.join(shipped_configs())}); repeat to compose, flags override")
+                        help=f"YAML file{names}; repeat to compose, flags override")
     parser.add_class_arguments(config_cls, None, as_group=False)
     if extra is not None:
         extra(parser)
     return parser
 
 
+def _preset_name(argv: Sequence[str], names: Sequence[str]) -> str:
+    """The last ``--preset NAME`` (or ``--preset=NAME``) of ``argv``, else the first preset."""
+    chosen = names[0]
+    for i, arg in enumerate(argv):
+        if arg == "--preset" and i + 1 < len(argv):
+            chosen = argv[i + 1]
+        elif arg.startswith("--preset="):
+            chosen = arg.split("=", 1)[1]
+    if chosen not in names:
+        raise RocketError(f"unknown preset {chosen!r}; choose one of {', '.join(names)}.")
+    return chosen
+
+
 def parse_config(parser: Any, config_cls: type[T], argv: Sequence[str],
-                 extra_keys: Sequence[str] = ()) -> tuple[T, dict[str, Any]]:
-    """Parse ``argv`` into a ``config_cls`` instance and a dict of the command-only options."""
+                 extra_keys: Sequence[str] = (),
+                 presets: dict[str, dict[str, Any]] | None = None) -> tuple[T, dict[str, Any]]:
+    """Parse ``argv`` into a ``config_cls`` instance and a dict of the command-only options
+    (``extra_keys``; with ``presets``, also ``preset``)."""
     from argparse import ArgumentError
 
+    if presets:  # every field some preset sets gets this preset's value or the dataclass's
+        name = _preset_name(argv, list(presets))
+        base = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                for f in dataclasses.fields(config_cls)}  # type: ignore[arg-type]
+        keys = {k for values in presets.values() for k in values}
+        parser.set_defaults(**{k: presets[name].get(k, base[k]) for k in keys})
+        extra_keys = (*extra_keys, "preset")
     try:
-        ns = parser.parse_args(_normalise_argv(argv, config_cls))
+        ns = parser.parse_args(_normalise_argv(argv, parser))
     except ArgumentError as err:  # one line naming the fix, like every other user error
         detail = " ".join(str(err).split())
         raise RocketError(f"{detail}; see `{parser.prog} --help`.") from None

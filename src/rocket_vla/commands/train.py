@@ -32,7 +32,7 @@ def main(argv: Sequence[str]) -> int:
     from rocket_vla.train import Trainer
     from rocket_vla.train.config import TrainConfig
 
-    parser = build_parser(TrainConfig, "rocket train", DESCRIPTION, _command_options)
+    parser = build_parser(TrainConfig, "rocket train", DESCRIPTION, _command_options, shipped=True)
     cfg, extra = parse_config(parser, TrainConfig, argv, extra_keys=("resume",))
     cfg.variant = cfg.variant.replace("-", "_")
     resume = cfg.out_dir if extra["resume"] == "auto" else extra["resume"]
