@@ -81,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
 
     data = Path(args.data)
     if not data.exists():
-        raise RocketError(f"data {data} does not exist; collect frames with `rocket collect --out {data}`.")
+        raise RocketError(
+            f"data {data} does not exist; collect frames with `rocket collect --out_dir {data}`."
+        )
     list_episode_files(data)  # a folder without episodes fails here, before any work
     parallel = not args.sequential and not args.no_single_view
     if args.threads > 0:

@@ -269,7 +269,7 @@ def _collect_locked(cfg: CollectConfig, progress: bool) -> dict[str, Any]:
     settings = out / "collect_config.json"
     run_records.check_settings(
         settings, asdict(cfg), EPISODE_FIELDS, what=str(out),
-        fix="collect into a new --out folder, or use the same settings and code to resume.")
+        fix="collect into a new --out_dir folder, or use the same settings and code to resume.")
     settings.write_text(json.dumps({**asdict(cfg), "code_version": code_version()}, indent=2),
                         encoding="utf-8")
     log = out / ATTEMPTS_FILE
