@@ -46,7 +46,7 @@ def _parser(command: str) -> Any:
     module = importlib.import_module(f"rocket_vla.commands.{command}")
     cls = CASES[command][0]
     return build_parser(cls, f"rocket {command}", module.DESCRIPTION,
-                        getattr(module, "_command_options", None), presets=getattr(cls, "PRESETS", None))
+                        getattr(module, "Options", None), presets=getattr(cls, "PRESETS", None))
 
 
 def _parse(command: str, argv: list[str]) -> Any:

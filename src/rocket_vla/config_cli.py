@@ -15,7 +15,7 @@ by name, ``--config PATH`` reads any file.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,10 +64,26 @@ def _typed_options(parser: Any) -> tuple[set[str], set[str]]:
     return switches, lists
 
 
+def _flow_list(words: Sequence[str]) -> str:
+    """``["0,cook", "4"]`` -> ``'[0, "cook", 4]'``: numbers stay numbers, the rest are strings."""
+    import json
+
+    items = [item for word in words for item in word.split(",") if item]
+    return "[" + ", ".join(i if _is_number(i) else json.dumps(i) for i in items) + "]"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity")
+
+
 def _normalise_argv(argv: Sequence[str], parser: Any) -> list[str]:
     """Rewrite what argparse users type into what jsonargparse reads: ``--config NAME`` to
     the shipped file's path, a bare boolean switch (``--overwrite``) to ``--overwrite true``,
-    and a comma-separated list (``--tasks 0,1``) to ``--tasks [0,1]``."""
+    and a list given as words (``--tasks 0,1`` or ``--merge a b``) to a YAML list."""
     out: list[str] = []
     args = list(argv)
     switches, lists = _typed_options(parser)
@@ -84,8 +100,11 @@ def _normalise_argv(argv: Sequence[str], parser: Any) -> list[str]:
             continue
         value = args[i + 1] if i + 1 < len(args) else "--"
         if arg in lists and not value.startswith(("[", "--")) and value.lower() not in ("null", "none"):
-            out += [arg, f"[{value}]"]
-            i += 2
+            end = i + 1
+            while end < len(args) and not args[end].startswith("--"):
+                end += 1
+            out += [arg, _flow_list(args[i + 1:end])]
+            i = end
             continue
         if arg.startswith("--config="):
             out.append("--config=" + resolve_config(arg.split("=", 1)[1]))
@@ -95,15 +114,15 @@ def _normalise_argv(argv: Sequence[str], parser: Any) -> list[str]:
     return out
 
 
-def build_parser(config_cls: type, prog: str, description: str,
-                 extra: Callable[[Any], None] | None = None,
+def build_parser(config_cls: type, prog: str, description: str, options: type | None = None,
                  presets: dict[str, dict[str, Any]] | None = None, shipped: bool = False) -> Any:
-    """A parser whose options are ``config_cls``'s fields, plus ``--config`` and ``extra``'s.
-
-    ``shipped``: the help of ``--config`` lists the shipped (training) configurations.
+    """A parser whose flags are ``config_cls``'s fields, plus ``--config`` and, from a second
+    dataclass ``options``, the command's own switches (modes, progress bars) that are no
+    part of the configuration.
 
     ``presets`` (name -> field values) adds ``--preset NAME``: that preset's values become
-    the defaults, which ``--config`` files and flags then override."""
+    the defaults, which ``--config`` files and flags then override. ``shipped``: the help of
+    ``--config`` lists the shipped (training) configurations."""
     from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter, set_parsing_settings
 
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
@@ -116,8 +135,8 @@ def build_parser(config_cls: type, prog: str, description: str,
     parser.add_argument("--config", action=ActionConfigFile,
                         help=f"YAML file{names}; repeat to compose, flags override")
     parser.add_class_arguments(config_cls, None, as_group=False)
-    if extra is not None:
-        extra(parser)
+    if options is not None:
+        parser.add_class_arguments(options, None, as_group=False)
     return parser
 
 
@@ -134,33 +153,40 @@ def _preset_name(argv: Sequence[str], names: Sequence[str]) -> str:
     return chosen
 
 
-def parse_config(parser: Any, config_cls: type[T], argv: Sequence[str],
-                 extra_keys: Sequence[str] = (),
-                 presets: dict[str, dict[str, Any]] | None = None) -> tuple[T, dict[str, Any]]:
-    """Parse ``argv`` into a ``config_cls`` instance and a dict of the command-only options
-    (``extra_keys``; with ``presets``, also ``preset``)."""
+def _defaults(cls: type) -> dict[str, Any]:
+    return {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+
+
+def parse_config(parser: Any, config_cls: type[T], argv: Sequence[str], options: type | None = None,
+                 presets: dict[str, dict[str, Any]] | None = None) -> tuple[T, Any]:
+    """Parse ``argv`` into a ``config_cls`` instance and an ``options`` instance (None
+    without ``options``)."""
     from argparse import ArgumentError
 
     if presets:  # every field some preset sets gets this preset's value or the dataclass's
         name = _preset_name(argv, list(presets))
-        base = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-                for f in dataclasses.fields(config_cls)}  # type: ignore[arg-type]
+        base = _defaults(config_cls)
         keys = {k for values in presets.values() for k in values}
         parser.set_defaults(**{k: presets[name].get(k, base[k]) for k in keys})
-        extra_keys = (*extra_keys, "preset")
     try:
         ns = parser.parse_args(_normalise_argv(argv, parser))
     except ArgumentError as err:  # one line naming the fix, like every other user error
         detail = " ".join(str(err).split())
         raise RocketError(f"{detail}; see `{parser.prog} --help`.") from None
-    ns_dict = ns.as_dict()
-    extras = {k: ns_dict.pop(k) for k in extra_keys}
-    ns_dict.pop("config", None)
-    ns_dict.pop("__path__", None)
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    fields = {k: v for k, v in ns_dict.items() if k in names}
-    config = _build(config_cls, fields)
-    return config, extras
+    values = ns.as_dict()
+    config = _build(config_cls, {k: v for k, v in values.items() if k in _defaults(config_cls)})
+    extra = None if options is None else _build(options, {k: v for k, v in values.items()
+                                                          if k in _defaults(options)})
+    return config, extra
+
+
+def parse_command(argv: Sequence[str], config_cls: type[T], prog: str, description: str,
+                  options: type | None = None, presets: dict[str, dict[str, Any]] | None = None,
+                  shipped: bool = False) -> tuple[T, Any]:
+    """:func:`build_parser` + :func:`parse_config`: what a command's ``main(argv)`` calls."""
+    parser = build_parser(config_cls, prog, description, options, presets, shipped)
+    return parse_config(parser, config_cls, argv, options, presets)
 
 
 def _build(cls: type[T], data: dict[str, Any]) -> T:

@@ -1,12 +1,12 @@
 """`rocket collect`: record scripted-expert demonstrations in the LIBERO HDF5 layout.
 
-The flags are generated from :class:`rocket_vla.envs.collect.CollectConfig`.
+The flags are generated from :class:`rocket_vla.envs.collect.CollectConfig`, plus ``--quiet``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
 DESCRIPTION = (
     "Run the scripted experts from official init states (and randomised variations), keep "
@@ -18,19 +18,20 @@ DESCRIPTION = (
 HELP = "collect scripted-expert demonstrations (LIBERO HDF5 + depth + cameras)"
 
 
-def _command_options(parser: Any) -> None:
-    parser.add_argument("--quiet", type=bool, default=False, help="no progress bar")
+@dataclass
+class Options:
+    quiet: bool = False
+    """no progress bar"""
 
 
 def main(argv: Sequence[str]) -> int:
-    from rocket_vla.config_cli import build_parser, parse_config
+    from rocket_vla.config_cli import parse_command
     from rocket_vla.envs.collect import CollectConfig, run_collection
     from rocket_vla.envs.suites import setup_headless_gl
 
-    parser = build_parser(CollectConfig, "rocket collect", DESCRIPTION, _command_options)
-    cfg, extra = parse_config(parser, CollectConfig, argv, extra_keys=("quiet",))
+    cfg, opts = parse_command(argv, CollectConfig, "rocket collect", DESCRIPTION, Options)
     setup_headless_gl()
-    counts = run_collection(cfg, progress=not extra["quiet"])
+    counts = run_collection(cfg, progress=not opts.quiet)
     total_kept = sum(c["kept"] for c in counts.values())
     total = sum(c["attempts"] for c in counts.values())
     for key, c in sorted(counts.items()):

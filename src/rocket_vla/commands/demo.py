@@ -19,12 +19,11 @@ HELP = "offline end-to-end run: LIBERO demos -> baseline vs ROCKET MiniVLA -> cl
 
 
 def main(argv: Sequence[str]) -> int:
-    from rocket_vla.config_cli import build_parser, parse_config
+    from rocket_vla.config_cli import parse_command
     from rocket_vla.demo.config import DemoConfig
     from rocket_vla.demo.run import run_demo
 
-    parser = build_parser(DemoConfig, "rocket demo", DESCRIPTION, presets=DemoConfig.PRESETS)
-    cfg, _ = parse_config(parser, DemoConfig, argv, presets=DemoConfig.PRESETS)
+    cfg, _ = parse_command(argv, DemoConfig, "rocket demo", DESCRIPTION, presets=DemoConfig.PRESETS)
     cfg.validate()
     run_demo(cfg)
     return 0

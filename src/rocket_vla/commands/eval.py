@@ -1,13 +1,13 @@
 """`rocket eval`: evaluate a policy on LIBERO under the paper's protocol.
 
-The flags are generated from :class:`rocket_vla.envs.runner.EvalConfig`; the options below
-are the command's own modes (merge finished runs, list tasks) and ``--checkpoint``.
+The flags are generated from :class:`rocket_vla.envs.runner.EvalConfig`, plus the
+command's own :class:`Options` (merge finished runs, list tasks, ``--checkpoint``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
 DESCRIPTION = (
     "Run trials of LIBERO tasks (trial k starts from init state k), with the paper's step budgets "
@@ -18,34 +18,36 @@ DESCRIPTION = (
 HELP = "evaluate a policy on LIBERO (paper protocol, parallel, resumable)"
 
 
-def _command_options(parser: Any) -> None:
-    parser.add_argument("--checkpoint", type=str | None, default=None,
-                        help="checkpoint path passed to the policy factory (checkpoint=PATH)")
-    parser.add_argument("--merge", default=None, nargs="+", metavar="DIR",
-                        help="combine finished evaluation folders (same settings, disjoint "
-                        "episodes) into --out_dir instead of evaluating")
-    parser.add_argument("--list_tasks", type=bool, default=False, help="print the tasks and exit")
-    parser.add_argument("--quiet", type=bool, default=False, help="no progress bar")
+@dataclass
+class Options:
+    """What `rocket eval` does besides evaluating (no part of the evaluation's settings)."""
+
+    checkpoint: str | None = None
+    """checkpoint path passed to the policy factory (checkpoint=PATH)"""
+    merge: list[str] | None = None
+    """combine these finished evaluation folders (same settings, disjoint episodes) into
+    --out_dir instead of evaluating: --merge DIR DIR ..."""
+    list_tasks: bool = False
+    """print the tasks of --suites and exit"""
+    quiet: bool = False
+    """no progress bar"""
 
 
 def main(argv: Sequence[str]) -> int:
-    from rocket_vla.config_cli import build_parser, parse_config
-    from rocket_vla.envs.runner import EvalConfig
+    from rocket_vla.config_cli import parse_command
+    from rocket_vla.envs.runner import EvalConfig, summary_markdown
 
-    parser = build_parser(EvalConfig, "rocket eval", DESCRIPTION, _command_options)
-    cfg, extra = parse_config(parser, EvalConfig, argv,
-                              extra_keys=("checkpoint", "merge", "list_tasks", "quiet"))
-    if extra["merge"]:
-        from rocket_vla.envs.runner import summary_markdown
+    cfg, opts = parse_command(argv, EvalConfig, "rocket eval", DESCRIPTION, Options)
+    if opts.merge:
         from rocket_vla.envs.shards import merge_runs
 
-        print(summary_markdown(merge_runs(extra["merge"], cfg.out_dir)), end="")
-        print(f"# merged {len(extra['merge'])} folders into {cfg.out_dir}/episodes.jsonl")
+        print(summary_markdown(merge_runs(opts.merge, cfg.out_dir)), end="")
+        print(f"# merged {len(opts.merge)} folders into {cfg.out_dir}/episodes.jsonl")
         return 0
     from rocket_vla.envs.suites import list_tasks, setup_headless_gl
 
     setup_headless_gl()
-    if extra["list_tasks"]:
+    if opts.list_tasks:
         for suite in cfg.suites:
             for t in list_tasks(suite):
                 print(f"{suite}\t{t.task_id}\t{t.language}")
@@ -53,11 +55,11 @@ def main(argv: Sequence[str]) -> int:
     import dataclasses
 
     from rocket_vla.envs.policy import factory_kwargs
-    from rocket_vla.envs.runner import run_evaluation, summary_markdown
+    from rocket_vla.envs.runner import run_evaluation
 
-    kwargs = factory_kwargs(cfg.policy, cfg.policy_kwargs, extra["checkpoint"])
+    kwargs = factory_kwargs(cfg.policy, cfg.policy_kwargs, opts.checkpoint)
     cfg = dataclasses.replace(cfg, policy_kwargs=kwargs)
-    summary = run_evaluation(cfg, progress=not extra["quiet"])
+    summary = run_evaluation(cfg, progress=not opts.quiet)
     print(summary_markdown(summary), end="")
     print(f"# results: {cfg.out_dir}/episodes.jsonl, {cfg.out_dir}/summary.json")
     return 0
