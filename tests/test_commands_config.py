@@ -1,4 +1,5 @@
-"""The generated command lines of `rocket eval`, `collect` and `demo` (no simulator needed).
+"""The generated command lines of `rocket eval`, `collect`, `demo` and `cache-teacher`
+(no simulator needed).
 
 Each command's flags come from its config dataclass: no flags give the dataclass's own
 defaults, flags give what constructing the dataclass by hand gives, ``--print_config``
@@ -21,6 +22,8 @@ from rocket_vla.demo.config import DemoConfig
 from rocket_vla.envs.collect import CollectConfig
 from rocket_vla.envs.runner import EvalConfig
 from rocket_vla.errors import RocketError
+from rocket_vla.teachers.build import TeacherConfig
+from rocket_vla.teachers.fill import CacheFillConfig
 
 # command -> (config class, flags, the same configuration built by hand)
 CASES: dict[str, tuple[type, list[str], Any]] = {
@@ -32,18 +35,23 @@ CASES: dict[str, tuple[type, list[str], Any]] = {
                         policy="minivla", policy_kwargs={"execute": 8}, shard=(1, 4),
                         seeding="per_episode", video="failures", max_steps=30)),
     "collect": (CollectConfig,
-                ["--out_dir", "d", "--suites", "[libero_object]", "--tasks", "2", "--init_states", "3",
+                ["--out_dir", "d", "--suites", "[libero_object]", "--tasks", "2", "5", "--init_states", "3",
                  "--depth", "false", "--variation_xy", "0.05", "--frame_stride", "4"],
-                CollectConfig(out_dir="d", suites=["libero_object"], tasks=[2], init_states=3, depth=False,
+                CollectConfig(out_dir="d", suites=["libero_object"], tasks=[2, 5], init_states=3, depth=False,
                               variation_xy=0.05, frame_stride=4)),
     "demo": (DemoConfig,
              ["--preset", "smoke", "--tasks", "0,1", "--steps", "9", "--parallel_train", "--overwrite"],
              DemoConfig.preset("smoke", tasks=[0, 1], steps=9, parallel_train=True, overwrite=True)),
+    "cache-teacher": (CacheFillConfig,
+                      ["--dataset", "d", "--teacher.kind", "vggt-random", "--teacher.input_size", "224x308",
+                       "--layers", "1,-1", "--cameras", "agentview_rgb", "--shard", "1/3", "--verify", "false"],
+                      CacheFillConfig(dataset="d", teacher=TeacherConfig(kind="vggt-random", input_size=(224, 308)),
+                                      layers=[1, -1], cameras=["agentview_rgb"], shard=(1, 3), verify=False)),
 }
 
 
 def _parser(command: str) -> Any:
-    module = importlib.import_module(f"rocket_vla.commands.{command}")
+    module = importlib.import_module(f"rocket_vla.commands.{command.replace('-', '_')}")
     cls = CASES[command][0]
     return build_parser(cls, f"rocket {command}", module.DESCRIPTION,
                         getattr(module, "Options", None), presets=getattr(cls, "PRESETS", None))
@@ -79,7 +87,8 @@ def test_print_config_read_back_gives_the_same_config(command: str, tmp_path: Pa
     dumped.write_text(dump_yaml(expected))
     assert _parse(command, ["--config", str(dumped)]) == expected
     # a flag after the file still wins
-    assert _parse(command, ["--config", str(printed), "--seed", "5"]) == dataclasses.replace(expected, seed=5)
+    assert _parse(command, ["--config", str(printed), "--out_dir", "elsewhere"]) == dataclasses.replace(
+        expected, out_dir="elsewhere")
 
 
 @pytest.mark.parametrize("command, argv, words", [
@@ -93,6 +102,9 @@ def test_print_config_read_back_gives_the_same_config(command: str, tmp_path: Pa
     ("demo", ["--preset", "huge"], "unknown preset 'huge'"),
     ("demo", ["--steps", "0"], "steps must be at least 1"),
     ("demo", ["--config", "no_such_config"], "neither a file nor a shipped config"),
+    ("cache-teacher", ["--shard", "x"], "'x' is not INDEX/COUNT"),
+    ("cache-teacher", ["--teacher.input_size", "big"], "is not HxW"),
+    ("cache-teacher", ["--teacher.device", "cpu", "--dataset"], "expected one argument"),
 ])
 def test_a_bad_value_is_one_error_line(command: str, argv: list[str], words: str, capsys) -> None:
     assert main([command, *argv]) == 2
