@@ -43,10 +43,13 @@ CASES: dict[str, tuple[type, list[str], Any]] = {
              ["--preset", "smoke", "--tasks", "0,1", "--steps", "9", "--parallel_train", "--overwrite"],
              DemoConfig.preset("smoke", tasks=[0, 1], steps=9, parallel_train=True, overwrite=True)),
     "cache-teacher": (CacheFillConfig,
-                      ["--dataset", "d", "--teacher.kind", "vggt-random", "--teacher.input_size", "224x308",
-                       "--layers", "1,-1", "--cameras", "agentview_rgb", "--shard", "1/3", "--verify", "false"],
-                      CacheFillConfig(dataset="d", teacher=TeacherConfig(kind="vggt-random", input_size=(224, 308)),
-                                      layers=[1, -1], cameras=["agentview_rgb"], shard=(1, 3), verify=False)),
+                      ["--dataset", "d", "--teacher.kind", "vggt-random", "--teacher.input_size",
+                       "224x308", "--layers", "1,-1", "--cameras", "agentview_rgb", "--shard", "1/3",
+                       "--verify", "false"],
+                      CacheFillConfig(dataset="d",
+                                      teacher=TeacherConfig(kind="vggt-random", input_size=(224, 308)),
+                                      layers=[1, -1], cameras=["agentview_rgb"], shard=(1, 3),
+                                      verify=False)),
 }
 
 

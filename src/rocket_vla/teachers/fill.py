@@ -69,7 +69,8 @@ class CacheFillConfig:
             raise RocketError(f"--batch_size must be at least 1, got {self.batch_size}.")
 
 
-def fill_from_config(cfg: CacheFillConfig, log: Callable[[str], None] = print) -> tuple[FeatureCache, FillReport]:
+def fill_from_config(cfg: CacheFillConfig,
+                     log: Callable[[str], None] = print) -> tuple[FeatureCache, FillReport]:
     """:func:`fill_from_dataset` with the settings of one `rocket cache-teacher` run."""
     if not cfg.dataset:
         raise RocketError("no dataset was given; pass --dataset (the episode file or folder to cache).")
