@@ -1,5 +1,5 @@
-"""The generated command lines of `rocket eval`, `collect`, `demo` and `cache-teacher`
-(no simulator needed).
+"""The generated command lines of `rocket eval`, `collect`, `demo`, `cache-teacher` and
+`select-layers` (no simulator needed).
 
 Each command's flags come from its config dataclass: no flags give the dataclass's own
 defaults, flags give what constructing the dataclass by hand gives, ``--print_config``
@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from rocket_vla.align.pairing import LayerSelectionConfig, balanced_pairs
 from rocket_vla.cli import main
 from rocket_vla.config_cli import build_parser, dump_yaml, parse_config
 from rocket_vla.demo.config import DemoConfig
@@ -50,7 +51,15 @@ CASES: dict[str, tuple[type, list[str], Any]] = {
                                       teacher=TeacherConfig(kind="vggt-random", input_size=(224, 308)),
                                       layers=[1, -1], cameras=["agentview_rgb"], shard=(1, 3),
                                       verify=False)),
+    "select-layers": (LayerSelectionConfig, ["--student_depth", "6", "--teacher_depth", "4", "--pairs", "3"],
+                      LayerSelectionConfig(student_depth=6, teacher_depth=4, pairs=3)),
 }
+#: the flags a command cannot do without, and the fields they set
+REQUIRED: dict[str, tuple[list[str], dict[str, Any]]] = {
+    "select-layers": (["--student_depth", "32"], {"student_depth": 32}),
+}
+#: a flag given after --config FILE, and the field it sets
+OVERRIDE: dict[str, tuple[str, Any]] = {"select-layers": ("pairs", 2)}
 
 
 def _parser(command: str) -> Any:
@@ -68,7 +77,8 @@ def _parse(command: str, argv: list[str]) -> Any:
 @pytest.mark.parametrize("command", sorted(CASES))
 def test_no_flags_give_the_dataclass_defaults(command: str) -> None:
     cls = CASES[command][0]
-    assert _parse(command, []) == cls()
+    flags, values = REQUIRED.get(command, ([], {}))
+    assert _parse(command, flags) == cls(**values)
 
 
 @pytest.mark.parametrize("command", sorted(CASES))
@@ -90,8 +100,9 @@ def test_print_config_read_back_gives_the_same_config(command: str, tmp_path: Pa
     dumped.write_text(dump_yaml(expected))
     assert _parse(command, ["--config", str(dumped)]) == expected
     # a flag after the file still wins
-    assert _parse(command, ["--config", str(printed), "--out_dir", "elsewhere"]) == dataclasses.replace(
-        expected, out_dir="elsewhere")
+    name, value = OVERRIDE.get(command, ("out_dir", "elsewhere"))
+    again = _parse(command, ["--config", str(printed), f"--{name}", str(value)])
+    assert again == dataclasses.replace(expected, **{name: value})
 
 
 @pytest.mark.parametrize("command, argv, words", [
@@ -108,6 +119,8 @@ def test_print_config_read_back_gives_the_same_config(command: str, tmp_path: Pa
     ("cache-teacher", ["--shard", "x"], "'x' is not INDEX/COUNT"),
     ("cache-teacher", ["--teacher.input_size", "big"], "is not HxW"),
     ("cache-teacher", ["--teacher.device", "cpu", "--dataset"], "expected one argument"),
+    ("select-layers", [], "required: student_depth"),
+    ("select-layers", ["--student_depth", "6", "--format", "toml"], 'key "format"'),
 ])
 def test_a_bad_value_is_one_error_line(command: str, argv: list[str], words: str, capsys) -> None:
     assert main([command, *argv]) == 2
@@ -161,3 +174,17 @@ def test_eval_merges_folders_given_after_the_merge_flag(tmp_path: Path, capsys) 
     assert merged == [0, 1, 2]
     assert main(["eval", "--merge", str(tmp_path / "missing"), "--out_dir", str(tmp_path / "n")]) == 2
     assert capsys.readouterr().err.startswith("rocket eval: error:")
+
+
+def test_select_layers_writes_the_balanced_pairs_that_train_reads(tmp_path: Path, capsys) -> None:
+    from rocket_vla.train.config import TrainConfig
+
+    out = tmp_path / "pairs.yaml"
+    assert main(["select-layers", "--student_depth", "12", "--pairs", "4", "--format", "yaml",
+                 "--out", str(out)]) == 0
+    cfg, _ = parse_config(build_parser(TrainConfig, "rocket train", ""), TrainConfig, ["--config", str(out)])
+    assert (cfg.student_layers, cfg.teacher_layers) == tuple(balanced_pairs(12, 24, 4))
+    assert main(["select-layers", "--student_depth", "12", "--pairs", "4"]) == 0
+    flags = capsys.readouterr().out.strip().splitlines()[-1].split()
+    again, _ = parse_config(build_parser(TrainConfig, "rocket train", ""), TrainConfig, flags)
+    assert (again.student_layers, again.teacher_layers) == (cfg.student_layers, cfg.teacher_layers)

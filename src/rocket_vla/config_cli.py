@@ -227,13 +227,3 @@ def format_pairs(student: list[int], teacher: list[int], style: str) -> str:
     if style == "yaml":
         return f"student_layers: [{s}]\nteacher_layers: [{t}]\n"
     return f"--student_layers [{s.replace(' ', '')}] --teacher_layers [{t.replace(' ', '')}]"
-
-
-def split_csv(values: list[str] | None) -> list[str] | None:
-    """Repeated and/or comma-separated flag values -> one flat list (None when absent).
-
-    ``--tasks 0,1 --tasks 4`` -> ``["0", "1", "4"]``; empty items are dropped.
-    """
-    if not values:
-        return None
-    return [v for item in values for v in item.split(",") if v]
