@@ -24,7 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 #: commands whose flags are generated from their config dataclass: name -> module
 GENERATED_COMMANDS: dict[str, str] = {
     "train": "train", "eval": "eval", "collect": "collect", "demo": "demo",
-    "cache-teacher": "cache_teacher", "select-layers": "select_layers",
+    "cache-teacher": "cache_teacher", "select-layers": "select_layers", "profile": "profile",
 }
 
 

@@ -205,6 +205,23 @@ def _build(cls: type[T], data: dict[str, Any]) -> T:
     return cls(**kwargs)
 
 
+def parse_kind(argv: Sequence[str], kinds: dict[str, type], prog: str) -> tuple[str, Any]:
+    """``KIND --flags ...`` -> ``(KIND, kinds[KIND] parsed from the flags)``: one generated
+    command line per kind (``rocket profile cka ...``), each described by its docstring."""
+    summaries = {k: (cls.__doc__ or "").strip().splitlines()[0] for k, cls in kinds.items()}
+    if argv and argv[0] in ("-h", "--help"):
+        print(f"usage: {prog} {{{','.join(kinds)}}} [--help] [FLAGS]\n")
+        print("\n".join(f"  {k:<12} {text}" for k, text in summaries.items()))
+        raise SystemExit(0)
+    if not argv or argv[0] not in kinds:
+        got = f"unknown kind {argv[0]!r}" if argv else "no kind was given"
+        raise RocketError(f"{got}; name one of {', '.join(kinds)} first, e.g. `{prog} {next(iter(kinds))} "
+                          "--help`.")
+    kind, cls = argv[0], kinds[argv[0]]
+    config, _ = parse_command(argv[1:], cls, f"{prog} {kind}", summaries[kind])
+    return kind, config
+
+
 def dump_yaml(config: Any) -> str:
     """A config dataclass as YAML that ``--config`` reads back."""
     import yaml
