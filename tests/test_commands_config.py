@@ -1,5 +1,5 @@
-"""The generated command lines of `rocket eval`, `collect`, `demo`, `cache-teacher` and
-`select-layers` (no simulator needed).
+"""The generated command lines of `rocket eval`, `collect`, `demo`, `cache-teacher`,
+`select-layers` and `profile KIND` (no simulator needed).
 
 Each command's flags come from its config dataclass: no flags give the dataclass's own
 defaults, flags give what constructing the dataclass by hand gives, ``--print_config``
@@ -188,3 +188,43 @@ def test_select_layers_writes_the_balanced_pairs_that_train_reads(tmp_path: Path
     flags = capsys.readouterr().out.strip().splitlines()[-1].split()
     again, _ = parse_config(build_parser(TrainConfig, "rocket train", ""), TrainConfig, flags)
     assert (again.student_layers, again.teacher_layers) == (cfg.student_layers, cfg.teacher_layers)
+
+
+PROFILE_CASES = {
+    "cka": (["--student_layers", "1,-1", "--teacher_layers", "[2, 4]", "--mode", "mean",
+             "--progress", "false"],
+            dict(student_layers=[1, -1], teacher_layers=[2, 4], mode="mean", progress=False)),
+    "grad": (["--all_steps", "--params", "block", "--block", "0", "--batches", "2"],
+             dict(all_steps=True, params="block", block=0, batches=2)),
+    "projector": (["--samples", "8", "--all_steps"], dict(samples=8, all_steps=True)),
+    "importance": (["--windows", "1", "3", "--out_dir", "imp"], dict(windows=[1, 3], out_dir="imp")),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PROFILE_CASES))
+def test_profile_kinds_parse_print_and_read_back(kind: str, tmp_path: Path, capsys) -> None:
+    from rocket_vla.analysis.profile_config import PROFILES
+    from rocket_vla.config_cli import parse_kind
+
+    cls = PROFILES[kind]
+    assert parse_kind([kind, "--checkpoint", "run"], PROFILES, "rocket profile") == (kind, cls(["run"]))
+    flags, values = PROFILE_CASES[kind]
+    expected = cls(checkpoint=["a", "b"], **values)
+    assert parse_kind([kind, "--checkpoint", "a", "b", *flags], PROFILES, "rocket profile")[1] == expected
+    with pytest.raises(SystemExit):
+        main(["profile", kind, "--checkpoint", "a", "b", *flags, "--print_config"])
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(capsys.readouterr().out)
+    assert parse_kind([kind, "--config", str(printed)], PROFILES, "rocket profile")[1] == expected
+
+
+@pytest.mark.parametrize("argv, words", [
+    ([], "no kind was given"),
+    (["cca"], "unknown kind 'cca'"),
+    (["cka"], "required: checkpoint"),
+    (["grad", "--checkpoint", "a", "--batches", "x"], 'key "batches"'),
+])
+def test_profile_errors_are_one_line(argv: list[str], words: str, capsys) -> None:
+    assert main(["profile", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rocket profile: error: ") and err.count("\n") == 1 and words in err, err
