@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 GENERATED_COMMANDS: dict[str, str] = {
     "train": "train", "eval": "eval", "collect": "collect", "demo": "demo",
     "cache-teacher": "cache_teacher", "select-layers": "select_layers", "profile": "profile",
+    "train-teacher": "train_teacher",
 }
 
 
