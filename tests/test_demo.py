@@ -1,4 +1,4 @@
-"""`rocket demo --smoke`: every stage of the end-to-end demo on the real simulator, tiny sizes."""
+"""`rocket demo --preset smoke`: every stage of the end-to-end demo on the real simulator, tiny sizes."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _one_thread() -> Iterator[None]:
 @pytest.mark.libero
 def test_smoke_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys) -> None:
     run, cache = tmp_path / "run", tmp_path / "cache"
-    assert main(["demo", "--smoke", "--out", str(run), "--cache-dir", str(cache)]) == 0
+    assert main(["demo", "--preset", "smoke", "--out_dir", str(run), "--cache_dir", str(cache)]) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["variants"]) == {"baseline", "rocket"}
     layers = summary["probe_layers"]

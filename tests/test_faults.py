@@ -105,11 +105,11 @@ def test_second_eval_into_a_busy_folder_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.libero
 def test_two_real_evals_into_one_folder_record_each_trial_once(tmp_path: Path) -> None:
-    """Two `rocket eval` processes started together on one --out: one runs, the other is
+    """Two `rocket eval` processes started together on one --out_dir: one runs, the other is
     refused with one line, and every trial is recorded exactly once."""
     out = tmp_path / "eval"
-    cmd = [sys.executable, "-m", "rocket_vla.cli", "eval", "--suite", "libero_spatial", "--tasks", "0",
-           "--trials", "2", "--max-steps", "5", "--num-wait", "1", "--image-size", "32", "--out",
+    cmd = [sys.executable, "-m", "rocket_vla.cli", "eval", "--suites", "libero_spatial", "--tasks", "0",
+           "--trials", "2", "--max_steps", "5", "--num_wait", "1", "--image_size", "32", "--out_dir",
            str(out), "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -305,7 +305,7 @@ def test_collect_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
     first = CollectConfig(out_dir=str(out), image_size=64)
     saved = json.dumps({**asdict(first), "code_version": code_version()})
     (out / "collect_config.json").write_text(saved)
-    with pytest.raises(RocketError, match="different image_size; collect into a new --out"):
+    with pytest.raises(RocketError, match="different image_size; collect into a new --out_dir"):
         run_collection(CollectConfig(out_dir=str(out), image_size=32), progress=False)
     assert (out / "collect_config.json").read_text() == saved
 
@@ -437,13 +437,13 @@ def test_bad_numeric_eval_and_collect_settings_are_refused() -> None:
     from rocket_vla.envs.collect import CollectConfig
     from rocket_vla.envs.runner import EvalConfig
 
-    with pytest.raises(RocketError, match="--max-steps must be >= 1"):
+    with pytest.raises(RocketError, match="--max_steps must be >= 1"):
         EvalConfig(out_dir="x", max_steps=0)
-    with pytest.raises(RocketError, match="--num-wait must be >= 0, got -3"):
+    with pytest.raises(RocketError, match="--num_wait must be >= 0, got -3"):
         EvalConfig(out_dir="x", num_wait=-3)
-    with pytest.raises(RocketError, match="--variation-xy must be a finite value"):
+    with pytest.raises(RocketError, match="--variation_xy must be a finite value"):
         CollectConfig(out_dir="x", variation_xy=float("nan"))
-    with pytest.raises(RocketError, match="--num-wait must be >= 0"):
+    with pytest.raises(RocketError, match="--num_wait must be >= 0"):
         CollectConfig(out_dir="x", num_wait=-1)
     with pytest.raises(RocketError, match="lr must be a positive finite"):
         DemoConfig.preset("smoke", lr=float("nan"))
@@ -546,7 +546,7 @@ def test_eval_and_cache_folders_made_by_other_code_are_refused(tmp_path: Path) -
     saved = json.loads((out / "run_config.json").read_text())
     saved["code_version"]["source"] = "0" * 24
     (out / "run_config.json").write_text(json.dumps(saved))
-    with pytest.raises(RocketError, match="made by other rocket-vla code.*use a new --out"):
+    with pytest.raises(RocketError, match="made by other rocket-vla code.*use a new --out_dir"):
         _check_resume(cfg, out)
 
     _, cache = _small_cache(tmp_path, make_episodes(n=1, length=3))

@@ -70,24 +70,24 @@ def test_eval_runs_a_chunked_image_policy_with_video(tmp_path: Path) -> None:
 
 
 def test_eval_cli_rejects_bad_input(tmp_path: Path, capsys) -> None:
-    assert main(["eval", "--suite", "libero_moon", "--out", str(tmp_path / "a")]) == 2
+    assert main(["eval", "--suites", "libero_moon", "--out_dir", str(tmp_path / "a")]) == 2
     assert "unknown LIBERO suite" in capsys.readouterr().err
-    assert main(["eval", "--suite", "spatial", "--tasks", "11", "--out", str(tmp_path / "b")]) == 2
+    assert main(["eval", "--suites", "spatial", "--tasks", "11", "--out_dir", str(tmp_path / "b")]) == 2
     assert "use a task id in 0..9" in capsys.readouterr().err
-    assert main(["eval", "--suite", "spatial", "--tasks", "0", "--first-trial", "45",
-                 "--trials", "10", "--out", str(tmp_path / "c")]) == 2
-    assert "--first-trial + --trials <= 50" in capsys.readouterr().err
-    assert main(["eval", "--suite", "spatial", "--policy", "nope", "--workers", "2",
-                 "--out", str(tmp_path / "d")]) == 2
+    assert main(["eval", "--suites", "spatial", "--tasks", "0", "--first_trial", "45",
+                 "--trials", "10", "--out_dir", str(tmp_path / "c")]) == 2
+    assert "--first_trial + --trials <= 50" in capsys.readouterr().err
+    assert main(["eval", "--suites", "spatial", "--policy", "nope", "--workers", "2",
+                 "--out_dir", str(tmp_path / "d")]) == 2
     assert "unknown policy" in capsys.readouterr().err
 
 
 def test_collect_round_trip_and_crash_safety(tmp_path: Path) -> None:
     """Kill `rocket collect` after its first demo: every finished file reads back in full."""
     out = tmp_path / "demos"
-    cmd = [sys.executable, "-m", "rocket_vla.cli", "collect", "--suite", "libero_object",
-           "--tasks", "0", "--init-states", "3", "--frame-stride", "10", "--image-size", "64",
-           "--out", str(out), "--quiet"]
+    cmd = [sys.executable, "-m", "rocket_vla.cli", "collect", "--suites", "libero_object",
+           "--tasks", "0", "--init_states", "3", "--frame_stride", "10", "--image_size", "64",
+           "--out_dir", str(out), "--quiet"]
     proc = subprocess.Popen(cmd, env={**os.environ, "MUJOCO_GL": "egl"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -109,7 +109,7 @@ def test_collect_round_trip_and_crash_safety(tmp_path: Path) -> None:
     assert ep.obs["ee_pos"].shape == (t, 3) and ep.obs["joint_states"].shape == (t, 7)
     assert ep.attrs["agentview_intrinsics"].shape == (3, 3) and ep.attrs["frame_stride"] == 10
     assert set(np.unique(ep.actions[:, 6])) <= {-1.0, 1.0}  # LIBERO env convention
-    # 16 steps after the solve are kept (default --after-success), ending with an open hand
+    # 16 steps after the solve are kept (default --after_success), ending with an open hand
     assert t == int(ep.attrs["solved_at_step"]) + 16 and ep.actions[-1, 6] == -1.0
     assert 0.3 < float(np.median(ep.obs["agentview_depth"])) < 3.0  # metres
     log = [json.loads(line) for line in (out / "attempts.jsonl").read_text().splitlines()]

@@ -158,14 +158,14 @@ def test_four_shards_merged_equal_one_unsharded_run(tmp_path: Path) -> None:
     first trial) merged = one run, episode for episode down to the final MuJoCo state."""
     from rocket_vla.cli import main
 
-    common = ["eval", "--suite", "libero_spatial", "--tasks", "0", "--trials", "8", "--policy", "expert",
-              "--image-size", str(SIZE), "--max-steps", "30", "--quiet"]
-    assert main([*common, "--out", str(tmp_path / "whole")]) == 0
+    common = ["eval", "--suites", "libero_spatial", "--tasks", "0", "--trials", "8", "--policy", "expert",
+              "--image_size", str(SIZE), "--max_steps", "30", "--quiet"]
+    assert main([*common, "--out_dir", str(tmp_path / "whole")]) == 0
     shards = [tmp_path / f"shard{k}" for k in range(4)]
     for k, d in enumerate(shards):
-        assert main([*common, "--shard", f"{k}/4", "--out", str(d)]) == 0
+        assert main([*common, "--shard", f"{k}/4", "--out_dir", str(d)]) == 0
         assert [r["trial"] for r in read_results(d / "episodes.jsonl")] == [2 * k, 2 * k + 1]
-    assert main(["eval", "--merge", *map(str, shards), "--out", str(tmp_path / "merged")]) == 0
+    assert main(["eval", "--merge", *map(str, shards), "--out_dir", str(tmp_path / "merged")]) == 0
     keys = ("suite", "task_id", "trial", "success", "steps", "policy_calls", "final_state", "seeding")
     whole = [{k: r[k] for k in keys} for r in read_results(tmp_path / "whole" / "episodes.jsonl")]
     merged = [{k: r[k] for k in keys} for r in read_results(tmp_path / "merged" / "episodes.jsonl")]
@@ -173,8 +173,8 @@ def test_four_shards_merged_equal_one_unsharded_run(tmp_path: Path) -> None:
     assert len({r["final_state"] for r in whole}) == 8  # the digests do tell episodes apart
     other = tmp_path / "other"
     mixed = [x if x != "30" else "31" for x in common]  # another step budget
-    assert main([*mixed, "--trials", "1", "--out", str(other)]) == 0
-    assert main(["eval", "--merge", str(shards[1]), str(other), "--out", str(tmp_path / "mixed")]) == 2
+    assert main([*mixed, "--trials", "1", "--out_dir", str(other)]) == 0
+    assert main(["eval", "--merge", str(shards[1]), str(other), "--out_dir", str(tmp_path / "mixed")]) == 2
 
 
 SEEN_TASKS: list = []

@@ -60,25 +60,25 @@ def test_cli_fills_resumes_and_checks(tmp_path: Path, monkeypatch, capsys) -> No
     fake.list_episode_files = lambda path: [Path(path)]  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "rocket_vla.data.episodes", fake)
     out = tmp_path / "cache"
-    args = ["cache-teacher", str(data), "--out", str(out), "--teacher", "vggt-random",
-            "--vggt-size", "tiny", "--layers", "1,-1", "--input-size", "28"]
+    args = ["cache-teacher", "--dataset", str(data), "--out_dir", str(out), "--teacher.kind", "vggt-random",
+            "--teacher.vggt_size", "tiny", "--layers", "1,-1", "--teacher.input_size", "28"]
     assert main(args) == 0
     assert "wrote 2 episodes" in capsys.readouterr().out
     assert main(args) == 0
     assert "skipped 2 already cached" in capsys.readouterr().out
-    assert main(["cache-teacher", "--out", str(out), "--check"]) == 0
+    assert main(["cache-teacher", "--out_dir", str(out), "--check"]) == 0
     path = FeatureCache.open(out).path("0")
     path.write_bytes(path.read_bytes()[:-7])
-    assert main(["cache-teacher", "--out", str(out), "--check"]) == 1
+    assert main(["cache-teacher", "--out_dir", str(out), "--check"]) == 1
     assert main(args) == 0
     assert "recomputed episode 0" in capsys.readouterr().out
 
 
 def test_cli_user_errors_are_one_line(tmp_path: Path, capsys) -> None:
-    assert main(["cache-teacher", "--out", str(tmp_path), "--check"]) == 2
+    assert main(["cache-teacher", "--out_dir", str(tmp_path), "--check"]) == 2
     assert "not a teacher cache" in capsys.readouterr().err
-    assert main(["cache-teacher", str(tmp_path / "x"), "--out", str(tmp_path), "--teacher",
-                 "vggt", "--layers", "1"]) == 2
+    assert main(["cache-teacher", "--dataset", str(tmp_path / "x"), "--out_dir", str(tmp_path),
+                 "--teacher.kind", "vggt", "--layers", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rocket cache-teacher: error:")
 
@@ -86,7 +86,10 @@ def test_cli_user_errors_are_one_line(tmp_path: Path, capsys) -> None:
 @pytest.mark.parametrize("bad", ["1,a", "3/"])
 def test_cli_rejects_malformed_options(tmp_path: Path, bad: str, capsys) -> None:
     opt = "--layers" if "," in bad else "--shard"
-    assert main(["cache-teacher", "--out", str(tmp_path), opt, bad, "--check"]) == 2
+    assert main(["cache-teacher", "--out_dir", str(tmp_path), opt, bad, "--check"]) == 2
+    err = capsys.readouterr().err  # refused while parsing, before the (empty) folder is read
+    assert err.startswith("rocket cache-teacher: error:") and err.count("\n") == 1
+    assert ('key "layers"' if opt == "--layers" else "'3/' is not INDEX/COUNT") in err, err
 
 
 def test_build_teacher_and_sizes(tmp_path: Path) -> None:
@@ -102,7 +105,7 @@ def test_build_teacher_and_sizes(tmp_path: Path) -> None:
     random_tiny.save(path)  # type: ignore[attr-defined]
     loaded = build_teacher(TeacherConfig(kind="vggt", path=str(path), vggt_size="tiny"))
     assert loaded.fingerprint() == random_tiny.fingerprint()
-    with pytest.raises(RocketError, match="--teacher-path"):
+    with pytest.raises(RocketError, match="--teacher.path"):
         build_teacher(TeacherConfig(kind="hf"))
     with pytest.raises(RocketError, match="unknown"):
         build_teacher(TeacherConfig(kind="clip"))
@@ -121,9 +124,9 @@ def test_cli_on_real_episode_files(tmp_path: Path, capsys) -> None:
         ep = episodes_mod.Episode(np.zeros((6, 7), np.float32), obs, "pick", np.arange(0, 6, 2))
         writer.write(f"demo_{k}", ep)
     out = tmp_path / "cache"
-    assert main(["cache-teacher", str(tmp_path / "data"), "--out", str(out), "--teacher",
-                 "vggt-random", "--vggt-size", "tiny", "--layers", "-1", "--input-size",
-                 "28"]) == 0
+    assert main(["cache-teacher", "--dataset", str(tmp_path / "data"), "--out_dir", str(out),
+                 "--teacher.kind", "vggt-random", "--teacher.vggt_size", "tiny", "--layers", "-1",
+                 "--teacher.input_size", "28"]) == 0
     assert "wrote 2 episodes (6 steps" in capsys.readouterr().out
     cache = FeatureCache.open(out)
     assert cache.read("1", [4])[0].shape == (1, 2, 2, 2, 128)

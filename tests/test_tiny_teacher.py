@@ -142,7 +142,7 @@ def test_command_reports_bad_data_in_one_sentence(tmp_path: Path, capsys) -> Non
     err = capsys.readouterr().err.strip()
     assert "does not exist" in err and err.count("\n") == 0
     _write_episodes(tmp_path / "nodepth", 2, depth=False)
-    assert main(["train-teacher", "--data", str(tmp_path / "nodepth"), "--out",
+    assert main(["train-teacher", "--data", str(tmp_path / "nodepth"), "--out_dir",
                  str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert "agentview_depth" in err and "rocket collect" in err and err.count("\n") == 0
@@ -222,15 +222,15 @@ def test_command_trains_both_models_and_writes_a_consistent_card(tmp_path: Path,
 
     _write_episodes(tmp_path / "data", 3)
     out = tmp_path / "run"
-    args = ["train-teacher", "--data", str(tmp_path / "data"), "--out", str(out), "--steps", "3",
-            "--embed-dim", "32", "--depth", "1", "--heads", "2", "--patch-embed-depth", "1",
-            "--head-dim", "8", "--input-size", "28", "--small-size", "14", "--target-size", "14",
-            "--holdout", "0.34", "--threads", "1"]
+    args = ["train-teacher", "--data", str(tmp_path / "data"), "--out_dir", str(out), "--steps", "3",
+            "--embed_dim", "32", "--depth", "1", "--num_heads", "2", "--patch_embed_depth", "1",
+            "--head_dim", "8", "--input_size", "28", "--small_size", "14", "--target_size", "14",
+            "--holdout_fraction", "0.34", "--threads", "1"]
     assert main(args) == 0  # the single-view variant trains in a second process
     summary = capsys.readouterr().out
     assert "wrist_point_error" in summary and "second process" in summary
     # training both models one after the other gives the same weights and metrics
-    assert main([*args[:4], str(tmp_path / "seq"), *args[5:], "--sequential"]) == 0
+    assert main([*args[:4], str(tmp_path / "seq"), *args[5:], "--parallel", "false"]) == 0
     for name in ("model.safetensors", "single_view.safetensors"):
         a, b = load_file(out / name), load_file(tmp_path / "seq" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -56,7 +56,7 @@ def test_flags_override_configs_and_nested_keys_parse(tmp_path) -> None:
 
     parser = build_parser(TrainConfig, "rocket train", DESCRIPTION)
     pairs = tmp_path / "pairs.yaml"
-    assert main(["select-layers", "--student-depth", "6", "--teacher-depth", "4", "--pairs", "3",
+    assert main(["select-layers", "--student_depth", "6", "--teacher_depth", "4", "--pairs", "3",
                  "--format", "yaml", "--out", str(pairs)]) == 0
     cfg, _ = parse_config(parser, TrainConfig, ["--config", "naive", "--config", str(pairs),
                                                 "--lr", "0.01", "--augment.enabled", "false"])

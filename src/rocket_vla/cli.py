@@ -1,10 +1,9 @@
 """The `rocket` command: thin wiring from argv to the library, no logic of its own.
 
-Each sub-command lives in a module of :mod:`rocket_vla.commands`. Most expose
-``register(subparsers)`` (argparse); those whose flags are generated from a config
-dataclass (:mod:`rocket_vla.config_cli`) expose ``HELP`` and ``main(argv)`` and get the
-rest of the command line. Modules are imported lazily so that ``rocket --version`` and
-the core commands stay fast and need only torch.
+Each sub-command lives in a module of :mod:`rocket_vla.commands` that exposes ``HELP``
+(its line in ``rocket --help``) and ``main(argv)``; its flags are generated from a config
+dataclass (:mod:`rocket_vla.config_cli`). Modules are imported lazily, only the one that
+runs, so that ``rocket --version`` and the core commands stay fast and need only torch.
 """
 
 from __future__ import annotations
@@ -17,28 +16,26 @@ from collections.abc import Callable
 from rocket_vla import __version__
 from rocket_vla.errors import RocketError
 
-# Sub-command modules under rocket_vla.commands, in the order `rocket --help` lists them.
-COMMAND_MODULES: tuple[str, ...] = (
-    "demo", "select_layers", "collect", "eval", "train", "train_teacher", "cache_teacher", "profile",
-    "reproduce",
-)
-#: commands whose flags are generated from their config dataclass: name -> module
-GENERATED_COMMANDS: dict[str, str] = {"train": "train", "reproduce": "reproduce"}
+#: sub-command -> module under rocket_vla.commands, in the order `rocket --help` lists them
+COMMANDS: dict[str, str] = {
+    "demo": "demo", "select-layers": "select_layers", "collect": "collect", "eval": "eval",
+    "train": "train", "train-teacher": "train_teacher", "cache-teacher": "cache_teacher",
+    "profile": "profile", "reproduce": "reproduce",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """``rocket --help`` / ``--version``: the list of commands (each parses its own flags)."""
     parser = argparse.ArgumentParser(
         prog="rocket",
-        description="ROCKET multi-layer alignment for vision-language-action models.",
+        description="ROCKET multi-layer alignment for vision-language-action models. "
+        "`rocket COMMAND --help` lists a command's flags.",
     )
     parser.add_argument("--version", action="version", version=f"rocket-vla {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(f"rocket_vla.commands.{name}")
-        if name in GENERATED_COMMANDS.values():
-            sub.add_parser(name.replace("_", "-"), help=module.HELP, add_help=False)
-        else:
-            module.register(sub)
+    for name, module in COMMANDS.items():
+        sub.add_parser(name, help=importlib.import_module(f"rocket_vla.commands.{module}").HELP,
+                       add_help=False)
     return parser
 
 
@@ -54,15 +51,13 @@ def _guarded(command: str, fn: Callable[[], int | None]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in GENERATED_COMMANDS:
-        module = importlib.import_module(f"rocket_vla.commands.{GENERATED_COMMANDS[argv[0]]}")
+    if argv and argv[0] in COMMANDS:
+        module = importlib.import_module(f"rocket_vla.commands.{COMMANDS[argv[0]]}")
         return _guarded(argv[0], lambda: module.main(argv[1:]))
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    return _guarded(args.command, lambda: args.func(args))
+    parser.parse_args(argv)  # --help, --version, or an unknown command (argparse's message)
+    parser.print_help()
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

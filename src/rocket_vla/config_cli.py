@@ -15,7 +15,7 @@ by name, ``--config PATH`` reads any file.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,16 +47,46 @@ def resolve_config(value: str) -> str:
 _BOOL_WORDS = {"true", "false", "yes", "no", "1", "0", "on", "off"}
 
 
-def _bool_fields(config_cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(config_cls) if f.type in (bool, "bool")}
+def _typed_options(parser: Any) -> tuple[set[str], set[str]]:
+    """The parser's boolean options and its list options, as ``--name`` strings."""
+    from typing import Union, get_args, get_origin
+
+    switches: set[str] = set()
+    lists: set[str] = set()
+    for action in parser._actions:
+        hint = getattr(action, "_typehint", None)  # jsonargparse keeps each option's type here
+        options = [o for o in action.option_strings if o.startswith("--")]
+        if hint is bool:
+            switches.update(options)
+        kinds = get_args(hint) if get_origin(hint) is Union or type(hint).__name__ == "UnionType" else (hint,)
+        if any(get_origin(k) is list for k in kinds):
+            lists.update(options)
+    return switches, lists
 
 
-def _normalise_argv(argv: Sequence[str], config_cls: type) -> list[str]:
-    """Rewrite ``--config NAME`` to the shipped file's path and a bare boolean switch
-    (``--overwrite``) to ``--overwrite true``, as users of argparse expect."""
+def _flow_list(words: Sequence[str]) -> str:
+    """``["0,cook", "4"]`` -> ``'[0, "cook", 4]'``: numbers stay numbers, the rest are strings."""
+    import json
+
+    items = [item for word in words for item in word.split(",") if item]
+    return "[" + ", ".join(i if _is_number(i) else json.dumps(i) for i in items) + "]"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity")
+
+
+def _normalise_argv(argv: Sequence[str], parser: Any) -> list[str]:
+    """Rewrite what argparse users type into what jsonargparse reads: ``--config NAME`` to
+    the shipped file's path, a bare boolean switch (``--overwrite``) to ``--overwrite true``,
+    and a list given as words (``--tasks 0,1`` or ``--merge a b``) to a YAML list."""
     out: list[str] = []
     args = list(argv)
-    switches = {f"--{name}" for name in _bool_fields(config_cls)}
+    switches, lists = _typed_options(parser)
     i = 0
     while i < len(args):
         arg = args[i]
@@ -68,6 +98,14 @@ def _normalise_argv(argv: Sequence[str], config_cls: type) -> list[str]:
             out += [arg, "true"]
             i += 1
             continue
+        value = args[i + 1] if i + 1 < len(args) else "--"
+        if arg in lists and not value.startswith(("[", "--")) and value.lower() not in ("null", "none"):
+            end = i + 1
+            while end < len(args) and not args[end].startswith("--"):
+                end += 1
+            out += [arg, _flow_list(args[i + 1:end])]
+            i = end
+            continue
         if arg.startswith("--config="):
             out.append("--config=" + resolve_config(arg.split("=", 1)[1]))
         else:
@@ -76,41 +114,79 @@ def _normalise_argv(argv: Sequence[str], config_cls: type) -> list[str]:
     return out
 
 
-def build_parser(config_cls: type, prog: str, description: str,
-                 extra: Callable[[Any], None] | None = None) -> Any:
-    """A parser whose options are ``config_cls``'s fields, plus ``--config`` and ``extra``'s."""
+def build_parser(config_cls: type, prog: str, description: str, options: type | None = None,
+                 presets: dict[str, dict[str, Any]] | None = None, shipped: bool = False) -> Any:
+    """A parser whose flags are ``config_cls``'s fields, plus ``--config`` and, from a second
+    dataclass ``options``, the command's own switches (modes, progress bars) that are no
+    part of the configuration.
+
+    ``presets`` (name -> field values) adds ``--preset NAME``: that preset's values become
+    the defaults, which ``--config`` files and flags then override. ``shipped``: the help of
+    ``--config`` lists the shipped (training) configurations."""
     from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter, set_parsing_settings
 
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
     parser = ArgumentParser(prog=prog, description=description, exit_on_error=False,
                             formatter_class=DefaultHelpFormatter)
+    if presets:
+        parser.add_argument("--preset", choices=tuple(presets), default=next(iter(presets)),
+                            help="named set of defaults that --config files and flags override")
+    names = f" (or shipped config name: {', '.join(shipped_configs())})" if shipped else ""
     parser.add_argument("--config", action=ActionConfigFile,
-                        help="YAML file (or shipped config name: "
-                        f"{', '.join(shipped_configs())}); repeat to compose, flags override")
+                        help=f"YAML file{names}; repeat to compose, flags override")
     parser.add_class_arguments(config_cls, None, as_group=False)
-    if extra is not None:
-        extra(parser)
+    if options is not None:
+        parser.add_class_arguments(options, None, as_group=False)
     return parser
 
 
-def parse_config(parser: Any, config_cls: type[T], argv: Sequence[str],
-                 extra_keys: Sequence[str] = ()) -> tuple[T, dict[str, Any]]:
-    """Parse ``argv`` into a ``config_cls`` instance and a dict of the command-only options."""
+def _preset_name(argv: Sequence[str], names: Sequence[str]) -> str:
+    """The last ``--preset NAME`` (or ``--preset=NAME``) of ``argv``, else the first preset."""
+    chosen = names[0]
+    for i, arg in enumerate(argv):
+        if arg == "--preset" and i + 1 < len(argv):
+            chosen = argv[i + 1]
+        elif arg.startswith("--preset="):
+            chosen = arg.split("=", 1)[1]
+    if chosen not in names:
+        raise RocketError(f"unknown preset {chosen!r}; choose one of {', '.join(names)}.")
+    return chosen
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    return {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+
+
+def parse_config(parser: Any, config_cls: type[T], argv: Sequence[str], options: type | None = None,
+                 presets: dict[str, dict[str, Any]] | None = None) -> tuple[T, Any]:
+    """Parse ``argv`` into a ``config_cls`` instance and an ``options`` instance (None
+    without ``options``)."""
     from argparse import ArgumentError
 
+    if presets:  # every field some preset sets gets this preset's value or the dataclass's
+        name = _preset_name(argv, list(presets))
+        base = _defaults(config_cls)
+        keys = {k for values in presets.values() for k in values}
+        parser.set_defaults(**{k: presets[name].get(k, base[k]) for k in keys})
     try:
-        ns = parser.parse_args(_normalise_argv(argv, config_cls))
+        ns = parser.parse_args(_normalise_argv(argv, parser))
     except ArgumentError as err:  # one line naming the fix, like every other user error
         detail = " ".join(str(err).split())
         raise RocketError(f"{detail}; see `{parser.prog} --help`.") from None
-    ns_dict = ns.as_dict()
-    extras = {k: ns_dict.pop(k) for k in extra_keys}
-    ns_dict.pop("config", None)
-    ns_dict.pop("__path__", None)
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    fields = {k: v for k, v in ns_dict.items() if k in names}
-    config = _build(config_cls, fields)
-    return config, extras
+    values = ns.as_dict()
+    config = _build(config_cls, {k: v for k, v in values.items() if k in _defaults(config_cls)})
+    extra = None if options is None else _build(options, {k: v for k, v in values.items()
+                                                          if k in _defaults(options)})
+    return config, extra
+
+
+def parse_command(argv: Sequence[str], config_cls: type[T], prog: str, description: str,
+                  options: type | None = None, presets: dict[str, dict[str, Any]] | None = None,
+                  shipped: bool = False) -> tuple[T, Any]:
+    """:func:`build_parser` + :func:`parse_config`: what a command's ``main(argv)`` calls."""
+    parser = build_parser(config_cls, prog, description, options, presets, shipped)
+    return parse_config(parser, config_cls, argv, options, presets)
 
 
 def _build(cls: type[T], data: dict[str, Any]) -> T:
@@ -127,6 +203,23 @@ def _build(cls: type[T], data: dict[str, Any]) -> T:
             value = tuple(value)
         kwargs[f.name] = value
     return cls(**kwargs)
+
+
+def parse_kind(argv: Sequence[str], kinds: dict[str, type], prog: str) -> tuple[str, Any]:
+    """``KIND --flags ...`` -> ``(KIND, kinds[KIND] parsed from the flags)``: one generated
+    command line per kind (``rocket profile cka ...``), each described by its docstring."""
+    summaries = {k: (cls.__doc__ or "").strip().splitlines()[0] for k, cls in kinds.items()}
+    if argv and argv[0] in ("-h", "--help"):
+        print(f"usage: {prog} {{{','.join(kinds)}}} [--help] [FLAGS]\n")
+        print("\n".join(f"  {k:<12} {text}" for k, text in summaries.items()))
+        raise SystemExit(0)
+    if not argv or argv[0] not in kinds:
+        got = f"unknown kind {argv[0]!r}" if argv else "no kind was given"
+        raise RocketError(f"{got}; name one of {', '.join(kinds)} first, e.g. `{prog} {next(iter(kinds))} "
+                          "--help`.")
+    kind, cls = argv[0], kinds[argv[0]]
+    config, _ = parse_command(argv[1:], cls, f"{prog} {kind}", summaries[kind])
+    return kind, config
 
 
 def dump_yaml(config: Any) -> str:
@@ -151,13 +244,3 @@ def format_pairs(student: list[int], teacher: list[int], style: str) -> str:
     if style == "yaml":
         return f"student_layers: [{s}]\nteacher_layers: [{t}]\n"
     return f"--student_layers [{s.replace(' ', '')}] --teacher_layers [{t.replace(' ', '')}]"
-
-
-def split_csv(values: list[str] | None) -> list[str] | None:
-    """Repeated and/or comma-separated flag values -> one flat list (None when absent).
-
-    ``--tasks 0,1 --tasks 4`` -> ``["0", "1", "4"]``; empty items are dropped.
-    """
-    if not values:
-        return None
-    return [v for item in values for v in item.split(",") if v]

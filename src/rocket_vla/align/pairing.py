@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -49,6 +50,22 @@ def balanced_pairs(
     student = [p + 1 for p in balanced_select(student_depth, k)]
     teacher = [p + 1 for p in balanced_select(teacher_depth, k)]
     return student, teacher
+
+
+@dataclass
+class LayerSelectionConfig:
+    """A balanced selection (``rocket select-layers``'s flags are generated from it)."""
+
+    student_depth: int
+    """number of student blocks"""
+    teacher_depth: int = 24
+    """number of teacher blocks (VGGT: 24)"""
+    pairs: int = 10
+    """number of pairs (paper: 10)"""
+
+    def select(self) -> tuple[list[int], list[int]]:
+        """The pairs as hidden-state indices: :func:`balanced_pairs` of these settings."""
+        return balanced_pairs(self.student_depth, self.teacher_depth, self.pairs)
 
 
 def _as_matrix(similarity: torch.Tensor | Sequence[Sequence[float]]) -> torch.Tensor:

@@ -278,7 +278,7 @@ def batch_sizes(num_samples: int, batch_size: int, minimum: int = MIN_SAMPLES["d
     if batch_size < minimum:
         raise RocketError(
             f"the CKA batch size must be at least {minimum} for the debiased estimator, got "
-            f"{batch_size}; raise --batch-size."
+            f"{batch_size}; raise --batch_size."
         )
     count = max(1, min(-(-num_samples // batch_size), num_samples // minimum))
     base, extra = divmod(num_samples, count)

@@ -165,7 +165,7 @@ class StudentSubject:
         if num_samples < 1 or batch_size < 1:
             raise RocketError(
                 f"asked for {num_samples} samples in batches of {batch_size}; both must be at "
-                "least 1 (raise --samples/--batches or --batch-size)."
+                "least 1 (raise --samples/--batches or --batch_size)."
             )
         index = sample_indices(len(self.dataset), num_samples, self.seed)
         sizes = batch_sizes(len(index), batch_size, minimum=min(len(index), minimum))

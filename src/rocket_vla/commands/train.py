@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
 DESCRIPTION = (
     "Train on LIBERO-layout HDF5 episodes. --variant picks one of the paper's five presets; "
@@ -22,20 +22,20 @@ DESCRIPTION = (
 HELP = "train a student with ROCKET alignment (or a baseline) on LIBERO episodes"
 
 
-def _command_options(parser: Any) -> None:
-    parser.add_argument("--resume", type=str | None, default=None,
-                        help="checkpoint or run folder to continue from ('auto' = --out_dir)")
+@dataclass
+class Options:
+    resume: str | None = None
+    """checkpoint or run folder to continue from ('auto' = --out_dir)"""
 
 
 def main(argv: Sequence[str]) -> int:
-    from rocket_vla.config_cli import build_parser, parse_config
+    from rocket_vla.config_cli import parse_command
     from rocket_vla.train import Trainer
     from rocket_vla.train.config import TrainConfig
 
-    parser = build_parser(TrainConfig, "rocket train", DESCRIPTION, _command_options)
-    cfg, extra = parse_config(parser, TrainConfig, argv, extra_keys=("resume",))
+    cfg, opts = parse_command(argv, TrainConfig, "rocket train", DESCRIPTION, Options, shipped=True)
     cfg.variant = cfg.variant.replace("-", "_")
-    resume = cfg.out_dir if extra["resume"] == "auto" else extra["resume"]
+    resume = cfg.out_dir if opts.resume == "auto" else opts.resume
     trainer = Trainer(cfg, resume=resume)
     result = trainer.fit()
     summary = {"step": result.step, "seconds": round(result.seconds, 2),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from rocket_vla.errors import RocketError
 
@@ -17,42 +17,66 @@ class DemoConfig:
     init states ``0 .. eval_trials - 1``, so no evaluated start was ever demonstrated."""
 
     out_dir: str = "runs/demo"
+    """run folder: summary table, plots, the variants' runs"""
     cache_dir: str = ".rocket_cache"
+    """where collected demonstrations are cached (shared between runs)"""
     suite: str = "libero_spatial"
+    """LIBERO suite the demonstrations and evaluations come from"""
     tasks: list[int] = field(default_factory=lambda: [0])
-    train_demos: int = 26  # per task
-    heldout_demos: int = 4  # per task: action L1 and the probe's test split
+    """task ids of the suite"""
+    train_demos: int = 26
+    """training demonstrations per task"""
+    heldout_demos: int = 4
+    """held-out demonstrations per task: action L1 and the probe's test split"""
     demo_first_init: int = 20
-    eval_trials: int = 20  # per task
+    """official init state of the first demonstration"""
+    eval_trials: int = 20
+    """closed-loop trials per task (init states 0 .. eval_trials - 1)"""
     image_size: int = 64
+    """camera resolution of collection, training and evaluation"""
     frame_stride: int = 2
-    after_success: int = 16  # expert steps recorded after the solve (see CollectConfig)
+    """frames recorded every k steps"""
+    after_success: int = 16
+    """expert steps recorded after the solve (see CollectConfig)"""
     model: str = "demo"
+    """MiniVLA size preset"""
     variants: list[str] = field(default_factory=lambda: ["baseline", "rocket"])
+    """variants trained on the same data and seed"""
     steps: int = 1500
+    """training steps per variant"""
     batch_size: int = 32
+    """training batch size"""
     lr: float = 1e-3
+    """learning rate"""
     num_pairs: int = 4
+    """aligned layer pairs (balanced selection)"""
     teacher: str = "tiny"
-    # compute the teacher's features of the training frames once and train from that
-    # cache (False: run the teacher live on every batch, as `rocket train --teacher` does)
+    """teacher spec as for `rocket train`"""
     cache_teacher: bool = True
+    """compute the teacher's features of the training frames once and train from that cache
+    (false: run the teacher live on every batch, as `rocket train --teacher` does)"""
     workers: int = 2
-    # torch threads for training and probing: MiniVLA's matmuls are too small to gain from a
-    # second thread, and with the cores shared (e.g. by the simulator workers) a second
-    # thread made training several times slower here. 0 keeps torch's default.
+    """parallel simulator workers"""
     threads: int = 1
-    # train the variants at the same time, one single-threaded process each (if the
-    # machine has a core per variant); results are the same as training them in turn
+    """torch threads for training and probing (0: torch's default). MiniVLA's matmuls are too
+    small to gain from a second thread, and with the cores shared (e.g. by the simulator
+    workers) a second thread made training several times slower here"""
     parallel_train: bool = True
-    log_seconds: float = 30.0  # progress line interval while variants train in parallel
+    """train the variants at the same time, one single-threaded process each (if the machine
+    has a core per variant; results are the same as in turn); false trains them in turn"""
+    log_seconds: float = 30.0
+    """progress line interval while variants train in parallel"""
     seed: int = 0
-    probe_frames: int = 12  # frames per episode fed to the spatial probe
-    # redo a run folder made with other settings or code instead of refusing it
+    """seed of collection, training and evaluation"""
+    probe_frames: int = 12
+    """frames per episode fed to the spatial probe"""
     overwrite: bool = False
+    """redo a run folder made with other settings or code instead of refusing it"""
 
-    PRESETS = {
+    #: named sets of defaults (``rocket demo --preset NAME``); the first is the default
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "default": {},
+        # about 7 minutes on 2 cores
         "quick": dict(train_demos=12, heldout_demos=3, demo_first_init=10, eval_trials=6, steps=600,
                       probe_frames=8),
         # the smallest run that still exercises every stage (used by the test suite)

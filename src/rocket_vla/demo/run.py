@@ -100,7 +100,7 @@ def check_resumable(run: Path, cfg: DemoConfig, identity: dict[str, Any] | None 
     try:
         old = json.loads(saved.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        raise RocketError(f"{saved} is unreadable; pass a new --out folder.") from None
+        raise RocketError(f"{saved} is unreadable; pass a new --out_dir folder.") from None
     new = identity if identity is not None else run_identity(cfg)
     changed = sorted(k for k in set(old) | set(new) if k not in _RUN_ONLY and old.get(k) != new.get(k))
     if changed and cfg.overwrite:
@@ -109,7 +109,7 @@ def check_resumable(run: Path, cfg: DemoConfig, identity: dict[str, Any] | None 
         what = ", ".join("rocket-vla code" if k == "code" else k for k in changed)
         raise RocketError(
             f"the run folder {run} was made with other settings or code ({what}); pass a new "
-            "--out folder, --overwrite to redo it, or the same settings and code to resume it."
+            "--out_dir folder, --overwrite to redo it, or the same settings and code to resume it."
         )
 
 
@@ -126,7 +126,7 @@ def check_data(run: Path, train_dir: Path, heldout_dir: Path) -> None:
         if old != data:
             raise RocketError(
                 f"the run folder {run} was made from other demonstrations than those in "
-                f"{train_dir.parent}; pass a new --out folder or --overwrite to redo it."
+                f"{train_dir.parent}; pass a new --out_dir folder or --overwrite to redo it."
             )
     path.write_text(json.dumps(data, indent=2), encoding="utf-8")
 

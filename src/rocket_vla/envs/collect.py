@@ -35,51 +35,67 @@ EPISODE_FIELDS = ("frame_stride", "image_size", "depth", "seed", "max_steps", "n
 
 @dataclass
 class CollectConfig:
-    """One collection run (``rocket collect --help`` spells these as flags)."""
+    """One collection run; ``rocket collect``'s flags are generated from these fields."""
 
-    out_dir: str
+    out_dir: str = "runs/demos"
+    """dataset folder (episodes, attempts.jsonl)"""
     suites: list[str] = field(default_factory=lambda: ["libero_spatial"])
-    tasks: list[str] | None = None
-    init_states: int = 50  # official init states 0..n-1 per task
+    """libero_spatial | libero_object | libero_goal (several: [a,b] or a,b)"""
+    tasks: list[int | str] | None = None
+    """task ids or names (None: all)"""
+    init_states: int = 50
+    """official init states per task (first_init .. first_init + init_states - 1)"""
     first_init: int = 0
-    variations: int = 0  # extra randomised variations per init state
-    variation_xy: float = 0.02  # metres: uniform object shift in the table plane
-    variation_joints: float = 0.03  # radians: uniform arm joint jitter
-    frame_stride: int = 1  # render images every k steps (1 = every step, like LIBERO)
+    """first official init state"""
+    variations: int = 0
+    """randomised variations per init state (objects shifted, arm jittered)"""
+    variation_xy: float = 0.02
+    """object shift range in the table plane (metres, uniform)"""
+    variation_joints: float = 0.03
+    """arm joint jitter (radians, uniform)"""
+    frame_stride: int = 1
+    """render frames every k steps (1 = every step, like LIBERO)"""
     image_size: int = 128
+    """camera resolution"""
     depth: bool = True
-    render: str = "decision"  # "every_step" only to measure what decision-step rendering saves
+    """record metric depth maps (false skips them)"""
+    render: str = "decision"
+    """every_step only to measure what decision-step rendering saves"""
     workers: int = 1
+    """parallel simulator processes"""
     seed: int = 0
+    """seed of the variations and the experts"""
     max_steps: int | None = None
+    """step budget per attempt (None: the suite's)"""
     num_wait: int = 10
-    # Steps the expert keeps acting (and being recorded) after the task is solved. The
-    # solve is detected while the gripper is still opening, so an episode cut at that
+    """no-op steps before the expert acts"""
+    after_success: int = 16
+    """steps recorded after the task is solved (the release and retreat)"""
+    # The solve is detected while the gripper is still opening, so an episode cut at that
     # step holds almost no open-gripper frames after placing; an L1 policy trained on it
     # learns "keep holding" and never lets go. Evaluation stops at success regardless.
-    after_success: int = 16
 
     def __post_init__(self) -> None:
         if self.frame_stride < 1:
-            raise RocketError("--frame-stride must be >= 1.")
+            raise RocketError("--frame_stride must be >= 1.")
         if self.after_success < 0:
-            raise RocketError("--after-success must be >= 0.")
+            raise RocketError("--after_success must be >= 0.")
         if self.init_states < 1 or self.variations < 0:
-            raise RocketError("--init-states must be >= 1 and --variations >= 0.")
+            raise RocketError("--init_states must be >= 1 and --variations >= 0.")
         if self.workers < 1:
             raise RocketError(f"--workers must be >= 1, got {self.workers}.")
         if self.max_steps is not None and self.max_steps < 1:
-            raise RocketError(f"--max-steps must be >= 1 (or left out for the suite's budget), got "
+            raise RocketError(f"--max_steps must be >= 1 (or left out for the suite's budget), got "
                               f"{self.max_steps}.")
         for name in ("num_wait", "seed", "first_init"):
             if getattr(self, name) < 0:
-                raise RocketError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}.")
+                raise RocketError(f"--{name} must be >= 0, got {getattr(self, name)}.")
         if self.image_size < 8:
-            raise RocketError(f"--image-size must be at least 8 pixels, got {self.image_size}.")
+            raise RocketError(f"--image_size must be at least 8 pixels, got {self.image_size}.")
         for name in ("variation_xy", "variation_joints"):
             value = getattr(self, name)
             if not (value >= 0 and value < float("inf")):  # also refuses nan
-                raise RocketError(f"--{name.replace('_', '-')} must be a finite value >= 0, got {value}.")
+                raise RocketError(f"--{name} must be a finite value >= 0, got {value}.")
 
 
 @dataclass(frozen=True)
@@ -219,7 +235,7 @@ def plan_collection(cfg: CollectConfig, done: set[tuple[str, int, int, int]]) ->
             if last >= n:
                 raise RocketError(
                     f"init state {last} is out of range for {suite} task {spec.task_id} "
-                    f"({n} states); use --first-init + --init-states <= {n}."
+                    f"({n} states); use --first_init + --init_states <= {n}."
                 )
             items = tuple((k, v) for k in range(cfg.first_init, last + 1)
                           for v in range(cfg.variations + 1)
@@ -253,7 +269,7 @@ def _collect_locked(cfg: CollectConfig, progress: bool) -> dict[str, Any]:
     settings = out / "collect_config.json"
     run_records.check_settings(
         settings, asdict(cfg), EPISODE_FIELDS, what=str(out),
-        fix="collect into a new --out folder, or use the same settings and code to resume.")
+        fix="collect into a new --out_dir folder, or use the same settings and code to resume.")
     settings.write_text(json.dumps({**asdict(cfg), "code_version": code_version()}, indent=2),
                         encoding="utf-8")
     log = out / ATTEMPTS_FILE

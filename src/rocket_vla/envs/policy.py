@@ -14,7 +14,7 @@ Observation dict passed to :meth:`Policy.act` (all numpy arrays):
                LIBERO datasets store ``ee_ori``), the two gripper finger joints (2, metres).
 ``step``       () int64 -- policy steps executed so far in this episode (0 at the first call).
 
-H = W = the run's image size (``--image-size``, default 256 like the paper and the official
+H = W = the run's image size (``--image_size``, default 256 like the paper and the official
 clients). :mod:`rocket_vla.data.preprocess` has the official clients' resizing presets.
 Images are present only when the policy's ``needs_images`` is true (the default); a policy
 that sets ``needs_state = True`` (the scripted experts) also gets privileged simulator state
@@ -33,7 +33,7 @@ means the policy already returns LIBERO's convention and the value passes throug
 (the openpi client's rule). The first ``actions_per_chunk`` actions of the chunk (attribute
 of the policy, default: all) are executed open-loop; the next observation is read after the
 last of them. ``on_error = "fail"`` makes an exception end the episode as a failure instead
-of aborting the run. ``rocket eval --gripper/--actions-per-chunk/--on-error`` override all three.
+of aborting the run. ``rocket eval --gripper/--actions_per_chunk/--on_error`` override all three.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def register_policy(name: str, factory: PolicyFactory | str) -> None:
     workers are separate processes, so they rebuild the policy from the factory's import
     path: register a module-level function (not a lambda) or workers fall back to the path
     being unimportable and the run fails with a clear error. kwargs come from the command
-    line (``--checkpoint PATH`` becomes ``checkpoint=PATH``, ``--policy-arg k=v`` adds more).
+    line (``--checkpoint PATH`` becomes ``checkpoint=PATH``, ``--policy_kwargs.k v`` adds more).
     """
     if not name or not isinstance(name, str):
         raise RocketError("a policy name must be a non-empty string; pass e.g. 'minivla'.")
@@ -151,6 +151,20 @@ def factory_path(name: str) -> str:
             "module-level function so evaluation workers can import it."
         )
     return f"{module}:{qualname}"
+
+
+def factory_kwargs(name: str, kwargs: dict[str, Any], checkpoint: str | None) -> dict[str, Any]:
+    """What ``rocket eval`` passes to the factory of policy ``name``: ``kwargs`` plus
+    ``checkpoint=`` (``--checkpoint``), and for a student kind ``student=name`` so that a
+    checkpoint of another kind is refused."""
+    if name == "checkpoint" and not checkpoint and "checkpoint" not in kwargs:
+        raise RocketError("--policy checkpoint needs --checkpoint PATH.")
+    out = dict(kwargs)
+    if checkpoint:
+        out["checkpoint"] = checkpoint
+    if name in _student_kinds():
+        out.setdefault("student", name)
+    return out
 
 
 def load_factory(path: str) -> PolicyFactory:

@@ -2,7 +2,7 @@
 
 The offline stand-in for the paper's LIBERO-Plus table. Built from episode records alone
 (``episodes.jsonl`` of one run, or of a merge), so it can be recomputed at any time:
-``rocket eval --suite libero_spatial,libero_spatial_swap,libero_spatial_lan ...`` writes it
+``rocket eval --suites libero_spatial,libero_spatial_swap,libero_spatial_lan ...`` writes it
 as ``robustness.md`` / ``robustness.json`` next to the usual summary whenever a perturbed
 suite is among the results.
 

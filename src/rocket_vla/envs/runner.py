@@ -33,66 +33,93 @@ SEEDING = ("official", "per_episode")
 
 @dataclass
 class EvalConfig:
-    """One evaluation run (see ``rocket eval --help`` for the command-line spelling)."""
+    """One evaluation run; ``rocket eval``'s flags are generated from these fields."""
 
-    out_dir: str
+    out_dir: str = "runs/eval"
+    """run folder: episodes.jsonl, summary.{json,md}, videos"""
     suites: list[str] = field(default_factory=lambda: ["libero_spatial"])
-    tasks: list[str] | None = None  # task ids or names, applied to every suite; None = all
-    trials: int = 50  # trial k uses init state k
+    """libero_spatial | libero_object | libero_goal | libero_10, or a LIBERO-PRO variant
+    <suite>_swap|_object|_lan|_task (several: with perturbed suites OUT/robustness.md compares them)"""
+    tasks: list[int | str] | None = None
+    """task ids or names, applied to every suite (None: all 10)"""
+    trials: int = 50
+    """trials per task (paper: 50); trial k starts from init state k"""
     first_trial: int = 0
+    """first init-state index"""
     policy: str = "expert"
+    """registered policy name ('expert' = scripted experts; a student kind such as 'minivla'
+    or 'pi0', or 'checkpoint', with --checkpoint RUN from `rocket train`), or
+    'package.module:factory'"""
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    """keyword arguments of the policy factory (one each: --policy_kwargs.execute 8)"""
     workers: int = 1
-    image_size: int = 256  # the official clients render 256 px
-    render: str = "decision"  # "decision" | "every_step" (for benchmarking only)
+    """parallel worker processes"""
+    image_size: int = 256
+    """camera resolution (256, as the official clients)"""
+    render: str = "decision"
+    """render cameras only when the policy reads them (decision) or every_step (benchmarks)"""
     seed: int = 0
-    # "official": seed the RNGs once per worker and draw each task env's fixture placement
-    # from env.seed(0)'s stream, trial k = k-th reset (OpenVLA-OFT / openpi clients);
-    # "per_episode": re-seed everything per episode from episode_seed() (older runs).
+    """seed of the RNGs (official seeding) or base of the per-episode seeds"""
     seeding: str = "official"
-    env_seed: int = 0  # the stream's seed under "official": OpenVLA-OFT calls env.seed(0), openpi env.seed(7)
-    # How the policy's outputs are read (None = what the policy declares, else the default):
-    # gripper "unit"/"signed" (binarise + invert) or "env" (pass-through); how many actions
-    # of each chunk run open-loop; "abort" or "fail" (count the episode as failed) on errors.
+    """official: seed once, env.seed(env_seed) per task env, trial k = k-th reset (OpenVLA-OFT /
+    openpi clients); per_episode: re-seed every episode (older runs)"""
+    env_seed: int = 0
+    """official seeding: the env.seed() of every task env (OpenVLA-OFT 0, openpi 7)"""
     gripper: str | None = None
+    """gripper output convention (None: what the policy declares): unit/signed are binarised
+    and inverted (OpenVLA-OFT), env passes through (openpi)"""
     actions_per_chunk: int | None = None
+    """actions of each chunk executed before re-planning (None: the policy's setting, else the
+    whole chunk; OpenVLA-OFT 8, openpi 5)"""
     on_error: str | None = None
-    shard: tuple[int, int] | None = None  # (k, n): run only the k-th of n slices (0-based)
-    max_steps: int | None = None  # None = the paper's budget per suite
+    """an exception in the policy aborts the run (abort) or counts the episode as a failure
+    (fail, openpi); None: the policy's setting, else abort"""
+    shard: tuple[int, int] | str | None = None
+    """K/N: run only the K-th (0-based) of N contiguous slices of the (task, trial) list"""
+    max_steps: int | None = None
+    """step budget per episode (None: the paper's budget per suite)"""
     num_wait: int = 10
+    """no-op steps before acting"""
     video: str = "none"
+    """record rollouts: none, failures, successes or all"""
     video_format: str = "mp4"
+    """mp4 or gif"""
     videos_per_task: int = 2
+    """rollouts recorded per task at most"""
 
     def __post_init__(self) -> None:
+        from rocket_vla.envs.suites import normalize_suite
+
+        self.suites = [normalize_suite(s) for s in self.suites]
+        self.seeding = self.seeding.replace("-", "_")
         if self.video not in VIDEO_MODES:
             raise RocketError(f"unknown --video {self.video!r}; use one of {', '.join(VIDEO_MODES)}.")
         if self.video_format not in ("mp4", "gif"):
-            raise RocketError(f"unknown video format {self.video_format!r}; use mp4 or gif.")
+            raise RocketError(f"unknown --video_format {self.video_format!r}; use mp4 or gif.")
         if self.trials < 1 or self.first_trial < 0:
-            raise RocketError("--trials must be >= 1 and --first-trial >= 0.")
+            raise RocketError("--trials must be >= 1 and --first_trial >= 0.")
         if self.workers < 1:
             raise RocketError("--workers must be >= 1.")
         if self.render not in ("decision", "every_step"):
             raise RocketError(f"unknown --render {self.render!r}; use decision or every_step.")
         if self.max_steps is not None and self.max_steps < 1:
-            raise RocketError(f"--max-steps must be >= 1 (or left out for the paper's budget), got "
+            raise RocketError(f"--max_steps must be >= 1 (or left out for the paper's budget), got "
                               f"{self.max_steps}.")
         for name in ("num_wait", "seed", "videos_per_task"):
             if getattr(self, name) < 0:
-                raise RocketError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}.")
+                raise RocketError(f"--{name} must be >= 0, got {getattr(self, name)}.")
         if self.image_size < 8:
-            raise RocketError(f"--image-size must be at least 8 pixels, got {self.image_size}.")
+            raise RocketError(f"--image_size must be at least 8 pixels, got {self.image_size}.")
         if self.seeding not in SEEDING:
-            raise RocketError(f"unknown seeding {self.seeding!r}; use one of {', '.join(SEEDING)}.")
+            raise RocketError(f"unknown --seeding {self.seeding!r}; use one of {', '.join(SEEDING)}.")
         if self.gripper is not None or self.actions_per_chunk is not None or self.on_error is not None:
             from rocket_vla.envs.episode import EpisodeSettings
 
             EpisodeSettings(self.gripper or "unit", self.actions_per_chunk, self.on_error or "abort")
         if self.shard is not None:
-            from rocket_vla.envs.shards import check_shard
+            from rocket_vla.envs.shards import check_shard, parse_shard
 
-            self.shard = check_shard(*self.shard)
+            self.shard = parse_shard(self.shard) if isinstance(self.shard, str) else check_shard(*self.shard)
 
 
 @dataclass(frozen=True)
@@ -133,7 +160,7 @@ def plan_jobs(cfg: EvalConfig, done: set[tuple[str, int, int]]) -> list[Job]:
             if last >= n:
                 raise RocketError(
                     f"trial {last} needs init state {last}, but {suite} task {spec.task_id} has "
-                    f"{n}; use --first-trial + --trials <= {n}."
+                    f"{n}; use --first_trial + --trials <= {n}."
                 )
             items += [(suite, spec.task_id, k) for k in range(cfg.first_trial, last + 1)]
     if cfg.shard is not None:
@@ -167,7 +194,7 @@ def _check_resume(cfg: EvalConfig, out: Path) -> None:
     cfg_path = out / "run_config.json"
     current = {k: getattr(cfg, k) for k in PROTOCOL_FIELDS}
     run_records.check_settings(cfg_path, current, PROTOCOL_FIELDS, section="protocol", what=str(out),
-                           fix="use a new --out folder or the same settings and code to resume.")
+                           fix="use a new --out_dir folder or the same settings and code to resume.")
     cfg_path.write_text(json.dumps({"protocol": current, "config": asdict(cfg),
                                     "code_version": code_version()}, indent=2), encoding="utf-8")
 

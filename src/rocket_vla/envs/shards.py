@@ -1,13 +1,13 @@
 """Evaluation across machines: deterministic shards of the (task, trial) list, and their merge.
 
-A cluster job array runs ``rocket eval --shard K/N --out run_K`` on N machines; every shard
+A cluster job array runs ``rocket eval --shard K/N --out_dir run_K`` on N machines; every shard
 lists the same (suite, task, trial) items in the same order and keeps the K-th contiguous
 block of them, so the N folders together hold each episode exactly once whatever finished
 first. Contiguous blocks (not round-robin) keep a shard's trials of one task together: one
 environment per task, and under the official seeding a shard replays the fixture stream
 only up to its first trial of each task.
 
-``rocket eval --merge DIR... --out OUT`` then combines the folders: it refuses folders whose
+``rocket eval --merge DIR... --out_dir OUT`` then combines the folders: it refuses folders whose
 recorded protocol settings differ (an episode measured at 128 px does not average with one
 at 256 px) and episodes that appear twice, and writes one ``episodes.jsonl`` plus the usual
 summary.
@@ -40,9 +40,10 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     try:
         if not sep:
             raise ValueError
-        return check_shard(int(k), int(n))
+        index, count = int(k), int(n)
     except ValueError:
         raise RocketError(f"--shard {text!r} is not K/N; write e.g. --shard 0/4 (K from 0 to N-1).") from None
+    return check_shard(index, count)
 
 
 def shard_slice(items: Sequence[T], k: int, n: int) -> list[T]:
@@ -93,9 +94,9 @@ def merge_runs(dirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
             seen[key] = d
             records.append(rec)
     if out.resolve() in {Path(d).resolve() for d in dirs}:
-        raise RocketError(f"--out {out} is one of the merged folders; write the merge to a new folder.")
+        raise RocketError(f"--out_dir {out} is one of the merged folders; write the merge to a new folder.")
     if (out / RESULTS_FILE).exists():
-        raise RocketError(f"{out} already holds results; write the merge to a new --out folder.")
+        raise RocketError(f"{out} already holds results; write the merge to a new --out_dir folder.")
     out.mkdir(parents=True, exist_ok=True)
     records.sort(key=lambda r: (r["suite"], int(r["task_id"]), int(r["trial"])))
     tmp = out / (RESULTS_FILE + ".tmp")

@@ -156,7 +156,7 @@ def get_task(suite: str, task: int | str) -> TaskSpec:
     if len(matches) != 1:
         raise RocketError(
             f"unknown task {task!r} in {tasks[0].suite}; use a task id 0..{len(tasks) - 1} "
-            "or a task name (rocket eval --list-tasks shows them)."
+            "or a task name (rocket eval --list_tasks shows them)."
         )
     return matches[0]
 

@@ -13,7 +13,7 @@ and proprio, and whether training cropped. The wrapper rebuilds the student thro
   dimension was learnt in LIBERO's env convention (-1 open, +1 close), so it is returned
   negated in the runner's ``"signed"`` model convention (+1 open);
 * N (``execute``): the student's ``default_execute`` when it has one (pi0: 5, as the official
-  LIBERO client), else the whole chunk; ``--policy-arg execute=N`` overrides it.
+  LIBERO client), else the whole chunk; ``--policy_kwargs.execute N`` overrides it.
 
 Use: ``rocket eval --policy checkpoint --checkpoint RUN`` (or ``--policy <kind>``).
 """
@@ -62,7 +62,7 @@ class StudentPolicy:
         if not 1 <= self.execute <= chunk:
             raise RocketError(
                 f"execute must be in 1..{chunk} (the student's chunk), got {execute}; pass "
-                "--policy-arg execute=N with N in that range."
+                "--policy_kwargs.execute N with N in that range."
             )
         if student.num_cameras > len(CAMERA_KEYS):
             raise RocketError(

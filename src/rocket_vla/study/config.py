@@ -90,15 +90,10 @@ class StudyConfig:
     }
 
     @classmethod
-    def preset_values(cls, name: str) -> dict[str, Any]:
-        """The settings a preset changes from the defaults."""
+    def preset(cls, name: str, **overrides: Any) -> StudyConfig:
         if name not in cls.PRESETS:
             raise RocketError(f"unknown study preset {name!r}; choose one of {', '.join(cls.PRESETS)}.")
-        return dict(cls.PRESETS[name])
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> StudyConfig:
-        cfg = cls(**{**cls.preset_values(name), **overrides})
+        cfg = cls(**{**cls.PRESETS[name], **overrides})
         cfg.validate()
         return cfg
 

@@ -27,12 +27,26 @@ KINDS = ("vggt", "hf", "vggt-random")
 @dataclass
 class TeacherConfig:
     kind: str = "vggt"
+    """vggt (official checkpoint), hf (a transformers backbone folder) or vggt-random"""
     path: str | None = None
-    input_size: tuple[int, int] | None = None  # (H, W) the teacher sees; None = as given
+    """VGGT model.pt/.safetensors, or a transformers folder (local; nothing is downloaded)"""
+    input_size: tuple[int, int] | int | str | None = None
+    """(H, W) the teacher sees, sides multiples of its patch ("224x308", 518 or [H, W]; None:
+    frames as given)"""
     autocast: str = "auto"
+    """auto, off, bfloat16 or float16"""
     device: str = "cpu"
-    vggt_size: str = "1b"  # for vggt / vggt-random: "1b" or "tiny"
+    """torch device of the teacher"""
+    vggt_size: str = "1b"
+    """for vggt / vggt-random: 1b or tiny"""
     seed: int = 0
+    """weights seed of vggt-random"""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.input_size, (int, str)):
+            self.input_size = parse_size(str(self.input_size))
+        elif self.input_size is not None:
+            self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -65,7 +79,7 @@ def build_teacher(cfg: TeacherConfig) -> Teacher:
         return VGGTTeacher(sizes[cfg.vggt_size](), inp, device=device, seed=cfg.seed)
     if not cfg.path:
         raise RocketError(
-            f"the {cfg.kind} teacher needs weights; pass --teacher-path (a local file or folder)."
+            f"the {cfg.kind} teacher needs weights; pass --teacher.path (a local file or folder)."
         )
     if cfg.kind == "vggt":
         return VGGTTeacher.from_checkpoint(cfg.path, sizes[cfg.vggt_size](), inp, device=device)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rocket_vla.errors import RocketError
@@ -32,6 +33,52 @@ PAPER_TEACHER_LAYERS = (3, 5, 7, 9, 11, 13, 15, 17, 19, 24)
 DEFAULT_CAMERAS = ("agentview_rgb", "eye_in_hand_rgb")
 
 Item = tuple[str, FramesSource, Sequence[int]]
+
+
+@dataclass
+class CacheFillConfig:
+    """One `rocket cache-teacher` run; its flags are generated from these fields."""
+
+    dataset: str = ""
+    """episode file or folder whose frames are cached"""
+    out_dir: str = "runs/teacher_cache"
+    """cache directory"""
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    """the teacher (--teacher.kind, --teacher.path, ...)"""
+    layers: list[int] = field(default_factory=lambda: list(PAPER_TEACHER_LAYERS))
+    """teacher layers, index k = after block k, -1 = last (default: the paper's)"""
+    cameras: list[str] = field(default_factory=lambda: list(DEFAULT_CAMERAS))
+    """views fed together to the teacher, in the student's image order"""
+    batch_size: int = 4
+    """steps per teacher call"""
+    shard: tuple[int, int] | str = (0, 1)
+    """INDEX/COUNT: fill only this share of the episodes"""
+    verify: bool = True
+    """re-checksum existing entries before skipping them (false trusts their headers)"""
+    overwrite: bool = False
+    """replace a cache built for another teacher, layers or dataset"""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.shard, str):
+            index, _, count = self.shard.partition("/")
+            try:
+                self.shard = (int(index), int(count))
+            except ValueError:
+                raise RocketError(f"shard {self.shard!r} is not INDEX/COUNT, e.g. 0/4.") from None
+        if self.batch_size < 1:
+            raise RocketError(f"--batch_size must be at least 1, got {self.batch_size}.")
+
+
+def fill_from_config(cfg: CacheFillConfig,
+                     log: Callable[[str], None] = print) -> tuple[FeatureCache, FillReport]:
+    """:func:`fill_from_dataset` with the settings of one `rocket cache-teacher` run."""
+    if not cfg.dataset:
+        raise RocketError("no dataset was given; pass --dataset (the episode file or folder to cache).")
+    return fill_from_dataset(
+        cfg.dataset, cfg.out_dir, cfg.teacher, layers=cfg.layers, cameras=cfg.cameras,
+        batch_size=cfg.batch_size, shard=tuple(cfg.shard), overwrite=cfg.overwrite,  # type: ignore[arg-type]
+        verify_existing=cfg.verify, log=log,
+    )
 
 
 def cache_episodes(

@@ -116,7 +116,7 @@ class DiskCacheTeacher:
     """Features from a ``rocket cache-teacher`` directory (episode ids = dataset positions).
 
     The cache holds only the layers it was filled with, so ``layers`` exposes them: a run
-    without explicit ``--teacher-layers`` aligns to (a balanced subset of) those.
+    without explicit ``--teacher_layers`` aligns to (a balanced subset of) those.
     ``dataset_fingerprint`` (of the files the run trains on) must match the one the cache
     was built from: entries are keyed by episode position, so another dataset's features
     would otherwise be read for this dataset's frames without any error.

@@ -16,28 +16,47 @@ class GeometryTrainConfig:
 
     # model: a VGGT aggregator small enough to ship (~1.2 M parameters, ~2.4 MB in fp16)
     embed_dim: int = 96
+    """aggregator width"""
     depth: int = 4
+    """frame/global block pairs"""
     num_heads: int = 4
+    """attention heads"""
     patch_embed_depth: int = 2
+    """blocks of the DINOv2-style patch embedding"""
     head_dim: int = 16
-    # data
-    input_size: int = 112  # native teacher input (multiple of 14): 8x8 patches
-    small_size: int = 56  # also trained every `small_every` steps: 4x4 patches
-    small_every: int = 2  # 0 disables mixed-size training
-    target_size: int = 28  # depth / point maps are predicted and scored at this side
-    max_depth: float = 10.0  # pixels farther than this (or not finite) are not supervised
+    """width of the depth and point heads"""
+    input_size: int = 112
+    """native teacher input side (multiple of 14): 8x8 patches"""
+    small_size: int = 56
+    """second input side, trained every small_every steps: 4x4 patches"""
+    small_every: int = 2
+    """train at small_size every k-th step (0: input_size only)"""
+    target_size: int = 28
+    """side of the predicted and scored depth and point maps"""
+    max_depth: float = 10.0
+    """pixels farther than this (metres, or not finite) are not supervised"""
     holdout_fraction: float = 0.2
-    # optimisation
+    """fraction of EPISODES held out for evaluation"""
     steps: int = 400
-    batch_size: int = 4  # frame pairs per step
+    """optimizer steps"""
+    batch_size: int = 4
+    """frame pairs per step"""
     lr: float = 1e-3
+    """AdamW learning rate"""
     weight_decay: float = 0.05
+    """AdamW weight decay"""
     warmup: int = 50
+    """linear warm-up steps (then cosine decay)"""
     grad_clip: float = 1.0
+    """gradient-norm clip"""
     conf_alpha: float = 0.2
+    """weight of the confidence term of the loss"""
     seed: int = 0
+    """seed of weights, split and batches"""
     eval_batch: int = 32
+    """pairs per evaluation batch"""
     log_every: int = 50
+    """progress line interval in steps"""
 
     def __post_init__(self) -> None:
         for name in ("input_size", "small_size"):

@@ -93,7 +93,7 @@ def episode_pairs(ep: Episode, cfg: GeometryTrainConfig) -> dict[str, torch.Tens
     if missing:
         raise RocketError(
             f"{where} has no {', '.join(missing)}; the geometry teacher needs depth and camera "
-            "parameters, so collect the data with `rocket collect` (without --no-depth)."
+            "parameters, so collect the data with `rocket collect` (without --depth false)."
         )
     images, depth, cam_points = [], [], []
     for cam in CAMERAS:

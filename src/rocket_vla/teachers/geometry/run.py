@@ -10,7 +10,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -33,6 +33,71 @@ class GeometryRun:
     metrics: dict
     config: GeometryTrainConfig
     single_view: GeometryModel | None = None
+
+
+@dataclass
+class GeometryRunConfig(GeometryTrainConfig):
+    """One `rocket train-teacher` run: the training settings plus where the frames come
+    from, where the results go, and how the two models share the CPU."""
+
+    data: str = ""
+    """folder (or file) of collected episodes (`rocket collect` records depth and cameras)"""
+    out_dir: str = "runs/tiny_teacher"
+    """output folder: model.safetensors, config.json, metrics.json, MODEL_CARD.md"""
+    single_view: bool = True
+    """also train the single-view comparison model"""
+    parallel: bool = True
+    """train the single-view model at the same time in a second process (false: after the
+    teacher)"""
+    threads: int = 0
+    """torch CPU threads per model (0: torch's default, or half the cores each when the two
+    models train at the same time)"""
+
+    def train_config(self) -> GeometryTrainConfig:
+        """The training settings alone (what config.json records)."""
+        return GeometryTrainConfig(**{f.name: getattr(self, f.name) for f in fields(GeometryTrainConfig)})
+
+
+def run_training(cfg: GeometryRunConfig, command: Sequence[str] | None = None,
+                 progress: Callable[[str], None] = print) -> tuple[Path, dict]:
+    """Train (and evaluate) as ``cfg`` says, then write the weights, config, metrics and
+    model card under ``cfg.out_dir``; returns the folder and the metrics."""
+    from rocket_vla.data.episodes import list_episode_files
+    from rocket_vla.errors import RocketError
+    from rocket_vla.teachers.geometry.card import render_model_card
+
+    data = Path(cfg.data)
+    if not cfg.data:
+        raise RocketError("no data was given; pass --data DIR (episodes from `rocket collect`).")
+    if not data.exists():
+        raise RocketError(
+            f"data {data} does not exist; collect frames with `rocket collect --out_dir {data}`."
+        )
+    list_episode_files(data)  # a folder without episodes fails here, before any work
+    parallel = cfg.parallel and cfg.single_view
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    elif parallel:
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    run = train_geometry(data, cfg.train_config(), single_view_baseline=cfg.single_view,
+                         parallel=parallel, progress=progress)
+    out = save_run(run, cfg.out_dir, command=command)
+    (out / "MODEL_CARD.md").write_text(render_model_card(out, data))
+    return out, run.metrics
+
+
+def summary(metrics: dict) -> dict:
+    """Held-out pooled depth errors of each predictor, and where the models place the wrist
+    camera's surfaces in the scene (world-point error, metres), for the terminal."""
+    rows = {"constant_depth": metrics["constant_depth"]["heldout"]["all"],
+            "teacher": metrics["teacher"]["heldout"]["all"]}
+    if "single_view" in metrics:
+        rows["single_view"] = metrics["single_view"]["heldout"]["all"]
+    out = {k: {m: round(v[m], 4) for m in ("abs_rel", "rmse")} for k, v in rows.items()}
+    for key in ("teacher", "single_view"):
+        if key in out:
+            out[key]["wrist_point_error"] = round(metrics[key]["heldout"]["eye_in_hand"]["point_error"], 4)
+    return out
 
 
 def _train_in_process(train: PairFrames, cfg: GeometryTrainConfig, views: int,
