@@ -10,7 +10,7 @@ from rocket_vla.align.indices import resolve_layers
 from rocket_vla.align.matryoshka import matryoshka_widths
 from rocket_vla.align.pairing import balanced_pairs
 from rocket_vla.align.resample import POS_EMBEDS
-from rocket_vla.errors import RocketError, reject_unknown_keys
+from rocket_vla.errors import DictConfig, RocketError
 
 ProjectorKind = Literal["none", "shared", "independent"]
 VARIANTS = ("baseline", "spatial_forcing", "naive", "shared", "rocket")
@@ -32,13 +32,15 @@ PAPER_SF_LAYER: dict[str, int] = {"openvla": 24, "openvla-official": 24, "pi0": 
 
 
 @dataclass
-class AlignConfig:
+class AlignConfig(DictConfig):
     """Everything the :class:`~rocket_vla.align.Aligner` needs; presets fill it in.
 
     Layer lists use the project index convention (``indices.py``) and are paired
     position by position. ``student_depth``/``teacher_depth`` (number of blocks) enable
     range checks and negative indices; leave them ``None`` to skip both.
     """
+
+    CONFIG_WHAT = "alignment"
 
     variant: str = "custom"
     student_layers: list[int] = field(default_factory=list)
@@ -212,10 +214,3 @@ class AlignConfig:
         cfg.validate()
         return cfg
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AlignConfig:
-        reject_unknown_keys(cls, data, "alignment", "remove or rename them.")
-        return cls(**data)

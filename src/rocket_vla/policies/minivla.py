@@ -25,7 +25,6 @@ is the stream after block ``k`` (0 = embeddings), as everywhere in rocket-vla.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +35,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from rocket_vla.data.text import BYTE_VOCAB, PAD_TOKEN, TOKENIZERS, WORD_VOCAB, tokenize, word_id
-from rocket_vla.errors import RocketError, reject_unknown_keys
+from rocket_vla.errors import DictConfig, RocketError
 from rocket_vla.policies.student import Student
 
 __all__ = ["BYTE_VOCAB", "PAD_TOKEN", "TOKENIZERS", "WORD_VOCAB", "MiniVLA", "MiniVLAConfig", "action_l1",
@@ -45,8 +44,11 @@ __all__ = ["BYTE_VOCAB", "PAD_TOKEN", "TOKENIZERS", "WORD_VOCAB", "MiniVLA", "Mi
 
 
 @dataclass
-class MiniVLAConfig:
+class MiniVLAConfig(DictConfig):
     """Sizes of a MiniVLA. Use :meth:`preset` (``tiny`` for tests/CI, ``demo`` for the CPU demo)."""
+
+    CONFIG_WHAT = "MiniVLA"
+    CONFIG_FIX = "the checkpoint is from another version of MiniVLA."
 
     image_size: int = 64
     patch_size: int = 8
@@ -119,13 +121,6 @@ class MiniVLAConfig:
     def seq_len(self) -> int:
         return self.visual_span[1] + 1 + self.max_text_len + self.chunk
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MiniVLAConfig:
-        reject_unknown_keys(cls, data, "MiniVLA", "the checkpoint is from another version of MiniVLA.")
-        return cls(**data)
 
 
 class Attention(nn.Module):

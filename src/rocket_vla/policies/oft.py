@@ -44,7 +44,6 @@ not reproduced: fine-tuning adapts to it, but a zero-shot pretrained prompt form
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rocket_vla.errors import RocketError, reject_unknown_keys
+from rocket_vla.errors import DictConfig, RocketError
 from rocket_vla.policies.minivla import action_l1
 from rocket_vla.policies.pi0_inputs import TextEncoder, image_token_index, pad_rows
 from rocket_vla.policies.student import Student
@@ -205,8 +204,10 @@ OFT_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class OFTStudentConfig:
+class OFTStudentConfig(DictConfig):
     """What rebuilds an OFT-style student: the VLM's transformers config plus the OFT parts."""
+
+    CONFIG_WHAT = "OFT student"
 
     vlm: dict[str, Any] = field(default_factory=dict)
     student_path: str | None = None
@@ -221,13 +222,6 @@ class OFTStudentConfig:
     action_dim: int = 7
     proprio_dim: int = 8
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> OFTStudentConfig:
-        reject_unknown_keys(cls, data, "OFT student", "remove or rename them.")
-        return cls(**data)
 
 
 def _vlm_config(data: dict[str, Any]):

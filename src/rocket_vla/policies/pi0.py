@@ -35,14 +35,13 @@ student sees every pass.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from rocket_vla.errors import RocketError, reject_unknown_keys
+from rocket_vla.errors import DictConfig, RocketError
 from rocket_vla.policies.pi0_inputs import TextEncoder, image_token_index, pad_rows
 from rocket_vla.policies.student import Student
 
@@ -88,12 +87,14 @@ PI0_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class PI0StudentConfig:
+class PI0StudentConfig(DictConfig):
     """What rebuilds a pi0 student: the transformers config plus our prompt/eval settings.
 
     ``model`` is ``PI0Config.to_dict()``; ``student_path`` records where pretrained weights
     (and the tokenizer, when ``tokenizer="checkpoint"``) came from.
     """
+
+    CONFIG_WHAT = "pi0 student"
 
     model: dict[str, Any] = field(default_factory=dict)
     student_path: str | None = None
@@ -105,13 +106,6 @@ class PI0StudentConfig:
     action_dim: int = 7
     proprio_dim: int = 8
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PI0StudentConfig:
-        reject_unknown_keys(cls, data, "pi0 student", "remove or rename them.")
-        return cls(**data)
 
 
 def _pi0_config(model: dict[str, Any]):
