@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from rocket_vla import records as run_records
-from rocket_vla.envs.parallel import run_parallel, split_jobs
+from rocket_vla.envs.parallel import run_recorded
 from rocket_vla.errors import RocketError
 from rocket_vla.fingerprint import code_version
 
@@ -260,8 +260,6 @@ def run_collection(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
 
 
 def _collect_locked(cfg: CollectConfig, progress: bool) -> dict[str, Any]:
-    from tqdm import tqdm
-
     from rocket_vla.envs.runner import read_results
 
     out = Path(cfg.out_dir)
@@ -275,21 +273,8 @@ def _collect_locked(cfg: CollectConfig, progress: bool) -> dict[str, Any]:
     log = out / ATTEMPTS_FILE
     done = {attempt_key(r) for r in read_results(log)}
     jobs = plan_collection(cfg, done)
-    total = sum(len(j.items) for j in jobs)
-    bar = tqdm(total=total, desc="demos", unit="ep", disable=not progress or total == 0)
-    kept = 0
-    with run_records.open_for_append(log) as fh:
-
-        def emit(rec: dict[str, Any]) -> None:
-            nonlocal kept
-            run_records.append(fh, rec)
-            kept += bool(rec["success"])
-            bar.update(1)
-            bar.set_postfix(kept=f"{kept}/{bar.n}")
-
-        pieces = split_jobs(jobs, cfg.workers, lambda j, items: CollectJob(j.suite, j.task_id, items))
-        run_parallel(run_jobs, cfg, pieces, cfg.workers, emit)
-    bar.close()
+    run_recorded(run_jobs, cfg, jobs, cfg.workers, lambda j, items: CollectJob(j.suite, j.task_id, items),
+                 log, desc="demos", label="kept", progress=progress)
     counts: dict[str, dict[str, int]] = {}
     for r in run_records.unique(read_results(log), attempt_key):
         c = counts.setdefault(f"{r['suite']}/{r['task_id']}", {"attempts": 0, "kept": 0})

@@ -122,3 +122,32 @@ def split_jobs(jobs: list[Any], workers: int, make: Callable[[Any, tuple], Any])
         size = -(-len(items) // n)
         pieces += [make(job, items[i:i + size]) for i in range(0, len(items), size)]
     return pieces
+
+
+def run_recorded(run_jobs: RunJobs, config: Any, jobs: list[Any], workers: int,
+                 make: Callable[[Any, tuple], Any], log_path: Any, *, desc: str, label: str,
+                 progress: bool) -> None:
+    """Run ``jobs`` (each with ``.items``) split over ``workers``, appending every episode
+    record to the JSON-lines file ``log_path`` the moment it arrives (so a killed run resumes
+    from what was written), with a progress bar counting successes as ``label``.
+
+    Collection and evaluation share this: both are episodes of scripted or learned policies
+    whose records are the run's only state."""
+    from tqdm import tqdm
+
+    from rocket_vla import records as run_records
+
+    total = sum(len(j.items) for j in jobs)
+    bar = tqdm(total=total, desc=desc, unit="ep", disable=not progress or total == 0)
+    wins = 0
+    with run_records.open_for_append(log_path) as fh:
+
+        def emit(rec: dict[str, Any]) -> None:
+            nonlocal wins
+            run_records.append(fh, rec)
+            wins += bool(rec["success"])
+            bar.update(1)
+            bar.set_postfix({label: f"{wins}/{bar.n}"})
+
+        run_parallel(run_jobs, config, split_jobs(jobs, workers, make), workers, emit)
+    bar.close()

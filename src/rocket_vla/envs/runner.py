@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rocket_vla import records as run_records
-from rocket_vla.envs.parallel import run_parallel, split_jobs
+from rocket_vla.envs.parallel import run_recorded
 from rocket_vla.errors import RocketError
 
 RESULTS_FILE = "episodes.jsonl"
@@ -269,8 +269,6 @@ def run_evaluation(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
 
 
 def _run_locked(cfg: EvalConfig, progress: bool) -> dict[str, Any]:
-    from tqdm import tqdm
-
     from rocket_vla.envs.policy import factory_path
 
     out = Path(cfg.out_dir)
@@ -279,23 +277,10 @@ def _run_locked(cfg: EvalConfig, progress: bool) -> dict[str, Any]:
     results_path = out / RESULTS_FILE
     done = {episode_key(r) for r in read_results(results_path)}
     jobs = plan_jobs(cfg, done)
-    total = sum(len(j.trials) for j in jobs)
     if cfg.workers > 1:
         factory_path(cfg.policy)  # fail early if workers could not rebuild the policy
-    bar = tqdm(total=total, desc="episodes", unit="ep", disable=not progress or total == 0)
-    wins = 0
-    with run_records.open_for_append(results_path) as fh:
-
-        def emit(rec: dict[str, Any]) -> None:
-            nonlocal wins
-            run_records.append(fh, rec)
-            wins += bool(rec["success"])
-            bar.update(1)
-            bar.set_postfix(success=f"{wins}/{bar.n}")
-
-        pieces = split_jobs(jobs, cfg.workers, lambda j, items: Job(j.suite, j.task_id, items))
-        run_parallel(run_jobs, cfg, pieces, cfg.workers, emit)
-    bar.close()
+    run_recorded(run_jobs, cfg, jobs, cfg.workers, lambda j, items: Job(j.suite, j.task_id, items),
+                 results_path, desc="episodes", label="success", progress=progress)
     return write_summary(out)
 
 

@@ -57,7 +57,7 @@ from torch import nn
 from rocket_vla.errors import DictConfig, RocketError
 from rocket_vla.policies.minivla import action_l1
 from rocket_vla.policies.pi0_inputs import TextEncoder, image_token_index, pad_rows
-from rocket_vla.policies.student import Student
+from rocket_vla.policies.student import Student, load_local_pretrained
 
 
 def _flat_pixels(images: torch.Tensor, grid: tuple[int, int], config: Any) -> dict[str, torch.Tensor]:
@@ -341,13 +341,8 @@ class OFTStudent(Student):
                 raise RocketError("give either an OFT preset or --student_path, not both.")
             from transformers import AutoModelForImageTextToText
 
-            try:
-                vlm = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True)
-            except (OSError, ValueError) as err:
-                raise RocketError(
-                    f"cannot load a vision-language model from {path} ({type(err).__name__}: {err}); "
-                    "point --student_path at a transformers checkpoint folder."
-                ) from None
+            vlm = load_local_pretrained(AutoModelForImageTextToText, path, "a vision-language model",
+                                        "point --student_path at a transformers checkpoint folder.")
             processor = Path(path) / "preprocessor_config.json"
             if processor.is_file():
                 stats = json.loads(processor.read_text())

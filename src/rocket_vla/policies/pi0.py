@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from rocket_vla.errors import DictConfig, RocketError
 from rocket_vla.policies.pi0_inputs import TextEncoder, image_token_index, pad_rows
-from rocket_vla.policies.student import Student
+from rocket_vla.policies.student import Student, load_local_pretrained
 
 #: The paper's alignment weight for pi0 (method.md: lambda 0.125 in the pi0 settings).
 PI0_ALIGN_WEIGHT = 0.125
@@ -189,13 +189,9 @@ class PI0Student(Student):
                 raise RocketError("give either a pi0 preset or --student_path, not both.")
             from transformers import PI0ForConditionalGeneration
 
-            try:
-                model = PI0ForConditionalGeneration.from_pretrained(path, local_files_only=True)
-            except (OSError, ValueError) as err:
-                raise RocketError(
-                    f"cannot load a pi0 checkpoint from {path} ({type(err).__name__}: {err}); point "
-                    "--student_path at a folder with config.json and model.safetensors."
-                ) from None
+            model = load_local_pretrained(
+                PI0ForConditionalGeneration, path, "a pi0 checkpoint",
+                "point --student_path at a folder with config.json and model.safetensors.")
             overrides.setdefault("tokenizer", "checkpoint")
             config = PI0StudentConfig.from_dict({**overrides, "student_path": str(path)})
             return cls(config, model)

@@ -295,3 +295,12 @@ def load_student(path: str | Path, device: str | torch.device = "cpu"
     load_strict(student, state, f"{ckpt} (its recorded {student.kind} config)",
                 "the checkpoint is damaged or from another version.")
     return student.to(device).eval(), saved
+
+
+def load_local_pretrained(model_cls: Any, path: str, what: str, fix: str) -> Any:
+    """``model_cls.from_pretrained(path, local_files_only=True)`` (nothing is downloaded), with
+    a failure turned into one sentence naming ``what`` could not be loaded and the ``fix``."""
+    try:
+        return model_cls.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise RocketError(f"cannot load {what} from {path} ({type(err).__name__}: {err}); {fix}") from None
