@@ -39,13 +39,13 @@ class StudyConfig:
     """training seeds (initialisation and data order); data, teacher and evaluation are shared"""
     split: str = "test"
     """init states evaluated: test (reported results) or validation (for choosing settings)"""
-    eval_trials: int = 10
+    eval_trials: int = 6
     """test init states per task (0 .. eval_trials-1)"""
     val_trials: int = 10
     """validation init states per task, right after the test ones"""
     curve_points: int = 3
     """checkpoints evaluated per run, evenly spaced; the last is the final one"""
-    curve_trials: int = 4
+    curve_trials: int = 2
     """trials per task at the earlier checkpoints (the first ones of the split)"""
     train_demos: int = 20
     """demonstrations per task for training"""
