@@ -95,6 +95,11 @@ def test_aggregate_by_hand() -> None:
     assert rocket["action_l1"]["mean"] == pytest.approx(0.2)
     text = table(aggregate(cfg, runs))
     assert "| rocket | 87.5 (7/8) |" in text and "+37.5" in text
+    # without a baseline there is no threshold: the column says so instead of "not reached"
+    alone = StudyConfig(tasks=[1, 2], variants=["rocket"], seeds=[0, 1], eval_trials=2, val_trials=0,
+                        curve_points=2, curve_trials=1, steps=4, demo_first_init=2)
+    row = table(aggregate(alone, {k: v for k, v in runs.items() if k.startswith("r")})).splitlines()[-1]
+    assert row.endswith("| - | - | 0.2000 |")
 
 
 def test_study_config_checks_and_curve_steps() -> None:

@@ -79,6 +79,13 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _steps(row: dict[str, Any]) -> str:
+    """Steps to the baseline's success: '-' without a baseline in the study."""
+    if "steps_to_baseline" not in row:
+        return "-"
+    return "not reached" if row["steps_to_baseline"] is None else str(row["steps_to_baseline"])
+
+
 def table(results: dict[str, Any]) -> str:
     """The results table in Markdown."""
     rows = results["variants"]
@@ -98,7 +105,7 @@ def table(results: dict[str, Any]) -> str:
             "-" if ci is None else f"{_pct(ci['low'])}-{_pct(ci['high'])}",
             f"{_pct(f['pooled']['low'])}-{_pct(f['pooled']['high'])}",
             *[_pct(r["per_task"][t]["mean"]) for t in tasks], vs_txt,
-            "not reached" if r.get("steps_to_baseline") is None else str(r["steps_to_baseline"]),
+            _steps(r),
             f"{r['action_l1']['mean']:.4f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
