@@ -56,9 +56,7 @@ def train_all(cfg: DemoConfig, dataset: Path, run: Path, log: Log = print_log,
     long as the slowest variant instead of the sum. Each process trains exactly what the
     sequential path would (same config, data and seed), so the results are identical.
     """
-    import multiprocessing
     import os
-    from concurrent.futures import ProcessPoolExecutor, wait
 
     todo = [v for v in cfg.variants if not _train_record(run, v).is_file()]
     workers = min(len(todo), os.cpu_count() or 1)
@@ -67,13 +65,13 @@ def train_all(cfg: DemoConfig, dataset: Path, run: Path, log: Log = print_log,
                 for v in cfg.variants}
     log(f"training {', '.join(todo)} at the same time, one process each: {cfg.steps} steps x batch "
         f"{cfg.batch_size} ({cfg.model} MiniVLA)")
-    context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = {v: pool.submit(_train_worker, cfg, v, str(dataset), str(run), teacher_cache)
-                   for v in todo}
-        while wait(list(futures.values()), timeout=cfg.log_seconds).not_done:
-            log("  " + " | ".join(_train_progress(run / "train" / v, v, cfg.steps) for v in todo))
-        finished = {v: f.result() for v, f in futures.items()}
+    quiet: Log = _no_log
+    results = stages.map_processes(
+        train_variant, [(cfg, v, dataset, run, quiet, False, teacher_cache) for v in todo], workers,
+        cfg.threads, poll_seconds=cfg.log_seconds,
+        on_wait=lambda: log("  " + " | ".join(_train_progress(run / "train" / v, v, cfg.steps)
+                                              for v in todo)))
+    finished = dict(zip(todo, results, strict=True))
     return {v: finished.get(v) or train_variant(cfg, v, dataset, run, log, teacher_cache=teacher_cache)
             for v in cfg.variants}
 
@@ -83,18 +81,8 @@ def _train_record(run: Path, variant: str) -> Path:
     return run / "train" / variant / "demo_train.json"
 
 
-def _train_worker(cfg: DemoConfig, variant: str, dataset: str, run: str,
-                  teacher_cache: Path | None) -> dict[str, Any]:
-    """One variant's training in its own process (the target of :func:`train_all`); it ends
-    when the demo process is killed instead of training on into the run folder."""
-    import os
-
-    from rocket_vla.envs.parallel import exit_with_parent
-
-    exit_with_parent(os.getppid())
-    stages.set_threads(cfg.threads)
-    return train_variant(cfg, variant, Path(dataset), Path(run), log=lambda msg: None, progress=False,
-                         teacher_cache=teacher_cache)
+def _no_log(msg: str) -> None:
+    """The log of a variant trained in a worker process (the parent prints progress)."""
 
 
 def _train_progress(out: Path, variant: str, steps: int) -> str:

@@ -90,24 +90,9 @@ def train_one(cfg: StudyConfig, key: RunKey, dataset: Path, teacher_cache: Path 
     stages.write_json_atomic(_train_record(cfg, key), summary)
 
 
-def _train_worker(cfg: StudyConfig, key: RunKey, dataset: str, teacher_cache: str | None) -> str:
-    import os
-
-    from rocket_vla.envs.parallel import exit_with_parent
-
-    exit_with_parent(os.getppid())
-    stages.set_threads(cfg.threads)
-    train_one(cfg, key, Path(dataset), Path(teacher_cache) if teacher_cache else None)
-    return key.name
-
-
 def train_runs(cfg: StudyConfig, keys: list[RunKey], dataset: Path, teacher_cache: Path | None,
                log: Log) -> None:
-    """Train ``keys``, ``cfg.workers`` single-threaded processes at a time (MiniVLA's matmuls
-    are too small for a second thread; independent runs use the cores fully)."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
+    """Train ``keys``, ``cfg.workers`` single-threaded processes at a time."""
     if not keys:
         return
     log(f"training {len(keys)} runs, {min(cfg.workers, len(keys))} at a time: {cfg.steps} steps x "
@@ -117,16 +102,15 @@ def train_runs(cfg: StudyConfig, keys: list[RunKey], dataset: Path, teacher_cach
             train_one(cfg, key, dataset, teacher_cache)
             log(f"  trained {key.name}")
         return
-    context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
-    with ProcessPoolExecutor(min(cfg.workers, len(keys)), mp_context=context) as pool:
-        pending = {pool.submit(_train_worker, cfg, k, str(dataset), str(teacher_cache) if teacher_cache
-                               else None) for k in keys}
-        done = 0
-        while pending:
-            finished, pending = wait(pending, timeout=cfg.log_seconds, return_when=FIRST_COMPLETED)
-            for f in finished:
-                done += 1
-                log(f"  trained {f.result()} ({done}/{len(keys)})")
+    done = []
+
+    def finished(i: int, _: Any) -> None:
+        done.append(i)
+        log(f"  trained {keys[i].name} ({len(done)}/{len(keys)})")
+
+    stages.map_processes(train_one, [(cfg, k, dataset, teacher_cache) for k in keys],
+                         min(cfg.workers, len(keys)), cfg.threads, on_done=finished,
+                         poll_seconds=cfg.log_seconds)
 
 
 def evaluate(cfg: StudyConfig, key: RunKey, step: int) -> list[dict[str, Any]]:
