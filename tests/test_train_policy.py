@@ -61,3 +61,28 @@ def test_policy_refuses_a_checkpoint_of_another_kind(tmp_path) -> None:
 def test_policy_refuses_a_foreign_folder(tmp_path) -> None:
     with pytest.raises(RocketError, match="no checkpoint found"):
         build_policy(FACTORY, checkpoint=str(tmp_path))
+
+
+def test_preprocess_preset_is_applied_to_every_camera_frame(tmp_path) -> None:
+    """``--policy_kwargs.preprocess openpi`` equals feeding frames resized by PIL beforehand."""
+    from PIL import Image
+
+    episodes = make_episodes(n=2, length=8)
+    Trainer(tiny_config(tmp_path, steps=1, variant="baseline"), episodes=episodes).fit()
+    rng = np.random.default_rng(0)
+    raw = {k: rng.integers(0, 256, (96, 96, 3), dtype=np.uint8) for k in ("agentview", "wrist")}
+    proprio = np.asarray(episodes[0].obs["ee_pos"][0].tolist() + [0.0] * 5, dtype=np.float32)
+    task = TaskInfo("libero_spatial", 0, "t0", episodes[0].language)
+    padded = build_policy(FACTORY, checkpoint=str(tmp_path / "run"), preprocess="openpi")
+    plain = build_policy(FACTORY, checkpoint=str(tmp_path / "run"))
+    padded.reset(task)
+    plain.reset(task)
+    # a square frame: openpi's resize-with-pad is a plain bilinear resize to 224 x 224
+    by_hand = {k: np.asarray(Image.fromarray(v).resize((224, 224), Image.Resampling.BILINEAR))
+               for k, v in raw.items()}
+    got = padded.act({**raw, "proprio": proprio})
+    want = plain.act({**by_hand, "proprio": proprio})
+    np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(got, plain.act({**raw, "proprio": proprio}))
+    with pytest.raises(RocketError, match="unknown preprocessing preset 'jpeg'"):
+        build_policy(FACTORY, checkpoint=str(tmp_path / "run"), preprocess="jpeg")

@@ -13,7 +13,11 @@ and proprio, and whether training cropped. The wrapper rebuilds the student thro
   dimension was learnt in LIBERO's env convention (-1 open, +1 close), so it is returned
   negated in the runner's ``"signed"`` model convention (+1 open);
 * N (``execute``): the student's ``default_execute`` when it has one (pi0: 5, as the official
-  LIBERO client), else the whole chunk; ``--policy_kwargs.execute N`` overrides it.
+  LIBERO client), else the whole chunk; ``--policy_kwargs.execute N`` overrides it;
+* ``preprocess``: a frame preset of :mod:`rocket_vla.data.preprocess` applied to each camera
+  frame before the steps above (``--policy_kwargs.preprocess openvla-oft``), for a student
+  fine-tuned on frames prepared the way an official client prepares them (JPEG artefacts,
+  Lanczos 224, padding); ``none`` (the default) hands the rendered frame on unchanged.
 
 Use: ``rocket eval --policy checkpoint --checkpoint RUN`` (or ``--policy <kind>``).
 """
@@ -28,6 +32,7 @@ import torch
 
 from rocket_vla.data.augment import crop_resize
 from rocket_vla.data.normalize import DatasetStats
+from rocket_vla.data.preprocess import get_preset
 from rocket_vla.errors import RocketError
 from rocket_vla.policies.student import Student, load_student
 
@@ -51,9 +56,11 @@ class StudentPolicy:
     needs_state = False
     gripper = "signed"
 
-    def __init__(self, student: Student, config: dict[str, Any], *, execute: int | None = None
-                 ) -> None:
+    def __init__(self, student: Student, config: dict[str, Any], *, execute: int | None = None,
+                 preprocess: str = "none") -> None:
         self.student = student.eval()
+        self.preprocess = preprocess
+        self._prepare_frame = get_preset(preprocess)
         self.stats = DatasetStats.from_dict(config["stats"])
         self.box = eval_crop_box(config.get("train", {}))
         chunk = int(student.chunk)
@@ -81,6 +88,7 @@ class StudentPolicy:
         self.instruction = str(getattr(task, "language", task))
 
     def _image(self, frame: np.ndarray) -> torch.Tensor:
+        frame = self._prepare_frame(frame)
         x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float() / 255.0
         return crop_resize(x, self.box, self.student.image_size)[0]
 
@@ -104,9 +112,11 @@ class StudentPolicy:
 
 
 def load_policy(checkpoint: str | None = None, device: str = "cpu", execute: int | None = None,
-                student: str | None = None, **_: Any) -> StudentPolicy:
+                student: str | None = None, preprocess: str = "none", **_: Any) -> StudentPolicy:
     """Factory for ``rocket eval --policy <kind>|checkpoint --checkpoint PATH``; ``student``
-    (set by ``--policy <kind>``) must match the checkpoint's kind."""
+    (set by ``--policy <kind>``) must match the checkpoint's kind; ``preprocess`` names a
+    frame preset (``none``, ``openvla-oft``, ``openvla-oft-crop``, ``openpi``)."""
+    get_preset(preprocess)  # an unknown name fails before the checkpoint is read
     if not checkpoint:
         raise RocketError("a student policy needs --checkpoint RUN (a `rocket train` run folder).")
     model, config = load_student(checkpoint, device)
@@ -115,4 +125,4 @@ def load_policy(checkpoint: str | None = None, device: str = "cpu", execute: int
             f"{checkpoint} holds a {model.kind} student, not {student}; pass --policy {model.kind} "
             "or --policy checkpoint."
         )
-    return StudentPolicy(model, config, execute=execute)
+    return StudentPolicy(model, config, execute=execute, preprocess=preprocess)
