@@ -114,3 +114,23 @@ def test_study_config_checks_and_curve_steps() -> None:
                 dict(curve_trials=50), dict(variants=["fancy"]), dict(train_demos=40)):
         with pytest.raises(RocketError):
             StudyConfig(**bad).validate()
+
+
+def test_pos_embed_reaches_training_and_the_run_identity(tmp_path) -> None:
+    """``--pos_embed`` is part of what an aligned run depends on, and never of the baseline's."""
+    from pathlib import Path
+
+    from rocket_vla.errors import RocketError
+    from rocket_vla.study.run import train_config
+    from rocket_vla.study.runs import RunKey, run_identity
+
+    uv = StudyConfig(out_dir=str(tmp_path), pos_embed="vggt-uv")
+    plain = StudyConfig(out_dir=str(tmp_path))
+    rocket, base = RunKey("rocket", 0), RunKey("baseline", 0)
+    assert train_config(uv, rocket, Path("d"), None).pos_embed == "vggt-uv"
+    assert train_config(plain, rocket, Path("d"), None).pos_embed is None
+    ident = {c.pos_embed: (run_identity(c, rocket, {}, "t", {}), run_identity(c, base, {}, None, {}))
+             for c in (uv, plain)}
+    assert ident["vggt-uv"][0] != ident[None][0] and ident["vggt-uv"][1] == ident[None][1]
+    with pytest.raises(RocketError, match="unknown pos_embed 'uv'"):
+        StudyConfig(pos_embed="uv").validate()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rocket_vla.align.config import VARIANTS
+from rocket_vla.align.resample import POS_EMBEDS
 from rocket_vla.errors import RocketError
 
 SPLITS = ("test", "validation")
@@ -66,6 +67,9 @@ class StudyConfig:
     """teacher for the aligned variants: tiny (bundled) or a local VGGT checkpoint path"""
     cache_teacher: bool = True
     """compute the teacher's features once and train from the cache"""
+    pos_embed: str | None = None
+    """position embedding added to the aligned variants' targets: sincos or vggt-uv (None: the
+    variant's default for the MiniVLA, sincos)"""
     max_steps: int | None = None
     """episode step budget (None: the paper's budget for the suite)"""
     grad_batches: int = 4
@@ -131,6 +135,9 @@ class StudyConfig:
                      "num_pairs", "workers", "image_size", "frame_stride", "grad_batches"):
             if getattr(self, name) < 1:
                 raise RocketError(f"the study's {name} must be at least 1, got {getattr(self, name)}.")
+        if self.pos_embed is not None and self.pos_embed not in POS_EMBEDS:
+            raise RocketError(f"unknown pos_embed {self.pos_embed!r}; pass --pos_embed "
+                              f"{' or '.join(POS_EMBEDS)}.")
         if self.heldout_demos < 2:
             raise RocketError("the study needs at least 2 held-out demonstrations per task.")
         if self.val_trials < 0 or (self.split == "validation" and self.val_trials < 1):

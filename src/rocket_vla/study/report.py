@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from rocket_vla.align.config import AlignConfig
 from rocket_vla.study import stats
 from rocket_vla.study.config import StudyConfig
 
@@ -123,6 +124,7 @@ def write(results: dict[str, Any], out: Path) -> None:
         f"{len(cfg['variants'])} variants x seeds {cfg['seeds']} on {cfg['suite']} tasks {cfg['tasks']}; "
         f"MiniVLA `{cfg['model']}`, {cfg['steps']} steps x batch {cfg['batch_size']}, teacher "
         f"`{cfg['teacher']}` (fingerprint {str(results.get('teacher_fingerprint'))[:16]}), "
+        f"target position embedding `{cfg.get('pos_embed') or AlignConfig().pos_embed}`, "
         f"{cfg['train_demos']} demonstrations per task.", "",
         f"Evaluated split: **{results['split']}**, init states {states['evaluated'][0]}-"
         f"{states['evaluated'][1]} per task (test {states['test']}, validation {states['validation']}, "

@@ -77,7 +77,7 @@ def train_config(cfg: StudyConfig, key: RunKey, dataset: Path, teacher_cache: Pa
     return TrainConfig(
         dataset=str(dataset), out_dir=str(run_dir(cfg, key) / "train"), student="minivla",
         student_preset=cfg.model, variant=key.variant, num_pairs=cfg.num_pairs, teacher=cfg.teacher,
-        steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=key.seed,
+        steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=key.seed, pos_embed=cfg.pos_embed,
         decay_after=max(1, int(cfg.steps * 0.8)), save_every=cfg.save_every,
         keep_last=cfg.curve_points + 1, progress=False,
         teacher_cache=str(teacher_cache) if teacher_cache and key.variant != "baseline" else None,

@@ -49,6 +49,7 @@ def run_identity(cfg: StudyConfig, key: RunKey, data: dict[str, str], teacher: s
         "image_size": cfg.image_size, "curve_steps": cfg.curve_steps(),
         "teacher": cfg.teacher if aligned else None, "teacher_fingerprint": teacher if aligned else None,
         "cache_teacher": cfg.cache_teacher if aligned else None,
+        "pos_embed": cfg.pos_embed if aligned else None,
         "data": data, "code": code,
     }
 
