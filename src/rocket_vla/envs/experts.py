@@ -43,6 +43,8 @@ class ExpertConfig:
     grasp_edge_margin: float = 0.015  # keep a slid grasp this far (m) inside the object's end
     push_replan: float = 0.02  # object shift (m) during the descent that triggers a re-plan
     offset_drift: float = 0.01  # in-hand shift (m) above which placement re-measures the offset
+    drop_distance: float = 0.05  # change (m) of the hand-object offset that means "dropped"
+    blocked_height: float = 0.015  # a rim descent stalled this far above its point changes side
 
 
 @dataclass
@@ -191,18 +193,22 @@ class PickPlaceExpert:
             off = 0.44 * min(size[0], size[1])
             boxes = self._obstacles(obs, lo, hi)
             cands = []
+            blocked = self._ep.extra.get("blocked_sides", set())
             for axis, yaw in ((1, 0.0), (0, np.pi / 2)):
                 for sign in (1.0, -1.0):
+                    if (axis, sign) in blocked and len(blocked) < 4:
+                        continue
                     p = centre.copy()
                     p[axis] += sign * off
                     p[2] = self._local_top(obs, lo, hi, p) - 0.02
-                    cands.append((hand_overlap(p, axis, boxes), p, yaw))
+                    cands.append((hand_overlap(p, axis, boxes), p, yaw, (axis, sign)))
             # Least collision first; among (near-)ties the side closest to the robot base,
             # since the far side can lie beyond the reach of a downward-pointing hand.
             base = obs.get("state/robot0_base_pos", np.zeros(3))
             best = min(c[0] for c in cands)
             ok = [c for c in cands if c[0] <= best + 2e-6]
-            _, point, yaw = min(ok, key=lambda c: float(np.linalg.norm(c[1][:2] - base[:2])))
+            _, point, yaw, side = min(ok, key=lambda c: float(np.linalg.norm(c[1][:2] - base[:2])))
+            self._ep.extra["side"] = side
             return point, yaw
         yaw = np.pi / 2 if (size[1] > 0.065 and size[0] < size[1]) else 0.0
         point = centre.copy()
@@ -317,7 +323,10 @@ class PickPlaceExpert:
                 self._replan_if_moved(obs, lo, hi)
                 self._goto("approach")
                 return self._servo(obs, eef + np.array([0, 0, 0.03]), OPEN)
-            if np.linalg.norm(ep.grasp_point - eef) < cfg.pos_tol or timeout or self._stalled(eef):
+            stalled = self._stalled(eef)
+            if stalled and self._blocked_above(obs, eef):
+                return self._servo(obs, eef + np.array([0, 0, 0.03]), OPEN)
+            if np.linalg.norm(ep.grasp_point - eef) < cfg.pos_tol or timeout or stalled:
                 self._goto("close")
             return self._servo(obs, ep.grasp_point, OPEN, speed=0.8)
         if ep.phase == "close":
@@ -331,14 +340,16 @@ class PickPlaceExpert:
             target[:2] = ep.grasp_point[:2]
             if lo[2] < ep.obj_lo0 + 0.01 and ep.phase_steps > 15:
                 return self._regrasp(obs)
-            if abs(carry_z - eef[2]) < cfg.pos_tol * 2 or timeout:
+            # A hand that stopped rising with the object held (arm at its reach, or the
+            # obstacle estimate above what the corridor needs) carries at the height it has.
+            if abs(carry_z - eef[2]) < cfg.pos_tol * 2 or timeout or self._stalled(eef):
                 self._goto("carry")
             return self._servo(obs, target, CLOSED)
         t_lo, t_hi = self._box(obs, self._resolve(obs, self.plan.target))
         t_centre = (t_lo + t_hi) / 2
         over = np.array([t_centre[0], t_centre[1], carry_z]) + np.array([*ep.grasp_offset[:2], 0])
         if ep.phase == "carry":
-            if lo[2] < ep.obj_lo0 + 0.01:
+            if lo[2] < ep.obj_lo0 + 0.01 or self._dropped(eef, obj_centre):
                 return self._regrasp(obs)
             if np.linalg.norm((over - eef)[:2]) < cfg.pos_tol or timeout:
                 self._goto("lower")
@@ -378,6 +389,18 @@ class PickPlaceExpert:
         out[:2] = t_centre[:2] + live[:2]
         return out
 
+    def _dropped(self, eef: np.ndarray, obj_centre: np.ndarray) -> bool:
+        """True when the object no longer moves with the hand.
+
+        A bowl slipping out of a rim grasp mid-carry can land on a ledge (the drawer's edge)
+        above its starting height, which the height check alone misses; the hand then carries
+        nothing to the target and "places" it there. An object held in the hand keeps its
+        offset to within a few centimetres (a tilted bowl hangs level), so a larger change
+        means it was lost and is grasped again.
+        """
+        shift = (eef - obj_centre) - self._ep.grasp_offset
+        return float(np.linalg.norm(shift)) > self.config.drop_distance
+
     def _pushed_away(self, lo: np.ndarray, hi: np.ndarray) -> bool:
         """True (once per episode) when the descending hand shoved the object far off its plan.
 
@@ -390,6 +413,27 @@ class PickPlaceExpert:
                                             ) < self.config.push_replan:
             return False
         ep.extra["pushed"] = True
+        return True
+
+    def _blocked_above(self, obs: dict[str, np.ndarray], eef: np.ndarray) -> bool:
+        """On a rim grasp whose descent stalled well above the grasp point, switch sides.
+
+        The box model sees world-aligned boxes; a cabinet turned about the vertical axis
+        (LIBERO places fixtures with a random yaw) inflates its drawer's walls into boxes that
+        overlap every side of the bowl, so the chosen side can still put a finger on a wall.
+        A hand stopped more than ``blocked_height`` above its grasp point holds nothing when
+        it closes; the side is marked blocked and the grasp re-planned on the others.
+        Returns True when it re-planned (the caller backs the hand off).
+        """
+        ep = self._ep
+        side = ep.extra.get("side")
+        if side is None or eef[2] - ep.grasp_point[2] < self.config.blocked_height:
+            return False
+        ep.extra.setdefault("blocked_sides", set()).add(side)
+        point, yaw = self._choose_grasp(obs)
+        ep.target_rot = rot_z(yaw) @ ep.extra["base_rot"]
+        ep.grasp_point = point
+        self._goto("approach")
         return True
 
     def _replan_if_moved(self, obs: dict[str, np.ndarray], lo: np.ndarray, hi: np.ndarray) -> None:
@@ -446,7 +490,8 @@ class PickPlaceExpert:
             ep.extra["retreat"] = obs["state/robot0_eef_pos"] + np.array([0, 0, 0.05])
         else:
             ep.regrasps += 1
-            point, _ = self._choose_grasp(obs)
+            point, yaw = self._choose_grasp(obs)
+            ep.target_rot = rot_z(yaw) @ ep.extra["base_rot"]
             ep.grasp_point, ep.obj_lo0, ep.grasp_offset = point, self._box(obs, self.plan.obj)[0][2], None
             ep.extra.pop("carry_top", None)
             self._goto("approach")
