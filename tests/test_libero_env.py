@@ -138,3 +138,20 @@ def test_bad_task_inputs_are_clear(spatial_env: LiberoEnv) -> None:
         EnvConfig(image_size=4)
     spatial_env.reset(get_init_state(spatial_env.task, 0))
     spatial_env.step(NOOP_ACTION)  # the env still works after the rejected reset
+
+
+def test_expert_recovers_from_the_drawer_bowls_failure_modes() -> None:
+    """Spatial task 4 (bowl in the open top drawer) under the official seeding: trials whose
+    first attempt fails in three different ways, each caught by the rule made for it."""
+    task = get_task("libero_spatial", 4)
+    expected = {11: ["side_blocked"],  # the first rim side stalls 3 cm up on a drawer wall
+                33: ["dropped"],  # the bowl slips out mid-carry onto the drawer's edge
+                36: ["lift_stalled"]}  # the arm stops rising with the bowl held
+    with LiberoEnv(task, EnvConfig(image_size=SIZE)) as env:
+        env.seed(0)
+        for trial, events in expected.items():
+            env.advance_to(trial)
+            expert = PickPlaceExpert()
+            result = run_episode(env, expert, get_init_state(task, trial), seed=None)
+            assert expert._ep.events == events, trial
+            assert result.success, trial

@@ -144,6 +144,7 @@ class _Episode:
     grasp_offset: np.ndarray | None = None  # eef - object centre, fixed at grasp time
     obj_lo0: float = 0.0
     regrasps: int = 0
+    events: list[str] = field(default_factory=list)  # recovery rules that fired, in order
     extra: dict = field(default_factory=dict)
 
 
@@ -342,14 +343,20 @@ class PickPlaceExpert:
                 return self._regrasp(obs)
             # A hand that stopped rising with the object held (arm at its reach, or the
             # obstacle estimate above what the corridor needs) carries at the height it has.
-            if abs(carry_z - eef[2]) < cfg.pos_tol * 2 or timeout or self._stalled(eef):
+            stalled = self._stalled(eef)
+            if abs(carry_z - eef[2]) < cfg.pos_tol * 2 or timeout or stalled:
+                if stalled and not timeout and abs(carry_z - eef[2]) >= cfg.pos_tol * 2:
+                    ep.events.append("lift_stalled")
                 self._goto("carry")
             return self._servo(obs, target, CLOSED)
         t_lo, t_hi = self._box(obs, self._resolve(obs, self.plan.target))
         t_centre = (t_lo + t_hi) / 2
         over = np.array([t_centre[0], t_centre[1], carry_z]) + np.array([*ep.grasp_offset[:2], 0])
         if ep.phase == "carry":
-            if lo[2] < ep.obj_lo0 + 0.01 or self._dropped(eef, obj_centre):
+            if lo[2] < ep.obj_lo0 + 0.01:
+                return self._regrasp(obs)
+            if self._dropped(eef, obj_centre):
+                ep.events.append("dropped")
                 return self._regrasp(obs)
             if np.linalg.norm((over - eef)[:2]) < cfg.pos_tol or timeout:
                 self._goto("lower")
@@ -430,6 +437,7 @@ class PickPlaceExpert:
         if side is None or eef[2] - ep.grasp_point[2] < self.config.blocked_height:
             return False
         ep.extra.setdefault("blocked_sides", set()).add(side)
+        ep.events.append("side_blocked")
         point, yaw = self._choose_grasp(obs)
         ep.target_rot = rot_z(yaw) @ ep.extra["base_rot"]
         ep.grasp_point = point
