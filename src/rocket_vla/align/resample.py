@@ -41,6 +41,12 @@ from rocket_vla.errors import RocketError
 POS_EMBEDS = ("sincos", "vggt-uv")
 
 
+def check_pos_embed_flag(name: str | None) -> None:
+    """Refuse an unknown ``--pos_embed`` value before a run starts (None: the variant's default)."""
+    if name is not None and name not in POS_EMBEDS:
+        raise RocketError(f"unknown pos_embed {name!r}; pass --pos_embed {' or '.join(POS_EMBEDS)}.")
+
+
 def _axis_embed(positions: torch.Tensor, quarter: int, base: float) -> torch.Tensor:
     """1D sin-cos of ``positions [n]`` at ``quarter`` frequencies ``base ** (-i / quarter)``:
     ``[n, 2 * quarter]``, all sines then all cosines. Both 2D embeddings below are two of these."""

@@ -59,7 +59,6 @@ class StudentPolicy:
     def __init__(self, student: Student, config: dict[str, Any], *, execute: int | None = None,
                  preprocess: str = "none") -> None:
         self.student = student.eval()
-        self.preprocess = preprocess
         self._prepare_frame = get_preset(preprocess)
         self.stats = DatasetStats.from_dict(config["stats"])
         self.box = eval_crop_box(config.get("train", {}))

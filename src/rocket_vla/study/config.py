@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rocket_vla.align.config import VARIANTS
-from rocket_vla.align.resample import POS_EMBEDS
+from rocket_vla.align.resample import check_pos_embed_flag
 from rocket_vla.errors import RocketError
 
 SPLITS = ("test", "validation")
@@ -135,9 +135,7 @@ class StudyConfig:
                      "num_pairs", "workers", "image_size", "frame_stride", "grad_batches"):
             if getattr(self, name) < 1:
                 raise RocketError(f"the study's {name} must be at least 1, got {getattr(self, name)}.")
-        if self.pos_embed is not None and self.pos_embed not in POS_EMBEDS:
-            raise RocketError(f"unknown pos_embed {self.pos_embed!r}; pass --pos_embed "
-                              f"{' or '.join(POS_EMBEDS)}.")
+        check_pos_embed_flag(self.pos_embed)
         if self.heldout_demos < 2:
             raise RocketError("the study needs at least 2 held-out demonstrations per task.")
         if self.val_trials < 0 or (self.split == "validation" and self.val_trials < 1):

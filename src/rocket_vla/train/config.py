@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rocket_vla.align.config import VARIANTS
-from rocket_vla.align.resample import POS_EMBEDS
+from rocket_vla.align.resample import check_pos_embed_flag
 from rocket_vla.data.augment import AugmentConfig
 from rocket_vla.errors import RocketError, reject_unknown_keys
 
@@ -137,10 +137,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise RocketError(f"{name} must be a positive finite number, got {value}.")
-        if self.pos_embed is not None and self.pos_embed not in POS_EMBEDS:
-            raise RocketError(
-                f"unknown pos_embed {self.pos_embed!r}; pass --pos_embed {' or '.join(POS_EMBEDS)}."
-            )
+        check_pos_embed_flag(self.pos_embed)
         for name in ("align_weight", "weight_decay"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
