@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +91,7 @@ class EpisodeResult:
     frames: list[np.ndarray] = field(default_factory=list)
     error: str | None = None  # the exception that ended the episode (on_error="fail")
     final_state: str = ""  # sha1 of the final MuJoCo state: equal digests = identical episodes
+    premise_failed: list[str] | None = None  # the task's :init relations that did not hold after the wait
 
 
 def seed_everything(seed: int) -> None:
@@ -105,13 +107,16 @@ def seed_everything(seed: int) -> None:
 
 def run_episode(env: LiberoEnv, policy: Policy, init_state: np.ndarray, *, seed: int | None = 0,
                 max_steps: int | None = None, num_wait: int = NUM_WAIT_STEPS,
-                record: bool = False, settings: EpisodeSettings | None = None) -> EpisodeResult:
+                record: bool = False, settings: EpisodeSettings | None = None,
+                premise: Callable[[], list[str]] | None = None) -> EpisodeResult:
     """Run one episode of ``env.task`` from ``init_state`` and report success.
 
     ``seed``: re-seed the RNGs and the env's fixture placement for this episode alone (the
     per-episode scheme); ``None`` leaves every RNG where it is and lets the env draw its
     placement from its own stream (the official clients' scheme, see
-    :meth:`LiberoEnv.seed`).
+    :meth:`LiberoEnv.seed`). ``premise`` (e.g. :meth:`rocket_vla.envs.premise.Premise.check`)
+    runs once after the wait steps; what it returns (the task's start relations that do not
+    hold) is recorded, never used to skip the episode.
     """
     task = env.task
     settings = settings or resolve_settings(policy)
@@ -126,6 +131,7 @@ def run_episode(env: LiberoEnv, policy: Policy, init_state: np.ndarray, *, seed:
     policy.reset(TaskInfo(task.suite, task.task_id, task.name, task.language))
     for i in range(num_wait):
         env.step(NOOP_ACTION, render=render and i == num_wait - 1)
+    premise_failed = premise() if premise is not None else None
     steps = calls = 0
     frames: list[np.ndarray] = []
     success = False
@@ -156,5 +162,6 @@ def run_episode(env: LiberoEnv, policy: Policy, init_state: np.ndarray, *, seed:
     if record and frames:
         frames.append(env.observation(images=True)["agentview"] if render else frames[-1])
     digest = hashlib.sha1(np.ascontiguousarray(env.sim_state(), dtype=np.float64).tobytes()).hexdigest()
-    return EpisodeResult(success, steps, calls, time.perf_counter() - start, frames, error, digest)
+    return EpisodeResult(success, steps, calls, time.perf_counter() - start, frames, error, digest,
+                         premise_failed)
 

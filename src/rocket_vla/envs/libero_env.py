@@ -25,6 +25,9 @@ from rocket_vla.errors import RocketError
 #: robosuite camera names -> the short names used in observations and episode files.
 CAMERAS: dict[str, str] = {"agentview": "agentview", "robot0_eye_in_hand": "wrist"}
 RENDER_MODES = ("decision", "every_step")
+#: Episode starts: the official clients' (hard reset, nothing after set_init_state) or a clean
+#: soft reset (see :class:`EnvConfig`).
+START_MODES = ("official", "clean")
 
 
 @dataclass
@@ -36,19 +39,33 @@ class EnvConfig:
         steps); "every_step" renders at every physics step like the standard LIBERO env.
     depth: also render depth maps (for demonstrations feeding a 3D teacher).
     gl_backend: MUJOCO_GL override ("egl" default, "osmesa" fallback).
-    hard_reset: rebuild the MuJoCo model at every reset (2.5 s) instead of a soft reset
-        (0.3 s); the init state overwrites the whole sim state either way.
+    start: how an episode starts. "official" (default) does what the official LIBERO clients
+        do: a hard reset (the MuJoCo model is rebuilt, 0.9 s without cameras, 2.5 s with),
+        ``set_init_state``, nothing else -- so the controller keeps the goal it got at the
+        reset (robot at home) and the first no-op steps pull the arm toward it, exactly as
+        in the data and the papers' evaluations. "clean" is a soft reset (0.3 s) followed by
+        clearing the solver's warm start and re-syncing the controllers to the init state: a
+        start that does not depend on the reset, but not the official one (fixture
+        placement draws differ on scenes with a drawer, and the arm does not drift).
+    cameras: build the offscreen renderer and camera observables; False for policies that
+        read no image (scripted experts, premise checks): the physics, the fixture stream
+        and the sim states are identical, and a hard reset is 3x cheaper.
     """
 
     image_size: int = 256
     render: str = "decision"
     depth: bool = False
     gl_backend: str | None = None
-    hard_reset: bool = False
+    start: str = "official"
+    cameras: bool = True
 
     def __post_init__(self) -> None:
         if self.render not in RENDER_MODES:
             raise RocketError(f"unknown render mode {self.render!r}; use one of {RENDER_MODES}.")
+        if self.start not in START_MODES:
+            raise RocketError(f"unknown episode start {self.start!r}; use one of {', '.join(START_MODES)}.")
+        if self.depth and not self.cameras:
+            raise RocketError("depth maps need cameras; build the env with cameras=True.")
         if not 16 <= int(self.image_size) <= 1024:
             raise RocketError(f"image size {self.image_size} is out of range; use 16..1024 pixels.")
 
@@ -69,19 +86,22 @@ class LiberoEnv:
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 from libero.libero.envs import OffScreenRenderEnv
+                from libero.libero.envs.env_wrapper import ControlEnv
         except ImportError as err:
             raise RocketError(
                 "LIBERO is not installed; install the extra with pip install 'rocket-vla[libero]'."
             ) from err
         size = int(self.config.image_size)
+        hard = self.config.start == "official"
         try:
-            self._env = OffScreenRenderEnv(
-                bddl_file_name=task.bddl_file,
-                camera_heights=size,
-                camera_widths=size,
-                camera_depths=self.config.depth,
-                hard_reset=self.config.hard_reset,
-            )
+            if self.config.cameras:  # what the official clients build
+                self._env = OffScreenRenderEnv(
+                    bddl_file_name=task.bddl_file, camera_heights=size, camera_widths=size,
+                    camera_depths=self.config.depth, hard_reset=hard)
+            else:
+                self._env = ControlEnv(
+                    bddl_file_name=task.bddl_file, has_renderer=False, has_offscreen_renderer=False,
+                    use_camera_obs=False, hard_reset=hard)
         except Exception as err:
             if "EGL" in repr(err) or "OSMesa" in repr(err) or "GL" in type(err).__name__:
                 raise RocketError(
@@ -101,6 +121,8 @@ class LiberoEnv:
     # -- rendering control ------------------------------------------------------------
     def _install_lazy_cameras(self) -> None:
         """Wrap the camera sensors so they render only on armed steps (idempotent)."""
+        if not self.config.cameras:
+            return
         from robosuite.utils.observables import sensor
 
         robo = self._env.env
@@ -153,8 +175,9 @@ class LiberoEnv:
     def advance_to(self, trial: int) -> None:
         """Draw resets from the stream until the next reset is trial ``trial``'s.
 
-        A reset costs ~0.3 s, so a shard starting at trial 40 spends ~12 s here; the stream
-        cannot go backwards (re-seed for that).
+        Under the official start a reset is a hard one (0.9 s without cameras, 2.5 s with), so
+        a shard starting at trial 40 spends 40-100 s here; the stream cannot go backwards
+        (re-seed for that).
         """
         if self._stream is None:
             raise RocketError("advance_to needs a seeded stream; call env.seed(0) first.")
@@ -194,9 +217,11 @@ class LiberoEnv:
                 with contextlib.redirect_stdout(io.StringIO()):
                     self._env.reset()
             self._install_lazy_cameras()  # a hard reset recreates the observables
-            self._clear_solver_memory()
+            if self.config.start == "clean":
+                self._clear_solver_memory()
             self._obs = dict(self._env.set_init_state(np.asarray(init_state)))
-            self._sync_controllers()
+            if self.config.start == "clean":
+                self._sync_controllers()
         except ValueError as err:
             raise RocketError(
                 f"init state of size {np.size(init_state)} does not fit {self.task.suite} task "
@@ -223,12 +248,13 @@ class LiberoEnv:
             getattr(data, name)[...] = 0.0
 
     def _sync_controllers(self) -> None:
-        """Give a soft reset the controller state a hard reset (fresh env) would have.
+        """The "clean" start: controllers synced to the init state, not to the reset pose.
 
         robosuite's Panda gripper integrates its command in ``current_action`` and the OSC
-        caches the end-effector pose; neither is cleared by a soft reset, so without this an
-        episode would start from the previous episode's gripper command and its outcome
-        would depend on what this worker ran before.
+        caches the end-effector pose and goal; a soft reset clears neither, so without this
+        an episode would start from the previous episode's gripper command. Note this is
+        *not* what the official clients do (their controller keeps the goal set at the reset
+        with the arm at home, and the no-op steps pull toward it), hence not the default.
         """
         for robot in self._env.env.robots:
             grippers = getattr(robot, "gripper", None)
@@ -271,6 +297,9 @@ class LiberoEnv:
                                       o["robot0_gripper_qpos"]),
         }
         if images:
+            if not self.config.cameras:
+                raise RocketError("this env was built without cameras; build it with "
+                                  "EnvConfig(cameras=True) to read images.")
             for cam, short in CAMERAS.items():
                 out[short] = rotate_180(np.asarray(o[f"{cam}_image"], dtype=np.uint8))
         if state:
@@ -322,6 +351,7 @@ class LiberoEnv:
         out["state/obstacle_boxes"] = self.obstacle_boxes()
         out["state/robot0_base_pos"] = np.asarray(
             self.sim.data.get_body_xpos("robot0_base"), dtype=np.float64).copy()
+        out["state/sim"] = self.sim_state()  # the full flattened MuJoCo state (time, qpos, qvel)
         return out
 
     def obstacle_boxes(self) -> np.ndarray:

@@ -20,7 +20,8 @@ Images are present only when the policy's ``needs_images`` is true (the default)
 that sets ``needs_state = True`` (the scripted experts) also gets privileged simulator state
 under keys prefixed ``state/``: ``state/robot0_eef_pos``, ``state/robot0_eef_quat``
 (x, y, z, w), ``state/robot0_gripper_qpos``, ``state/robot0_joint_pos`` and, per object,
-``state/<object>_pos`` and ``state/<object>_quat``.
+``state/<object>_pos`` and ``state/<object>_quat``, and ``state/sim`` (the full flattened
+MuJoCo state, as the init-state files store it).
 
 Action chunk returned by :meth:`Policy.act`: shape [chunk, 7] (a [7] vector counts as a
 chunk of one), float. Dimensions 0-2 are the delta eef position and 3-5 the delta

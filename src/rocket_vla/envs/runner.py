@@ -27,7 +27,7 @@ RESULTS_FILE = "episodes.jsonl"
 VIDEO_MODES = ("none", "failures", "successes", "all")
 #: Settings that change what an episode measures; a resumed run (or a merge) must keep them.
 PROTOCOL_FIELDS = ("policy", "policy_kwargs", "image_size", "seed", "max_steps", "num_wait",
-                   "seeding", "env_seed", "gripper", "actions_per_chunk", "on_error")
+                   "seeding", "env_seed", "gripper", "actions_per_chunk", "on_error", "start")
 SEEDING = ("official", "per_episode")
 
 
@@ -65,6 +65,12 @@ class EvalConfig:
     openpi clients); per_episode: re-seed every episode (older runs)"""
     env_seed: int = 0
     """official seeding: the env.seed() of every task env (OpenVLA-OFT 0, openpi 7)"""
+    start: str = "official"
+    """episode start: official (hard reset, nothing after set_init_state, as the official
+    clients) or clean (soft reset, controller synced to the init state; not comparable)"""
+    allow_unpinned_sim: bool = False
+    """run on a simulator stack other than the pinned one (mujoco 3.2.3...); the records and
+    the summary then say so"""
     gripper: str | None = None
     """gripper output convention (None: what the policy declares): unit/signed are binarised
     and inverted (OpenVLA-OFT), env passes through (openpi)"""
@@ -110,6 +116,10 @@ class EvalConfig:
                 raise RocketError(f"--{name} must be >= 0, got {getattr(self, name)}.")
         if self.image_size < 8:
             raise RocketError(f"--image_size must be at least 8 pixels, got {self.image_size}.")
+        from rocket_vla.envs.libero_env import START_MODES
+
+        if self.start not in START_MODES:
+            raise RocketError(f"unknown --start {self.start!r}; use one of {', '.join(START_MODES)}.")
         if self.seeding not in SEEDING:
             raise RocketError(f"unknown --seeding {self.seeding!r}; use one of {', '.join(SEEDING)}.")
         if self.gripper is not None or self.actions_per_chunk is not None or self.on_error is not None:
@@ -189,13 +199,19 @@ def episode_key(record: dict[str, Any]) -> tuple[str, int, int]:
 
 
 def _check_resume(cfg: EvalConfig, out: Path) -> None:
+    from rocket_vla.envs.simstack import check_same_stack, require_pinned
     from rocket_vla.fingerprint import code_version
 
+    stack = require_pinned(cfg.allow_unpinned_sim)
     cfg_path = out / "run_config.json"
     current = {k: getattr(cfg, k) for k in PROTOCOL_FIELDS}
+    fix = "use a new --out_dir folder or the same settings, code and simulator to resume."
     run_records.check_settings(cfg_path, current, PROTOCOL_FIELDS, section="protocol", what=str(out),
-                           fix="use a new --out_dir folder or the same settings and code to resume.")
-    cfg_path.write_text(json.dumps({"protocol": current, "config": asdict(cfg),
+                               fix=fix)
+    if cfg_path.is_file() or (out / RESULTS_FILE).is_file():
+        saved = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+        check_same_stack(saved.get("simulator"), stack, str(out), fix)
+    cfg_path.write_text(json.dumps({"protocol": current, "config": asdict(cfg), "simulator": stack,
                                     "code_version": code_version()}, indent=2), encoding="utf-8")
 
 
@@ -210,13 +226,22 @@ def run_jobs(cfg: EvalConfig, jobs: Iterable[Job], emit: Any) -> None:
     official = cfg.seeding == "official"
     if official:
         seed_everything(cfg.seed)  # once per process, like the official clients
+    from rocket_vla.envs.premise import Premise
+    from rocket_vla.envs.simstack import simulator_stack
+
     policy = build_policy(cfg.policy, **cfg.policy_kwargs)
     settings = resolve_settings(policy, cfg.gripper, cfg.actions_per_chunk, cfg.on_error)
+    pinned = bool(simulator_stack()["pinned"])
+    # Cameras only when something reads them: an expert's env skips the renderer (identical
+    # physics and fixture stream, 3x cheaper hard resets).
+    cameras = bool(getattr(policy, "needs_images", True)) or cfg.video != "none"
     out = Path(cfg.out_dir)
     videos: dict[tuple[str, int], int] = defaultdict(int)
     for job in jobs:
         spec = get_task(job.suite, job.task_id)
-        with LiberoEnv(spec, EnvConfig(image_size=cfg.image_size, render=cfg.render)) as env:
+        env_cfg = EnvConfig(image_size=cfg.image_size, render=cfg.render, start=cfg.start, cameras=cameras)
+        with LiberoEnv(spec, env_cfg) as env:
+            premise = Premise(env)
             if official:
                 env.seed(cfg.env_seed)  # what the official clients call on every task env
             for trial in job.trials:
@@ -226,7 +251,7 @@ def run_jobs(cfg: EvalConfig, jobs: Iterable[Job], emit: Any) -> None:
                 seed = None if official else episode_seed(cfg.seed, job.suite, job.task_id, trial)
                 res = run_episode(env, policy, get_init_state(spec, trial), seed=seed,
                                   max_steps=cfg.max_steps, num_wait=cfg.num_wait, record=record,
-                                  settings=settings)
+                                  settings=settings, premise=premise.check)
                 video = None
                 wanted = (cfg.video == "all" or (cfg.video == "failures" and not res.success)
                           or (cfg.video == "successes" and res.success))
@@ -240,7 +265,9 @@ def run_jobs(cfg: EvalConfig, jobs: Iterable[Job], emit: Any) -> None:
                       "steps": res.steps, "policy_calls": res.policy_calls,
                       "wall_s": round(res.wall_s, 3), "policy": cfg.policy,
                       "gripper": settings.gripper, "actions_per_chunk": settings.actions_per_chunk,
-                      "error": res.error, "final_state": res.final_state, "video": video})
+                      "error": res.error, "final_state": res.final_state, "video": video,
+                      "start": cfg.start, "premise_failed": res.premise_failed,
+                      **({} if pinned else {"unpinned_sim": True})})
 
 
 def _write_video(out: Path, spec: Any, trial: int, res: Any, fmt: str) -> str:

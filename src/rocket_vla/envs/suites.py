@@ -83,6 +83,9 @@ def setup_headless_gl(backend: str | None = None) -> str:
     os.environ["MUJOCO_GL"] = chosen
     if chosen in ("egl", "osmesa"):
         os.environ["PYOPENGL_PLATFORM"] = chosen
+    from rocket_vla.envs.simstack import quiet_simulator_imports
+
+    quiet_simulator_imports()
     return chosen
 
 
