@@ -20,7 +20,7 @@ from rocket_vla.errors import RocketError
 COMMANDS: dict[str, str] = {
     "demo": "demo", "select-layers": "select_layers", "collect": "collect", "eval": "eval",
     "train": "train", "train-teacher": "train_teacher", "cache-teacher": "cache_teacher",
-    "profile": "profile", "reproduce": "reproduce",
+    "profile": "profile", "reproduce": "reproduce", "check-env": "check_env",
 }
 
 

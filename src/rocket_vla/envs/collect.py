@@ -30,7 +30,7 @@ ATTEMPTS_FILE = "attempts.jsonl"
 #: Settings that change what a recorded episode holds; a resumed collection must keep them
 #: (which suites, tasks and init states to collect may grow between runs).
 EPISODE_FIELDS = ("frame_stride", "image_size", "depth", "seed", "max_steps", "num_wait",
-                  "after_success", "variation_xy", "variation_joints")
+                  "after_success", "variation_xy", "variation_joints", "start")
 
 
 @dataclass
@@ -71,6 +71,11 @@ class CollectConfig:
     """no-op steps before the expert acts"""
     after_success: int = 16
     """steps recorded after the task is solved (the release and retreat)"""
+    start: str = "official"
+    """episode start: official (hard reset, as the official clients and the LIBERO data) or
+    clean (soft reset with the controller synced to the init state)"""
+    allow_unpinned_sim: bool = False
+    """collect on a simulator stack other than the pinned one (the folder records it)"""
     # The solve is detected while the gripper is still opening, so an episode cut at that
     # step holds almost no open-gripper frames after placing; an L1 policy trained on it
     # learns "keep holding" and never lets go. Evaluation stops at success regardless.
@@ -92,6 +97,10 @@ class CollectConfig:
                 raise RocketError(f"--{name} must be >= 0, got {getattr(self, name)}.")
         if self.image_size < 8:
             raise RocketError(f"--image_size must be at least 8 pixels, got {self.image_size}.")
+        from rocket_vla.envs.libero_env import START_MODES
+
+        if self.start not in START_MODES:
+            raise RocketError(f"unknown --start {self.start!r}; use one of {', '.join(START_MODES)}.")
         for name in ("variation_xy", "variation_joints"):
             value = getattr(self, name)
             if not (value >= 0 and value < float("inf")):  # also refuses nan
@@ -134,9 +143,11 @@ def run_jobs(cfg: CollectConfig, jobs: Iterable[CollectJob], emit: Any) -> None:
     from rocket_vla.envs.libero_env import EnvConfig, LiberoEnv
     from rocket_vla.envs.policy import TaskInfo
     from rocket_vla.envs.processing import model_to_env_actions, quat_to_axis_angle
+    from rocket_vla.envs.simstack import simulator_stack
     from rocket_vla.envs.suites import STEP_BUDGETS, get_init_state, get_task
 
     expert = make_expert_policy()
+    stack = json.dumps(simulator_stack())
     for job in jobs:
         spec = get_task(job.suite, job.task_id)
         writer = EpisodeWriter(cfg.out_dir, file_attrs={
@@ -144,9 +155,10 @@ def run_jobs(cfg: CollectConfig, jobs: Iterable[CollectJob], emit: Any) -> None:
             "bddl_file_name": os.path.basename(spec.bddl_file), "env_name": "libero",
             "frame_stride": cfg.frame_stride, "image_size": cfg.image_size,
             "depth_units": "metres", "camera_convention": "opencv camera axes, camera-to-world",
+            "simulator": stack, "start": cfg.start,
         })
         budget = cfg.max_steps or STEP_BUDGETS[spec.suite]
-        env_cfg = EnvConfig(image_size=cfg.image_size, depth=cfg.depth, render=cfg.render)
+        env_cfg = EnvConfig(image_size=cfg.image_size, depth=cfg.depth, render=cfg.render, start=cfg.start)
         with LiberoEnv(spec, env_cfg) as env:
             for init, var in job.items:
                 start = time.perf_counter()
@@ -261,16 +273,20 @@ def run_collection(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
 
 def _collect_locked(cfg: CollectConfig, progress: bool) -> dict[str, Any]:
     from rocket_vla.envs.runner import read_results
+    from rocket_vla.envs.simstack import check_same_stack, require_pinned
 
+    stack = require_pinned(cfg.allow_unpinned_sim, "rocket collect")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = out / "collect_config.json"
-    run_records.check_settings(
-        settings, asdict(cfg), EPISODE_FIELDS, what=str(out),
-        fix="collect into a new --out_dir folder, or use the same settings and code to resume.")
-    settings.write_text(json.dumps({**asdict(cfg), "code_version": code_version()}, indent=2),
-                        encoding="utf-8")
     log = out / ATTEMPTS_FILE
+    fix = "collect into a new --out_dir folder, or use the same settings, code and simulator to resume."
+    run_records.check_settings(settings, asdict(cfg), EPISODE_FIELDS, what=str(out), fix=fix)
+    if settings.is_file() or log.is_file():
+        saved = json.loads(settings.read_text(encoding="utf-8")) if settings.is_file() else {}
+        check_same_stack(saved.get("simulator"), stack, str(out), fix)
+    settings.write_text(json.dumps({**asdict(cfg), "simulator": stack, "code_version": code_version()},
+                                   indent=2), encoding="utf-8")
     done = {attempt_key(r) for r in read_results(log)}
     jobs = plan_collection(cfg, done)
     run_recorded(run_jobs, cfg, jobs, cfg.workers, lambda j, items: CollectJob(j.suite, j.task_id, items),

@@ -322,8 +322,9 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     for (suite, tid), recs in sorted(per_task.items()):
         wins = sum(bool(r["success"]) for r in recs)
         steps = [r["steps"] for r in recs if r["success"]]
+        broken = sorted(int(r["trial"]) for r in recs if r.get("premise_failed"))
         tasks.append({"suite": suite, "task_id": tid, "task": recs[0].get("task", ""),
-                      "episodes": len(recs), "successes": wins,
+                      "episodes": len(recs), "successes": wins, "broken_start_trials": broken,
                       "success_rate": wins / len(recs),
                       "mean_steps_success": (sum(steps) / len(steps)) if steps else None,
                       "mean_wall_s": sum(r.get("wall_s", 0.0) for r in recs) / len(recs)})
@@ -331,21 +332,34 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         suites[suite][1] += len(recs)
     suite_rows = [{"suite": s, "episodes": n, "successes": w, "success_rate": w / n}
                   for s, (w, n) in sorted(suites.items())]
-    return {"tasks": tasks, "suites": suite_rows}
+    unpinned = sum(bool(r.get("unpinned_sim")) for r in records)
+    return {"tasks": tasks, "suites": suite_rows, "unpinned_sim_episodes": unpinned}
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
-    lines = ["| suite | task | success | rate | mean steps (successes) | s/episode |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| suite | task | success | rate | mean steps (successes) | s/episode | broken starts |",
+             "|---|---|---|---|---|---|---|"]
     for t in summary["tasks"]:
         steps = f"{t['mean_steps_success']:.0f}" if t["mean_steps_success"] is not None else "-"
+        broken = t.get("broken_start_trials") or []
         lines.append(f"| {t['suite']} | {t['task_id']}: {t['task'].replace('_', ' ')} | "
                      f"{t['successes']}/{t['episodes']} | {100 * t['success_rate']:.1f}% | "
-                     f"{steps} | {t['mean_wall_s']:.1f} |")
+                     f"{steps} | {t['mean_wall_s']:.1f} | "
+                     f"{', '.join(map(str, broken)) if broken else '-'} |")
     lines += ["", "| suite | success | rate |", "|---|---|---|"]
     for s in summary["suites"]:
         lines.append(f"| {s['suite']} | {s['successes']}/{s['episodes']} | "
                      f"{100 * s['success_rate']:.1f}% |")
+    if any(t.get("broken_start_trials") for t in summary["tasks"]):
+        lines += ["", "broken starts: trials whose BDDL :init relations did not hold after the wait steps "
+                  "(they stay in the protocol; see the episodes' premise_failed)"]
+    if summary.get("simulator"):
+        from rocket_vla.envs.simstack import stack_line
+
+        lines += ["", f"simulator: {stack_line(summary['simulator'])}"]
+    if summary.get("unpinned_sim_episodes"):
+        lines.append(f"{summary['unpinned_sim_episodes']} episodes ran on an unpinned simulator stack "
+                     "(--allow_unpinned_sim): not comparable with the official clients' results")
     return "\n".join(lines) + "\n"
 
 
@@ -354,6 +368,9 @@ def write_summary(out: Path) -> dict[str, Any]:
 
     records = read_results(out / RESULTS_FILE)
     summary = summarize(records)
+    cfg_path = out / "run_config.json"
+    if cfg_path.is_file():
+        summary["simulator"] = json.loads(cfg_path.read_text(encoding="utf-8")).get("simulator")
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
     write_robustness(out, records)  # only when LIBERO-PRO suites are among the results

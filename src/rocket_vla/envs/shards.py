@@ -60,6 +60,7 @@ def merge_runs(dirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
     protocol settings; an episode (suite, task, trial) may appear in only one folder.
     """
     from rocket_vla.envs.runner import PROTOCOL_FIELDS, RESULTS_FILE, read_results, write_summary
+    from rocket_vla.envs.simstack import check_same_stack
 
     if not dirs:
         raise RocketError("--merge needs at least one evaluation folder.")
@@ -67,6 +68,7 @@ def merge_runs(dirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
     reference: dict[str, Any] | None = None
     ref_dir: Path | None = None
     config: dict[str, Any] = {}
+    stack: dict[str, Any] | None = None
     seen: dict[tuple[str, int, int], Path] = {}
     records: list[dict[str, Any]] = []
     for d in map(Path, dirs):
@@ -77,7 +79,13 @@ def merge_runs(dirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
         protocol = {k: saved.get("protocol", {}).get(k) for k in PROTOCOL_FIELDS}
         if reference is None:
             reference, ref_dir, config = protocol, d, saved.get("config", {})
+            stack = saved.get("simulator")
+            if not stack:
+                raise RocketError(f"{d} records no simulator stack (made by an older version); re-run it "
+                                  "before merging.")
         else:
+            check_same_stack(saved.get("simulator"), stack or {}, str(d),
+                             f"merge only folders evaluated on the same simulator stack as {ref_dir}.")
             diff = [k for k in PROTOCOL_FIELDS if protocol[k] != reference[k]]
             if diff:
                 raise RocketError(
@@ -104,6 +112,6 @@ def merge_runs(dirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
     tmp.replace(out / RESULTS_FILE)
     config = {**config, "out_dir": str(out), "shard": None}
     (out / "run_config.json").write_text(
-        json.dumps({"protocol": reference, "config": config, "merged_from": [str(d) for d in dirs]},
-                   indent=2), encoding="utf-8")
+        json.dumps({"protocol": reference, "config": config, "simulator": stack,
+                    "merged_from": [str(d) for d in dirs]}, indent=2), encoding="utf-8")
     return write_summary(out)
