@@ -20,6 +20,7 @@ from rocket_vla.align.pairing import LayerSelectionConfig, balanced_pairs
 from rocket_vla.cli import main
 from rocket_vla.config_cli import build_parser, dump_yaml, parse_config
 from rocket_vla.demo.config import DemoConfig
+from rocket_vla.envs.check_env import CheckEnvConfig, Tolerances
 from rocket_vla.envs.collect import CollectConfig
 from rocket_vla.envs.runner import EvalConfig
 from rocket_vla.errors import RocketError
@@ -54,6 +55,11 @@ CASES: dict[str, tuple[type, list[str], Any]] = {
                                       verify=False)),
     "select-layers": (LayerSelectionConfig, ["--student_depth", "6", "--teacher_depth", "4", "--pairs", "3"],
                       LayerSelectionConfig(student_depth=6, teacher_depth=4, pairs=3)),
+    "check-env": (CheckEnvConfig,
+                  ["--suites", "spatial,libero_10", "--init_states", "0,3", "--workers", "1",
+                   "--tolerances.position_mm", "3", "--premises", "--out_dir", "ce"],
+                  CheckEnvConfig(suites=["libero_spatial", "libero_10"], init_states=[0, 3], workers=1,
+                                 tolerances=Tolerances(position_mm=3.0), premises=True, out_dir="ce")),
     "reproduce": (StudyConfig,
                   ["--preset", "smoke", "--seeds", "0,1,2", "--variants", "baseline", "naive", "--split",
                    "validation", "--teacher", "random-tiny", "--overwrite"],
@@ -163,13 +169,15 @@ def test_eval_merges_folders_given_after_the_merge_flag(tmp_path: Path, capsys) 
     import json
 
     from rocket_vla.envs.runner import PROTOCOL_FIELDS
+    from rocket_vla.envs.simstack import simulator_stack
 
     proto = {k: None for k in PROTOCOL_FIELDS} | {"image_size": 256}
     runs = []
     for name, trials in (("a", [0, 1]), ("b", [2])):
         root = tmp_path / name
         root.mkdir()
-        (root / "run_config.json").write_text(json.dumps({"protocol": proto, "config": {}}))
+        (root / "run_config.json").write_text(json.dumps({"protocol": proto, "config": {},
+                                                          "simulator": simulator_stack()}))
         (root / "episodes.jsonl").write_text("".join(
             json.dumps({"suite": "libero_spatial", "task_id": 0, "task": "t", "trial": k,
                         "success": k == 0, "steps": 5, "wall_s": 1.0}) + "\n" for k in trials))

@@ -56,7 +56,8 @@ def test_proprio_is_robosuites_axis_angle_on_real_states() -> None:
 
 def test_official_seeding_reproduces_the_official_client_fixtures() -> None:
     """Official client: OffScreenRenderEnv (hard resets), env.seed(0), reset + set_init_state
-    per trial. Ours: soft resets from the seeded stream, and a fresh env jumping to trial 2."""
+    per trial. Ours: the seeded stream swapped in around resets while the policy draws from
+    numpy, and a fresh env jumping to trial 2."""
     setup_headless_gl()
     from libero.libero.envs import OffScreenRenderEnv
 
