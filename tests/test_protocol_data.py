@@ -57,7 +57,10 @@ def test_shard_flag_parsing() -> None:
 
 def _fake_run(root: Path, protocol: dict, trials: list[int]) -> Path:
     root.mkdir(parents=True)
-    (root / "run_config.json").write_text(json.dumps({"protocol": protocol, "config": {}}))
+    from rocket_vla.envs.simstack import simulator_stack
+
+    (root / "run_config.json").write_text(json.dumps({"protocol": protocol, "config": {},
+                                                      "simulator": simulator_stack()}))
     with (root / "episodes.jsonl").open("w") as fh:
         for k in trials:
             fh.write(json.dumps({"suite": "libero_spatial", "task_id": 0, "task": "t", "trial": k,

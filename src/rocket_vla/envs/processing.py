@@ -35,6 +35,9 @@ def quat_to_axis_angle(quat_xyzw: np.ndarray) -> np.ndarray:
     near w = 0, so any other convention puts the 4th-6th proprio dimensions up to 2 pi away
     from the training data of every public checkpoint.
     """
+    from rocket_vla.envs.simstack import quiet_simulator_imports
+
+    quiet_simulator_imports()
     try:
         from robosuite.utils.transform_utils import quat2axisangle
     except ImportError as err:
