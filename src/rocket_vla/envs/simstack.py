@@ -11,8 +11,8 @@ and ``rocket eval`` refuses to run on an unpinned stack unless told to (then eve
 says so).
 
 robosuite stays at 1.4.0 although the official clients use 1.4.1: the LIBERO package we
-install requires exactly 1.4.0, and 1.4.1 gives identical sim states and images on the
-check-env reference (docs/protocol.md).
+install requires exactly 1.4.0, and 1.4.1 gives the same object poses and images at every
+init state of the check-env reference (docs/protocol.md).
 """
 
 from __future__ import annotations
