@@ -147,7 +147,7 @@ def test_expert_recovers_from_the_drawer_bowls_failure_modes() -> None:
     expected = {11: ["side_blocked"],  # the first rim side stalls 3 cm up on a drawer wall
                 33: ["dropped"],  # the bowl slips out mid-carry onto the drawer's edge
                 36: ["lift_stalled"]}  # the arm stops rising with the bowl held
-    with LiberoEnv(task, EnvConfig(image_size=SIZE)) as env:
+    with LiberoEnv(task, EnvConfig(image_size=SIZE, cameras=False)) as env:  # the expert reads no image
         env.seed(0)
         for trial, events in expected.items():
             env.advance_to(trial)

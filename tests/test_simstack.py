@@ -140,3 +140,23 @@ def test_merge_refuses_shards_of_another_stack(tmp_path: Path, capsys, monkeypat
     (shards[1] / "run_config.json").write_text(json.dumps(other))
     assert main(["eval", "--merge", *map(str, shards), "--out_dir", str(tmp_path / "m")]) == 0
     assert json.loads((tmp_path / "m" / "run_config.json").read_text())["simulator"]["mujoco"] == "3.2.3"
+
+
+def test_simulator_start_up_notices_are_not_printed() -> None:
+    """robosuite's macro-file warning and gym-wrapper notice, once per process otherwise."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("libero.libero")
+    code = ("from rocket_vla.envs.suites import get_task, setup_headless_gl\n"
+            "setup_headless_gl()\n"
+            "from rocket_vla.envs.libero_env import EnvConfig, LiberoEnv\n"
+            "from rocket_vla.envs.processing import quat_to_axis_angle\n"
+            "import robosuite.wrappers\n"
+            "with LiberoEnv(get_task('libero_spatial', 0), EnvConfig(cameras=False)) as env:\n"
+            "    print('built', quat_to_axis_angle([0, 0, 0, 1.0]).shape)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         check=True)
+    text = out.stdout + out.stderr
+    assert "built (3,)" in out.stdout
+    assert "private macro" not in text and "make sure gym is installed" not in text, text
