@@ -97,10 +97,9 @@ class CollectConfig:
                 raise RocketError(f"--{name} must be >= 0, got {getattr(self, name)}.")
         if self.image_size < 8:
             raise RocketError(f"--image_size must be at least 8 pixels, got {self.image_size}.")
-        from rocket_vla.envs.libero_env import START_MODES
+        from rocket_vla.envs.libero_env import check_start
 
-        if self.start not in START_MODES:
-            raise RocketError(f"unknown --start {self.start!r}; use one of {', '.join(START_MODES)}.")
+        check_start(self.start)
         for name in ("variation_xy", "variation_joints"):
             value = getattr(self, name)
             if not (value >= 0 and value < float("inf")):  # also refuses nan
@@ -273,7 +272,7 @@ def run_collection(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
 
 def _collect_locked(cfg: CollectConfig, progress: bool) -> dict[str, Any]:
     from rocket_vla.envs.runner import read_results
-    from rocket_vla.envs.simstack import check_same_stack, require_pinned
+    from rocket_vla.envs.simstack import check_folder_stack, require_pinned
 
     stack = require_pinned(cfg.allow_unpinned_sim, "rocket collect")
     out = Path(cfg.out_dir)
@@ -282,9 +281,7 @@ def _collect_locked(cfg: CollectConfig, progress: bool) -> dict[str, Any]:
     log = out / ATTEMPTS_FILE
     fix = "collect into a new --out_dir folder, or use the same settings, code and simulator to resume."
     run_records.check_settings(settings, asdict(cfg), EPISODE_FIELDS, what=str(out), fix=fix)
-    if settings.is_file() or log.is_file():
-        saved = json.loads(settings.read_text(encoding="utf-8")) if settings.is_file() else {}
-        check_same_stack(saved.get("simulator"), stack, str(out), fix)
+    check_folder_stack(settings, log, stack, str(out), fix)
     settings.write_text(json.dumps({**asdict(cfg), "simulator": stack, "code_version": code_version()},
                                    indent=2), encoding="utf-8")
     done = {attempt_key(r) for r in read_results(log)}

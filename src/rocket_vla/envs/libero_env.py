@@ -30,6 +30,12 @@ RENDER_MODES = ("decision", "every_step")
 START_MODES = ("official", "clean")
 
 
+def check_start(start: str) -> None:
+    """Refuse an unknown episode start (the ``--start`` flag of eval and collect)."""
+    if start not in START_MODES:
+        raise RocketError(f"unknown --start {start!r}; use one of {', '.join(START_MODES)}.")
+
+
 @dataclass
 class EnvConfig:
     """How to build an environment.
@@ -62,8 +68,7 @@ class EnvConfig:
     def __post_init__(self) -> None:
         if self.render not in RENDER_MODES:
             raise RocketError(f"unknown render mode {self.render!r}; use one of {RENDER_MODES}.")
-        if self.start not in START_MODES:
-            raise RocketError(f"unknown episode start {self.start!r}; use one of {', '.join(START_MODES)}.")
+        check_start(self.start)
         if self.depth and not self.cameras:
             raise RocketError("depth maps need cameras; build the env with cameras=True.")
         if not 16 <= int(self.image_size) <= 1024:

@@ -116,10 +116,9 @@ class EvalConfig:
                 raise RocketError(f"--{name} must be >= 0, got {getattr(self, name)}.")
         if self.image_size < 8:
             raise RocketError(f"--image_size must be at least 8 pixels, got {self.image_size}.")
-        from rocket_vla.envs.libero_env import START_MODES
+        from rocket_vla.envs.libero_env import check_start
 
-        if self.start not in START_MODES:
-            raise RocketError(f"unknown --start {self.start!r}; use one of {', '.join(START_MODES)}.")
+        check_start(self.start)
         if self.seeding not in SEEDING:
             raise RocketError(f"unknown --seeding {self.seeding!r}; use one of {', '.join(SEEDING)}.")
         if self.gripper is not None or self.actions_per_chunk is not None or self.on_error is not None:
@@ -199,7 +198,7 @@ def episode_key(record: dict[str, Any]) -> tuple[str, int, int]:
 
 
 def _check_resume(cfg: EvalConfig, out: Path) -> None:
-    from rocket_vla.envs.simstack import check_same_stack, require_pinned
+    from rocket_vla.envs.simstack import check_folder_stack, require_pinned
     from rocket_vla.fingerprint import code_version
 
     stack = require_pinned(cfg.allow_unpinned_sim)
@@ -208,9 +207,7 @@ def _check_resume(cfg: EvalConfig, out: Path) -> None:
     fix = "use a new --out_dir folder or the same settings, code and simulator to resume."
     run_records.check_settings(cfg_path, current, PROTOCOL_FIELDS, section="protocol", what=str(out),
                                fix=fix)
-    if cfg_path.is_file() or (out / RESULTS_FILE).is_file():
-        saved = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
-        check_same_stack(saved.get("simulator"), stack, str(out), fix)
+    check_folder_stack(cfg_path, out / RESULTS_FILE, stack, str(out), fix)
     cfg_path.write_text(json.dumps({"protocol": current, "config": asdict(cfg), "simulator": stack,
                                     "code_version": code_version()}, indent=2), encoding="utf-8")
 

@@ -18,7 +18,9 @@ init state of the check-env reference (docs/protocol.md).
 from __future__ import annotations
 
 import importlib.metadata as metadata
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 from rocket_vla.errors import RocketError
@@ -88,6 +90,16 @@ def check_same_stack(recorded: dict[str, Any] | None, current: dict[str, Any], w
     diff = stack_changes(recorded, current)
     if diff:
         raise RocketError(f"{what} was made on another simulator stack ({'; '.join(diff)}); {fix}")
+
+
+def check_folder_stack(settings: Path, records: Path, current: dict[str, Any], what: str, fix: str) -> None:
+    """Refuse to resume a run folder (its settings file, its records) made on another stack.
+
+    A folder with records but no settings file counts as another stack: nothing says what
+    made its episodes."""
+    if settings.is_file() or records.is_file():
+        saved = json.loads(settings.read_text(encoding="utf-8")) if settings.is_file() else {}
+        check_same_stack(saved.get("simulator"), current, what, fix)
 
 
 def stack_line(stack: dict[str, Any]) -> str:
