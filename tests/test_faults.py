@@ -84,6 +84,7 @@ def _eval_record(trial: int, success: bool, task_id: int = 0) -> dict:
 
 
 # -- 1. evaluation records --------------------------------------------------------------------
+@pytest.mark.fault("refused")
 def test_second_eval_into_a_busy_folder_is_refused(tmp_path: Path) -> None:
     """A real process holds the run-folder lock; `run_evaluation` into the same folder is
     refused before it plans any episode, and nothing in the folder changes."""
@@ -103,6 +104,7 @@ def test_second_eval_into_a_busy_folder_is_refused(tmp_path: Path) -> None:
         pass
 
 
+@pytest.mark.fault("survived")
 @pytest.mark.libero
 def test_two_real_evals_into_one_folder_record_each_trial_once(tmp_path: Path) -> None:
     """Two `rocket eval` processes started together on one --out_dir: one runs, the other is
@@ -125,6 +127,7 @@ def test_two_real_evals_into_one_folder_record_each_trial_once(tmp_path: Path) -
     assert json.loads((out / "summary.json").read_text())["suites"][0]["episodes"] == 2
 
 
+@pytest.mark.fault("survived")
 def test_summary_counts_each_trial_once() -> None:
     """Records written twice (two old runs into one folder) count once per trial."""
     from rocket_vla.envs.runner import summarize
@@ -137,6 +140,7 @@ def test_summary_counts_each_trial_once() -> None:
     assert summary == summarize(recs)
 
 
+@pytest.mark.fault("survived")
 def test_torn_last_line_is_cut_and_the_next_record_kept(tmp_path: Path) -> None:
     """A writer killed mid-line leaves a torn tail; the next append must not be glued onto it."""
     from rocket_vla.envs.runner import read_results
@@ -170,6 +174,7 @@ def _data_offset(path: Path) -> int:
     return 8 + int.from_bytes(path.read_bytes()[:8], "little")
 
 
+@pytest.mark.fault("refused")
 def test_flipped_byte_in_a_cache_entry_stops_training_with_a_clear_message(tmp_path: Path) -> None:
     episodes = make_episodes(n=2, length=6)
     _, cache = _small_cache(tmp_path, episodes)
@@ -202,6 +207,7 @@ def test_cache_reads_checksum_once_per_process(tmp_path: Path) -> None:
     assert torch.equal(reader.read("0", [1])[0], first[0][1:2])  # untouched step still reads
 
 
+@pytest.mark.fault("survived")
 def test_cache_teacher_rerun_recomputes_a_damaged_entry(tmp_path: Path) -> None:
     from rocket_vla.teachers.fill import cache_episodes, episode_items
 
@@ -233,6 +239,7 @@ class NanAfter:
         return [f * float("nan") for f in out] if self.calls >= self.n else out
 
 
+@pytest.mark.fault("refused")
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     episodes = make_episodes(n=2, length=8)
     cfg = tiny_config(tmp_path, steps=6, save_every=2)
@@ -253,6 +260,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path
 @pytest.mark.parametrize("flag,value", [("--align_weight", "nan"), ("--lr", "inf"),
                                         ("--grad_clip", "-1"), ("--steps", "0"),
                                         ("--weight_decay", "nan"), ("--seed", "-1")])
+@pytest.mark.fault("refused")
 def test_bad_numeric_train_flags_are_refused(tmp_path: Path, capsys, flag: str, value: str) -> None:
     out = tmp_path / "run"
     assert main(["train", "--dataset", str(tmp_path), "--out_dir", str(out), flag, value]) == 2
@@ -262,6 +270,7 @@ def test_bad_numeric_train_flags_are_refused(tmp_path: Path, capsys, flag: str, 
 
 
 # -- 3. a cache built for another dataset ---------------------------------------------------------
+@pytest.mark.fault("refused")
 def test_cache_of_another_dataset_is_refused(tmp_path: Path) -> None:
     from rocket_vla.data.episodes import list_episode_files
     from rocket_vla.teachers.cache import fingerprint_files
@@ -277,6 +286,7 @@ def test_cache_of_another_dataset_is_refused(tmp_path: Path) -> None:
 
 
 # -- 4. a fresh run into a folder with checkpoints --------------------------------------------------
+@pytest.mark.fault("refused")
 def test_fresh_run_into_a_run_folder_is_refused_unless_overwrite(tmp_path: Path) -> None:
     episodes = make_episodes(n=2, length=6)
     cfg = tiny_config(tmp_path, variant="baseline", steps=2, save_every=1)
@@ -294,6 +304,7 @@ def test_fresh_run_into_a_run_folder_is_refused_unless_overwrite(tmp_path: Path)
 
 
 # -- 5. collect resumed with other settings --------------------------------------------------------
+@pytest.mark.fault("refused")
 def test_collect_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
     """A folder collected at 64 px refuses a 32 px resume before any simulator work, and
     keeps its recorded settings."""
@@ -310,6 +321,7 @@ def test_collect_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
     assert (out / "collect_config.json").read_text() == saved
 
 
+@pytest.mark.fault("refused")
 @pytest.mark.libero
 def test_collect_resume_with_other_settings_is_refused_after_a_real_collection(tmp_path: Path) -> None:
     from rocket_vla.envs.collect import CollectConfig, run_collection
@@ -333,6 +345,7 @@ def _chunk_offset(path: Path, dataset: str) -> int:
     return info.byte_offset + info.size // 2
 
 
+@pytest.mark.fault("refused")
 @pytest.mark.parametrize("dataset", ["data/demo_0/actions", "data/demo_0/obs/agentview_rgb"])
 def test_flipped_byte_in_a_dataset_is_refused(tmp_path: Path, dataset: str) -> None:
     """Actions (plain) and images (LZF-compressed) carry HDF5 checksums: a flipped byte in
@@ -347,6 +360,7 @@ def test_flipped_byte_in_a_dataset_is_refused(tmp_path: Path, dataset: str) -> N
         read_episodes(folder)
 
 
+@pytest.mark.fault("refused")
 def test_damaged_compressed_chunk_of_an_unchecksummed_file_is_one_sentence(tmp_path: Path) -> None:
     """Files without checksums (official LIBERO files, older collections): a compressed image
     chunk that no longer decompresses is reported, not raised as h5py's OSError."""
@@ -379,6 +393,7 @@ def _trained(tmp_path: Path) -> tuple[Path, list]:
     return ckpt_io.resolve_checkpoint(cfg.out_dir), episodes
 
 
+@pytest.mark.fault("refused")
 def test_damaged_checkpoint_files_are_refused_on_resume(tmp_path: Path) -> None:
     ckpt, episodes = _trained(tmp_path)
     cfg = tiny_config(tmp_path, variant="baseline", steps=3, save_every=1)
@@ -408,6 +423,7 @@ def test_damaged_checkpoint_files_are_refused_on_resume(tmp_path: Path) -> None:
         Trainer(cfg, episodes=episodes, resume=cfg.out_dir)
 
 
+@pytest.mark.fault("refused")
 def test_damaged_checkpoint_is_refused_by_evaluation_loader(tmp_path: Path) -> None:
     from rocket_vla.policies.student import load_student
 
@@ -418,6 +434,7 @@ def test_damaged_checkpoint_is_refused_by_evaluation_loader(tmp_path: Path) -> N
         load_student(ckpt)
 
 
+@pytest.mark.fault("refused")
 def test_broken_teacher_config_json_is_one_sentence(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
     from rocket_vla.teachers.hf import HFTeacher
@@ -432,6 +449,7 @@ def test_broken_teacher_config_json_is_one_sentence(tmp_path: Path) -> None:
         HFTeacher.from_pretrained(tmp_path)
 
 
+@pytest.mark.fault("refused")
 def test_bad_numeric_eval_and_collect_settings_are_refused() -> None:
     from rocket_vla.demo.config import DemoConfig
     from rocket_vla.envs.collect import CollectConfig
@@ -449,6 +467,7 @@ def test_bad_numeric_eval_and_collect_settings_are_refused() -> None:
         DemoConfig.preset("smoke", lr=float("nan"))
 
 
+@pytest.mark.fault("survived")
 def test_temp_files_of_a_killed_cache_fill_are_removed(tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     fill = _spawn("fill", str(cache_dir), "40")
@@ -477,6 +496,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.fault("survived")
 def test_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
     parent = _spawn("parallel", str(tmp_path))
     try:
@@ -515,6 +535,7 @@ def test_code_version_works_from_a_copy_and_changes_with_the_source(tmp_path: Pa
     assert same["source"] == ours["source"]
 
 
+@pytest.mark.fault("refused")
 def test_resume_of_a_run_made_by_other_code_is_refused(tmp_path: Path) -> None:
     """A checkpoint written by a changed copy of the package (a real subprocess) cannot be
     resumed by this code; eval, cache and demo folders refuse the same way."""
@@ -534,6 +555,7 @@ def test_resume_of_a_run_made_by_other_code_is_refused(tmp_path: Path) -> None:
         Trainer(cfg, resume=cfg.out_dir)
 
 
+@pytest.mark.fault("refused")
 def test_eval_and_cache_folders_made_by_other_code_are_refused(tmp_path: Path) -> None:
     from rocket_vla.envs.runner import EvalConfig, _check_resume
     from rocket_vla.teachers.cache import FeatureCache
@@ -560,6 +582,7 @@ def test_eval_and_cache_folders_made_by_other_code_are_refused(tmp_path: Path) -
 
 
 # -- 7. the demo: a run folder made by other code -----------------------------------------------
+@pytest.mark.fault("refused")
 def test_demo_folder_and_dataset_cache_are_keyed_by_code(tmp_path: Path) -> None:
     from rocket_vla.demo.config import DemoConfig
     from rocket_vla.demo.run import check_resumable, run_identity
@@ -584,6 +607,7 @@ def test_demo_folder_and_dataset_cache_are_keyed_by_code(tmp_path: Path) -> None
     assert str(stages.dataset_dirs(cfg)[0]) == key  # stable for the same code
 
 
+@pytest.mark.fault("refused")
 def test_demo_folder_refuses_other_demonstrations(tmp_path: Path) -> None:
     from rocket_vla.demo.run import DATA_FILE, check_data
 
@@ -600,6 +624,7 @@ def test_demo_folder_refuses_other_demonstrations(tmp_path: Path) -> None:
     assert (run / DATA_FILE).read_text() == recorded
 
 
+@pytest.mark.fault("refused")
 def test_resume_on_another_dataset_or_teacher_is_refused(tmp_path: Path) -> None:
     from rocket_vla.teachers import TeacherInput, VGGTConfig, VGGTTeacher
 

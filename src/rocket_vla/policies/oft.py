@@ -342,7 +342,8 @@ class OFTStudent(Student):
             from transformers import AutoModelForImageTextToText
 
             vlm = load_local_pretrained(AutoModelForImageTextToText, path, "a vision-language model",
-                                        "point --student_path at a transformers checkpoint folder.")
+                                        "point --student_path at a transformers checkpoint folder.",
+                                        model_types=set(FAMILIES))
             processor = Path(path) / "preprocessor_config.json"
             if processor.is_file():
                 stats = json.loads(processor.read_text())

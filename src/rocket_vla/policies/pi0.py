@@ -191,7 +191,8 @@ class PI0Student(Student):
 
             model = load_local_pretrained(
                 PI0ForConditionalGeneration, path, "a pi0 checkpoint",
-                "point --student_path at a folder with config.json and model.safetensors.")
+                "point --student_path at a folder with config.json and model.safetensors.",
+                model_types={"pi0"})
             overrides.setdefault("tokenizer", "checkpoint")
             config = PI0StudentConfig.from_dict({**overrides, "student_path": str(path)})
             return cls(config, model)
