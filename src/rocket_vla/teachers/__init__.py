@@ -9,6 +9,7 @@ from rocket_vla.teachers.base import Teacher, TeacherInput
 from rocket_vla.teachers.build import TeacherConfig, build_teacher, teacher_from_spec
 from rocket_vla.teachers.cache import CacheSpec, FeatureCache, FillReport, fill_cache, spec_for
 from rocket_vla.teachers.hf import HFTeacher
+from rocket_vla.teachers.tiny import load_tiny_teacher
 from rocket_vla.teachers.vggt import VGGTConfig, VGGTTeacher
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "VGGTTeacher",
     "build_teacher",
     "fill_cache",
+    "load_tiny_teacher",
     "spec_for",
     "teacher_from_spec",
 ]
