@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from rocket_vla.errors import RocketError
+
 FULL_BOX = (0.0, 0.0, 1.0, 1.0)
 
 
@@ -31,6 +33,27 @@ class AugmentConfig:
     brightness: float = 0.2
     contrast: float = 0.2
     saturation: float = 0.2
+
+    def validate(self) -> None:
+        """Refuse values that make no sense as a crop or a jitter.
+
+        A crop keeps a fraction of the frame, so ``crop_area`` lies in (0, 1]: above 1 the
+        box reaches outside the image, and 0 or below has no side. :func:`color_jitter`
+        multiplies by ``1 +- strength``, so a strength of 1 or more lets a factor reach 0
+        (a black or grey frame) or flip sign, and large ones saturate nearly every pixel.
+        """
+        if not (math.isfinite(self.crop_area) and 0.0 < self.crop_area <= 1.0):
+            raise RocketError(
+                f"augment.crop_area must be a fraction of the frame in (0, 1] (0.9 crops like "
+                f"OpenVLA-OFT, 1 keeps the full frame), got {self.crop_area}."
+            )
+        for name in ("brightness", "contrast", "saturation"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value < 1.0):
+                raise RocketError(
+                    f"augment.{name} must be a jitter strength in [0, 1) (the factor is "
+                    f"1 +- strength; 0 turns it off), got {value}."
+                )
 
 
 def random_boxes(n: int, area: float, generator: torch.Generator | None = None) -> torch.Tensor:

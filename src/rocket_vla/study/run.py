@@ -11,7 +11,15 @@ from typing import Any
 
 from rocket_vla.study import report, stages
 from rocket_vla.study.config import StudyConfig
-from rocket_vla.study.runs import RunKey, claim, result_file, run_dir, run_identity
+from rocket_vla.study.runs import (
+    RunKey,
+    check_settings,
+    claim,
+    eval_dir,
+    result_file,
+    run_dir,
+    run_identity,
+)
 from rocket_vla.study.stages import Log, print_log
 
 POLICY = "rocket_vla.policies.student_policy:load_policy"
@@ -28,7 +36,9 @@ def run_study(cfg: StudyConfig, log: Log = print_log) -> dict[str, Any]:
     out = Path(cfg.out_dir)
     start = time.perf_counter()
     timings: dict[str, float] = {}
+    keys = [RunKey(v, s) for s in cfg.seeds for v in cfg.variants]
     with records.FolderLock(out, "rocket reproduce"):
+        check_settings(cfg, keys)  # before collecting anything
         t0 = time.perf_counter()
         train_dir, heldout_dir = stages.collect(cfg, log)
         timings["collect_s"] = time.perf_counter() - t0
@@ -36,7 +46,6 @@ def run_study(cfg: StudyConfig, log: Log = print_log) -> dict[str, Any]:
         aligned = any(v != "baseline" for v in cfg.variants)
         teacher = stages.teacher_fingerprint(cfg.teacher) if aligned else None
         code = compared_code_version()
-        keys = [RunKey(v, s) for s in cfg.seeds for v in cfg.variants]
         finished = {k: claim(cfg, k, run_identity(cfg, k, data, teacher, code)) for k in keys}
         todo = [k for k in keys if not finished[k]]
         log(f"{len(keys)} runs ({len(cfg.variants)} variants x {len(cfg.seeds)} seeds), "
@@ -118,7 +127,7 @@ def evaluate(cfg: StudyConfig, key: RunKey, step: int) -> list[dict[str, Any]]:
     from rocket_vla.envs.runner import EvalConfig, read_results, run_evaluation
 
     trials = cfg.trials if step == cfg.steps else cfg.curve_trials
-    out = run_dir(cfg, key) / "eval" / f"{cfg.split}-step{step}-t{trials}"
+    out = eval_dir(cfg, key, step, trials)
     ckpt = run_dir(cfg, key) / "train" / "checkpoints" / f"step_{step:06d}"
     run_evaluation(EvalConfig(
         out_dir=str(out), suites=[cfg.suite], tasks=[str(t) for t in cfg.tasks], trials=trials,

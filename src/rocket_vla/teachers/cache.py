@@ -27,6 +27,7 @@ so episodes already cached are never loaded.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -36,8 +37,9 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -201,10 +203,11 @@ class FeatureCache:
             if old is None or old.key() != spec.key() or other_code:
                 for path in (root / "episodes").glob("*.safetensors"):
                     path.unlink()
-        (root / "episodes").mkdir(parents=True, exist_ok=True)
-        remove_dead_temp_files(root)
-        _atomic_write_bytes(manifest, json.dumps({**spec.to_json(), "code_version": code_version()},
-                                                 indent=2).encode())
+        with disk_full_is_one_sentence(root):
+            (root / "episodes").mkdir(parents=True, exist_ok=True)
+            remove_dead_temp_files(root)
+            _atomic_write_bytes(manifest, json.dumps(
+                {**spec.to_json(), "code_version": code_version()}, indent=2).encode())
         return cls(root, spec)
 
     @classmethod
@@ -242,6 +245,12 @@ class FeatureCache:
                 "directory and rerun `rocket cache-teacher`."
             )
         return spec
+
+    def check_code(self, fix: str) -> None:
+        """Refuse a cache filled by other rocket-vla code: teacher wrappers, frame
+        preprocessing and the entry layout are code, so its features may differ from what
+        this code would compute even though its spec matches."""
+        check_same_code(_manifest_code(self.root), f"the teacher cache at {self.root}", fix)
 
     # --- paths and status ----------------------------------------------------------------
     @property
@@ -437,8 +446,12 @@ class EntryWriter:
         )
         self._handle = self.tmp.open("wb")
         self._header_len = len(self._header())
-        self._handle.write(self._header())
         self._next = 0
+        try:
+            self._handle.write(self._header())
+        except BaseException:
+            self.discard()
+            raise
 
     def _header(self) -> bytes:
         meta = {**self._meta, "checksums": json.dumps(self.checksums, sort_keys=True)}
@@ -490,11 +503,17 @@ class EntryWriter:
         return self.path
 
     def discard(self) -> None:
-        """Drop an unfinished file (no-op after commit)."""
-        if not self._handle.closed:
-            self._handle.close()
-        if self.tmp.exists():
-            self.tmp.unlink()
+        """Drop an unfinished file (no-op after commit).
+
+        On a full disk closing fails too (the buffered bytes cannot be flushed); the handle
+        is closed all the same and the temp file must still go."""
+        try:
+            if not self._handle.closed:
+                self._handle.close()
+        except OSError:
+            pass
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
 
 def _spec_diff(a: CacheSpec, b: CacheSpec) -> str:
@@ -548,9 +567,37 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write through a temp file renamed into place; a failed write (a full disk) removes
+    its partial temp file instead of leaving it to the next fill."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+#: errno values of a full disk or an exhausted quota.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+@contextmanager
+def disk_full_is_one_sentence(root: Path) -> Iterator[None]:
+    """Report a full disk while writing the cache at ``root`` as a RocketError naming it.
+
+    Entries are renamed into place only when complete, so whatever was finished before the
+    disk filled up stays valid and a rerun continues from it."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        raise RocketError(
+            f"the disk holding the teacher cache {root} is full; free space on it (finished "
+            "episodes are kept) and rerun `rocket cache-teacher` to continue, or pass another "
+            "--out_dir."
+        ) from err
 
 
 # ------------------------------------------------------------------------------- filling
@@ -640,47 +687,56 @@ def fill_cache(
     report = FillReport()
     bar = _progress(total, progress)
     start = time.perf_counter()
-    pending: list[Future] = []
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        for item in items:
-            episode, source, *rest = item
-            if not in_shard(episode, shard):
-                continue
-            status = cache.check(episode, verify=verify_existing)
-            if status == "ok":
-                report.skipped.append(episode)
+    try:
+        with disk_full_is_one_sentence(cache.root), ThreadPoolExecutor(max_workers=1) as pool:
+            for item in items:
+                episode, source, *rest = item
+                if not in_shard(episode, shard):
+                    continue
+                status = cache.check(episode, verify=verify_existing)
+                if status == "ok":
+                    report.skipped.append(episode)
+                    bar.update(1)
+                    continue
+                if status != "missing":
+                    report.repaired[episode] = status
+                frames = source() if callable(source) else source
+                views = frames_to_views(frames, cache.spec.cameras)
+                steps = [int(v) for v in rest[0]] if rest else list(range(views.shape[0]))
+                if len(steps) != views.shape[0]:
+                    raise RocketError(
+                        f"episode {episode!r} has {views.shape[0]} frames but {len(steps)} step "
+                        "indices; give one step index per stored frame."
+                    )
+                _write_episode(cache, teacher, pool, episode, views, steps, batch_size)
+                report.written.append(episode)
+                report.frames += len(steps)
                 bar.update(1)
-                continue
-            if status != "missing":
-                report.repaired[episode] = status
-            frames = source() if callable(source) else source
-            views = frames_to_views(frames, cache.spec.cameras)
-            steps = [int(v) for v in rest[0]] if rest else list(range(views.shape[0]))
-            if len(steps) != views.shape[0]:
-                raise RocketError(
-                    f"episode {episode!r} has {views.shape[0]} frames but {len(steps)} step "
-                    "indices; give one step index per stored frame."
-                )
-            writer = cache.writer(episode, steps)
-            try:
-                for lo in range(0, views.shape[0], batch_size):
-                    feats = teacher.features(views[lo:lo + batch_size], cache.spec.layers)
-                    feats = [f.to("cpu", STORE_DTYPE) for f in feats]
-                    pending.append(pool.submit(writer.add, feats))
-                    pending = _drain(pending, limit=2)
-                pending = _drain(pending, limit=0)
-                writer.commit()
-            finally:
-                _drain(pending, limit=0)
-                writer.discard()
-            report.written.append(episode)
-            report.frames += len(steps)
-            bar.update(1)
-            bar.set_postfix(steps=report.frames)
-        _drain(pending, limit=0)
-    bar.close()
+                bar.set_postfix(steps=report.frames)
+    finally:
+        bar.close()  # before any error message, which would else share the bar's line
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _write_episode(cache: FeatureCache, teacher: Teacher, pool: ThreadPoolExecutor, episode: str,
+                   views: torch.Tensor, steps: list[int], batch_size: int) -> None:
+    """Run the teacher over one episode's views and commit its entry; the pool's thread
+    checksums and writes each batch while the teacher computes the next. On any error the
+    writes in flight finish first, then the temp file is removed."""
+    writer = cache.writer(episode, steps)
+    pending: list[Future] = []
+    try:
+        for lo in range(0, views.shape[0], batch_size):
+            feats = teacher.features(views[lo:lo + batch_size], cache.spec.layers)
+            feats = [f.to("cpu", STORE_DTYPE) for f in feats]
+            pending.append(pool.submit(writer.add, feats))
+            _drain(pending, limit=2)
+        _drain(pending, limit=0)
+        writer.commit()
+    finally:
+        _settle(pending)
+        writer.discard()
 
 
 def _drain(pending: list[Future], limit: int) -> list[Future]:
@@ -688,6 +744,14 @@ def _drain(pending: list[Future], limit: int) -> list[Future]:
     while len(pending) > limit:
         pending.pop(0).result()
     return pending
+
+
+def _settle(pending: list[Future]) -> None:
+    """Wait for every write in flight without raising: on the way out of a failed episode
+    the first error is already propagating, and the temp file may be removed only once no
+    write to it is running."""
+    wait(pending)
+    pending.clear()
 
 
 class _NoBar:

@@ -119,7 +119,8 @@ class DiskCacheTeacher:
     without explicit ``--teacher_layers`` aligns to (a balanced subset of) those.
     ``dataset_fingerprint`` (of the files the run trains on) must match the one the cache
     was built from: entries are keyed by episode position, so another dataset's features
-    would otherwise be read for this dataset's frames without any error.
+    would otherwise be read for this dataset's frames without any error. A cache filled by
+    other rocket-vla code is refused as `rocket cache-teacher` refuses it.
     """
 
     def __init__(self, root: str, cameras: Sequence[str], dataset_fingerprint: str | None = None
@@ -127,6 +128,10 @@ class DiskCacheTeacher:
         from rocket_vla.teachers.cache import FeatureCache
 
         self.cache = FeatureCache.open(root)
+        self.cache.check_code(
+            f"rerun `rocket cache-teacher --dataset DATA --out_dir {root} --overwrite` with this "
+            "code, or fill a new cache folder and pass that as --teacher_cache."
+        )
         spec = self.cache.spec
         if dataset_fingerprint is not None and spec.dataset != dataset_fingerprint:
             raise RocketError(
