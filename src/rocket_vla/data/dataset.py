@@ -44,9 +44,11 @@ def proprio_of(episode: EpisodeLike) -> np.ndarray:
     try:
         parts = [np.asarray(episode.obs[k], dtype=np.float32) for k in PROPRIO_KEYS]
     except KeyError as err:
+        where = ":".join(str(p) for p in (getattr(episode, "source", ""), getattr(episode, "name", ""))
+                         if p) or "an episode"
         raise RocketError(
-            f"episode has no {err.args[0]!r} observation; the dataset is not in the LIBERO "
-            "layout (obs/ee_pos, obs/ee_ori, obs/gripper_states)."
+            f"{where} has no {err.args[0]!r} observation; the dataset is not in the LIBERO "
+            "layout (obs/ee_pos, obs/ee_ori, obs/gripper_states), convert or re-collect it."
         ) from None
     parts = [p.reshape(len(p), -1) for p in parts]
     return np.concatenate(parts, axis=1)

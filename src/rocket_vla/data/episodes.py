@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from rocket_vla.data import validate
 from rocket_vla.errors import RocketError
 
 #: 2: ee_ori is robosuite's quat2axisangle (no w >= 0 flip), like the official LIBERO data.
@@ -179,7 +180,10 @@ def iter_episodes(path: str | os.PathLike[str], *, images: bool = True) -> Itera
     """Yield the episodes of a file or directory, one at a time (memory stays bounded).
 
     ``images=False`` skips the image-like arrays (fast scans for statistics).
-    Raises :class:`RocketError` for a missing path, a non-HDF5 file or a wrong layout.
+    Raises :class:`RocketError` for a missing path, a non-HDF5 file or a wrong layout, and
+    -- checked by :mod:`rocket_vla.data.validate` before the episode is yielded -- for
+    non-finite actions or proprio, images that are not uint8 ``[N, H, W, 3]``, an invalid
+    ``frame_index``, an empty demo, or cameras and image sizes unlike the first episode's.
     Besides our files this reads the original LIBERO release (128 px), OpenVLA-OFT's
     regenerated "no-noops" files (256 px, no attributes: the instruction comes from the file
     name), and -- for a folder with ``meta/info.json`` -- a LeRobot dataset
@@ -193,6 +197,7 @@ def iter_episodes(path: str | os.PathLike[str], *, images: bool = True) -> Itera
         yield from iter_lerobot_episodes(path, images=images)
         return
 
+    layout = validate.SameLayout()  # one camera set and image size across the dataset
     for file in list_episode_files(path):
         try:
             h5 = h5py.File(file, "r")
@@ -216,7 +221,7 @@ def iter_episodes(path: str | os.PathLike[str], *, images: bool = True) -> Itera
             for name in names:
                 with _damaged(file, f"data/{name}"):
                     episode = _read_demo(h5["data"][name], file, name, language, convention,
-                                         file_attrs, images)
+                                         file_attrs, images, layout)
                 yield episode
 
 
@@ -263,18 +268,14 @@ def read_episodes(path: str | os.PathLike[str], *, images: bool = True) -> list[
 
 
 def _read_demo(group: Any, file: Path, name: str, language: str, convention: str,
-               file_attrs: dict[str, Any], images: bool) -> Episode:
+               file_attrs: dict[str, Any], images: bool, layout: validate.SameLayout) -> Episode:
+    """Read one demo after checking its layout (shapes, dtypes, ``frame_index``) from the
+    file's metadata, its cameras and image size against the dataset's first episode
+    (``layout``), and its actions and proprio for non-finite values."""
     where = f"{file}:data/{name}"
-    if "actions" not in group or "obs" not in group:
-        raise RocketError(f"{where} lacks 'actions' or 'obs'; expected the LIBERO/robomimic layout.")
+    _, frame_index, sizes = validate.check_demo_layout(group, where)
+    layout.check(sizes, where)
     actions = np.asarray(group["actions"][()], dtype=np.float32)
-    if actions.ndim != 2 or actions.shape[1] != 7:
-        raise RocketError(
-            f"{where}/actions has shape {actions.shape}; expected [T, 7] LIBERO delta actions."
-        )
-    t = actions.shape[0]
-    frame_index = (np.asarray(group["frame_index"][()], dtype=np.int64) if "frame_index" in group
-                   else np.arange(t, dtype=np.int64))
     attrs = {**file_attrs, **_attrs(group)}
     obs: dict[str, np.ndarray] = {}
     for key, ds in group["obs"].items():
@@ -282,15 +283,10 @@ def _read_demo(group: Any, file: Path, name: str, language: str, convention: str
         if is_frame and not images and not key.endswith("_extrinsics"):
             continue
         arr = np.asarray(ds[()])
-        rows = len(frame_index) if is_frame else t
-        if arr.shape[0] != rows:
-            raise RocketError(
-                f"{where}/obs/{key} has {arr.shape[0]} rows but {rows} were expected; the file "
-                "is truncated or not in the LIBERO layout, re-collect it."
-            )
         if key.endswith(("_rgb", "_depth")):
             arr = _to_policy_orientation(arr, convention)
         obs[key] = arr
+    validate.check_demo_values(actions, obs, where)
     for cam in CAMERA_KEYS:
         k = attrs.get(f"{cam}_intrinsics")
         rgb = group["obs"].get(f"{cam}_rgb")

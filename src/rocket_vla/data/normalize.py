@@ -45,6 +45,13 @@ class NormStats:
             raise RocketError(
                 f"need a non-empty [N, D] array to fit normalisation, got shape {arr.shape}."
             )
+        bad = np.argwhere(~np.isfinite(arr))
+        if bad.size:  # quantiles would hide an inf (later clipped to the bound) or turn NaN
+            row, col = (int(v) for v in bad[0])
+            raise RocketError(
+                f"the data to fit normalisation holds {arr[row, col]} at row {row}, dim {col}; "
+                "actions and proprio must be finite, fix or drop that episode."
+            )
         return cls(np.quantile(arr, q_low, axis=0), np.quantile(arr, q_high, axis=0))
 
     @property
