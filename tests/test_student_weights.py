@@ -90,20 +90,22 @@ def test_missing_unexpected_and_reshaped_weights_are_refused(pi0_folder, tmp_pat
         PI0Student.build(path=str(reshaped), tokenizer="words")
 
 
-def _lerobot_name(key: str) -> str:
-    """transformers' pi0 key -> the name LeRobot's pi0 checkpoints store it under."""
-    for ours, theirs in (("model.vlm.", "model.paligemma_with_expert.paligemma.model."),
-                         ("model.dit.", "model.paligemma_with_expert.gemma_expert.model."),
-                         ("embed_action_time.", "model.")):
+def _lerobot_name(key: str, prefix: str = "model.") -> str:
+    """transformers' pi0 key -> the name LeRobot's pi0 checkpoints store it under (``prefix``
+    "model.": LeRobot's ``PI0Policy.model``; "" : openpi's converted PyTorch ``PI0Pytorch``)."""
+    for ours, theirs in (("model.vlm.", "paligemma_with_expert.paligemma.model."),
+                         ("model.dit.", "paligemma_with_expert.gemma_expert.model."),
+                         ("embed_action_time.", "")):
         if key.startswith(ours):
-            return theirs + key[len(ours):]
-    return "model." + key
+            return prefix + theirs + key[len(ours):]
+    return prefix + key
 
 
-def test_lerobot_key_layout_loads_with_nothing_missing(pi0_folder, tmp_path: Path) -> None:
+@pytest.mark.parametrize("prefix", ["model.", ""], ids=["lerobot", "openpi-pytorch"])
+def test_lerobot_key_layout_loads_with_nothing_missing(pi0_folder, tmp_path: Path, prefix: str) -> None:
     folder, reference = pi0_folder
-    renamed = {_lerobot_name(k): v for k, v in reference.items()}
-    assert any(k.startswith("model.paligemma_with_expert.gemma_expert.") for k in renamed)
+    renamed = {_lerobot_name(k, prefix): v for k, v in reference.items()}
+    assert any(k.startswith(f"{prefix}paligemma_with_expert.gemma_expert.") for k in renamed)
     lerobot = _copy_with(folder, tmp_path / "lerobot", renamed)
     loaded = PI0Student.build(path=str(lerobot), tokenizer="words", max_text_len=24)
     state = loaded.model.state_dict()
