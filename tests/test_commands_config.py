@@ -170,6 +170,7 @@ def test_eval_merges_folders_given_after_the_merge_flag(tmp_path: Path, capsys) 
 
     from rocket_vla.envs.runner import PROTOCOL_FIELDS
     from rocket_vla.envs.simstack import simulator_stack
+    from rocket_vla.fingerprint import code_version
 
     proto = {k: None for k in PROTOCOL_FIELDS} | {"image_size": 256}
     runs = []
@@ -177,7 +178,9 @@ def test_eval_merges_folders_given_after_the_merge_flag(tmp_path: Path, capsys) 
         root = tmp_path / name
         root.mkdir()
         (root / "run_config.json").write_text(json.dumps({"protocol": proto, "config": {},
-                                                          "simulator": simulator_stack()}))
+                                                          "simulator": simulator_stack(),
+                                                          "code_version": code_version(),
+                                                          "planned_episodes": len(trials)}))
         (root / "episodes.jsonl").write_text("".join(
             json.dumps({"suite": "libero_spatial", "task_id": 0, "task": "t", "trial": k,
                         "success": k == 0, "steps": 5, "wall_s": 1.0}) + "\n" for k in trials))

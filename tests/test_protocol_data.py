@@ -58,9 +58,12 @@ def test_shard_flag_parsing() -> None:
 def _fake_run(root: Path, protocol: dict, trials: list[int]) -> Path:
     root.mkdir(parents=True)
     from rocket_vla.envs.simstack import simulator_stack
+    from rocket_vla.fingerprint import code_version
 
     (root / "run_config.json").write_text(json.dumps({"protocol": protocol, "config": {},
-                                                      "simulator": simulator_stack()}))
+                                                      "simulator": simulator_stack(),
+                                                      "code_version": code_version(),
+                                                      "planned_episodes": len(trials)}))
     with (root / "episodes.jsonl").open("w") as fh:
         for k in trials:
             fh.write(json.dumps({"suite": "libero_spatial", "task_id": 0, "task": "t", "trial": k,

@@ -100,7 +100,7 @@ def test_eval_records_the_stack_and_refuses_another(tmp_path: Path, capsys, monk
     # episodes without settings: an older or tampered folder, refused as well
     (out / "run_config.json").unlink()
     assert main(eval_args(out, 2)) == 2
-    assert "no simulator stack recorded" in capsys.readouterr().err
+    assert "holds episode records (episodes.jsonl) but no run_config.json" in capsys.readouterr().err
     assert len((out / "episodes.jsonl").read_text().splitlines()) == 1  # nothing was added
 
 

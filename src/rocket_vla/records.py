@@ -13,7 +13,8 @@ fix for each:
 * records written twice (by older versions, or a hand-merged folder) must not count twice:
   :func:`unique` keeps the first record of each key.
 
-Settings and code version of a run folder are compared by :func:`check_settings`.
+Settings and code version of a run folder are compared by :func:`check_settings`, which also
+refuses a folder holding records whose settings file is gone.
 """
 
 from __future__ import annotations
@@ -30,34 +31,54 @@ LOCK_FILE = ".lock"
 
 
 class FolderLock:
-    """An exclusive advisory lock on a run folder, held while a run writes into it."""
+    """An advisory lock on a run folder: exclusive while a run writes into it, shared while
+    another command (``rocket eval --merge``) only reads it.
 
-    def __init__(self, folder: str | Path, command: str) -> None:
+    Readers share: two merges may read one shard at once, but neither while a run holds it,
+    and no run starts in it while they read."""
+
+    def __init__(self, folder: str | Path, command: str,
+                 fix: str = "wait for it to finish or pass another output folder.", *,
+                 shared: bool = False) -> None:
         self.folder = Path(folder)
-        self.command = command
+        self.command = command  # the command that writes into such folders
+        self.fix = fix  # what the refusal tells this process to do
+        self.shared = shared
         self._fh: IO[str] | None = None
 
     def __enter__(self) -> FolderLock:
         import fcntl
 
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fh = (self.folder / LOCK_FILE).open("a+", encoding="utf-8")
+        fh = self._open()
+        if fh is None:  # a read-only folder without a lock file: nothing can be writing into it
+            return self
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh.fileno(), (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             fh.close()
             raise RocketError(
-                f"{self.folder} is in use by a running `{self.command}` ({holder}); wait for it to "
-                "finish or pass another output folder."
+                f"{self.folder} is in use by a running `{self.command}` ({holder}); {self.fix}"
             ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
+        if not self.shared:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()}")
+            fh.flush()
         self._fh = fh
         return self
+
+    def _open(self) -> IO[str] | None:
+        """The lock file, created if need be; a reader of a read-only folder opens it read-only."""
+        path = self.folder / LOCK_FILE
+        if not self.shared:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            return path.open("a+", encoding="utf-8")
+        try:
+            return path.open("a+", encoding="utf-8")
+        except OSError:  # no write permission, or a read-only file system
+            return path.open("r", encoding="utf-8") if path.is_file() else None
 
     def __exit__(self, *exc: object) -> None:
         if self._fh is not None:
@@ -142,17 +163,41 @@ def unique(records: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Ha
     return out
 
 
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Replace a JSON settings file in one step: a kill mid-write leaves the old file whole."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(json.dumps(data, indent=2))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def held_records(folder: Path) -> list[str]:
+    """The record files of a run folder that hold anything (its non-empty ``*.jsonl`` files)."""
+    return sorted(p.name for p in folder.glob("*.jsonl") if p.is_file() and p.stat().st_size > 0)
+
+
 def check_settings(path: Path, current: dict[str, Any], fields: Iterable[str], *,
                    what: str, fix: str, section: str | None = None) -> None:
     """Refuse to resume a run folder whose recorded settings or code version differ.
 
-    ``path`` is the folder's JSON settings file (absent: a fresh folder, nothing to
-    check); ``section`` names the dict in it that holds ``fields`` (top level when None).
-    The recorded ``code_version`` is compared as well.
+    ``path`` is the folder's JSON settings file; ``section`` names the dict in it that holds
+    ``fields`` (top level when None). The recorded ``code_version`` is compared as well.
+    Without the file the folder is fresh only if it holds no records either: records whose
+    settings file was deleted say nothing about the settings, code or simulator behind them,
+    and must not be extended as if they matched.
     """
     from rocket_vla.fingerprint import check_same_code
 
     if not path.is_file():
+        held = held_records(path.parent)
+        if held:
+            raise RocketError(
+                f"{what} holds episode records ({', '.join(held)}) but no {path.name}, so nothing says "
+                f"which settings, code and simulator made them; restore {path.name} or pass a new "
+                "--out_dir folder."
+            )
         return
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))

@@ -23,7 +23,9 @@ class Options:
     """What `rocket eval` does besides evaluating (no part of the evaluation's settings)."""
 
     checkpoint: str | None = None
-    """checkpoint path passed to the policy factory (checkpoint=PATH)"""
+    """checkpoint path passed to the policy factory (checkpoint=PATH); a `rocket train` run
+    folder means its newest step, which the evaluation pins and records: a resume must load
+    the same step (pass RUN/checkpoints/step_N once the run has trained further)"""
     merge: list[str] | None = None
     """combine these finished evaluation folders (same settings, disjoint episodes) into
     --out_dir instead of evaluating: --merge DIR DIR ..."""

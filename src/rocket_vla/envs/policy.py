@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -168,8 +170,21 @@ def factory_kwargs(name: str, kwargs: dict[str, Any], checkpoint: str | None) ->
     return out
 
 
+#: ``package.module:attr`` (dotted names on both sides), the only form an import path may take.
+_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
 def load_factory(path: str) -> PolicyFactory:
-    """Import ``"module:attr"`` and return the factory it names."""
+    """Import ``"module:attr"`` and return the factory it names, checked before anyone calls it.
+
+    Importing runs the module's code, so paths come only from the command line or the
+    registry, never from a checkpoint's files. The attribute must be a class or a Python
+    function that the module itself defines under that name: a module, a builtin such as
+    ``os:getpid``, a callable object or a function imported from elsewhere is refused before
+    it is called, since none of them is a policy factory written for ``rocket eval``.
+    """
+    if not _IMPORT_PATH.fullmatch(path):
+        raise RocketError(f"policy {path!r} is not an import path; write it as 'package.module:factory'.")
     module_name, _, attr = path.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
@@ -180,9 +195,50 @@ def load_factory(path: str) -> PolicyFactory:
             f"cannot import policy factory {path!r} ({err}); install the package that "
             "provides it or fix the import path."
         ) from err
-    if not callable(obj):
-        raise RocketError(f"policy factory {path!r} is not callable; point it at a function or class.")
+    _check_factory(obj, path)
     return obj
+
+
+def _check_factory(obj: Any, path: str) -> None:
+    """Refuse anything but a class or function defined in the named module under that name."""
+    target = obj.__func__ if inspect.ismethod(obj) else obj  # a classmethod such as Cls.create
+    if not (inspect.isclass(target) or inspect.isfunction(target)):
+        raise RocketError(
+            f"policy factory {path!r} is a {type(obj).__name__}, not a class or function; point "
+            "--policy at a policy class or a factory function."
+        )
+    defined = f"{target.__module__}:{target.__qualname__}"
+    if defined != path:
+        raise RocketError(
+            f"policy factory {path!r} is {defined}, defined in another module; pass the path of "
+            f"the module that defines it (--policy {defined})."
+        )
+
+
+def check_arguments(factory: PolicyFactory, kwargs: dict[str, Any], name: str) -> None:
+    """Refuse keyword arguments the factory does not take (a typo in ``--policy_kwargs``)
+    before it is called, naming the ones it takes."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # no introspectable signature: the call reports itself
+        return
+    params = signature.parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        known = None  # takes any keyword
+    else:
+        known = [p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                       inspect.Parameter.KEYWORD_ONLY)]
+    unknown = [k for k in kwargs if known is not None and k not in known]
+    if unknown:
+        raise RocketError(
+            f"policy {name!r} takes no argument {', '.join(map(repr, unknown))}; its --policy_kwargs "
+            f"are {', '.join(k for k in known or [] if k != 'checkpoint') or 'none'}."
+        )
+    try:
+        signature.bind(**kwargs)
+    except TypeError as err:
+        raise RocketError(f"policy {name!r} cannot be built from {sorted(kwargs)} ({err}); pass the "
+                          "arguments it needs with --policy_kwargs.NAME VALUE.") from None
 
 
 def get_policy_factory(name: str) -> PolicyFactory:
@@ -192,7 +248,9 @@ def get_policy_factory(name: str) -> PolicyFactory:
 
 def build_policy(name: str, **kwargs: Any) -> Policy:
     """Build a policy by name and check that it has the interface the runner calls."""
-    policy = get_policy_factory(name)(**kwargs)
+    factory = get_policy_factory(name)
+    check_arguments(factory, kwargs, name)
+    policy = factory(**kwargs)
     if not (callable(getattr(policy, "reset", None)) and callable(getattr(policy, "act", None))):
         raise RocketError(
             f"policy {name!r} has no reset(task)/act(obs) methods; implement the Policy protocol."
@@ -200,33 +258,131 @@ def build_policy(name: str, **kwargs: Any) -> Policy:
     return policy
 
 
-def policy_from_checkpoint(checkpoint: str | None = None, **kwargs: Any) -> Policy:
-    """``--policy checkpoint --checkpoint PATH``: let the checkpoint say which policy loads it.
+def check_policy(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Check that policy ``name`` can be built from ``kwargs`` without building it, and return
+    the kwargs with ``checkpoint`` pinned to the step folder it names now.
 
-    The checkpoint folder (or the folder of a checkpoint file) must hold ``rocket_policy.json``
-    or a ``config.json`` with a ``"policy"`` key naming a registered policy or an import path;
-    that factory is then called with ``checkpoint=PATH`` and the other kwargs. This keeps
-    ``rocket eval`` independent of any one model family.
+    Run once where an evaluation starts, before its folder or a simulator is touched. Pinning
+    matters because a `rocket train` run folder stands for its newest step: if training goes
+    on while an evaluation runs, every worker must still load the step the run recorded.
+    """
+    kwargs = dict(kwargs)
+    checkpoint = kwargs.get("checkpoint")
+    if isinstance(checkpoint, str) and checkpoint:
+        kwargs["checkpoint"] = pinned_checkpoint(checkpoint)
+    if name == "checkpoint":
+        inner = checkpoint_policy_name(kwargs.get("checkpoint"))
+        check_arguments(get_policy_factory(inner), kwargs, inner)
+    else:
+        check_arguments(get_policy_factory(name), kwargs, name)
+    return kwargs
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+#: What a `rocket train` step folder holds (see rocket_vla.train.checkpoint).
+_WEIGHTS, _CONFIG, _LATEST = "model.safetensors", "config.json", "latest"
+
+
+def checkpoint_folder(path: Path) -> Path:
+    """The folder describing checkpoint ``path``: the step a `rocket train` run folder (or its
+    ``checkpoints/`` folder) points at with ``latest``, else the folder itself (or a file's)."""
+    folder = path if path.is_dir() else path.parent
+    for candidate in (folder, folder / "checkpoints"):
+        try:
+            step = candidate / (candidate / _LATEST).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if step.is_dir() and step != candidate:
+            return step
+    return folder
+
+
+def _train_step_folder(checkpoint: str) -> Path | None:
+    """The `rocket train` step folder ``checkpoint`` resolves to now, or None for other folders."""
+    folder = checkpoint_folder(Path(checkpoint))
+    return folder if (folder / _WEIGHTS).is_file() and (folder / _CONFIG).is_file() else None
+
+
+def pinned_checkpoint(checkpoint: str) -> str:
+    """``checkpoint`` as the absolute step folder it names now (other paths are kept as given)."""
+    step = _train_step_folder(checkpoint)
+    return str(step.resolve()) if step is not None else checkpoint
+
+
+def checkpoint_identity(checkpoint: str) -> dict[str, Any] | None:
+    """``{"step", "weights", "path"}`` of the `rocket train` checkpoint ``checkpoint`` names now
+    (weights: the digest its config.json records), or None when it is no such checkpoint.
+
+    An evaluation folder records it: episodes of two steps must not mix in one result."""
+    step = _train_step_folder(checkpoint)
+    if step is None:
+        return None
+    saved = read_checkpoint_json(step / _CONFIG)
+    saved = saved if isinstance(saved, dict) else {}
+    digest = (saved.get("digests") or {}).get(_WEIGHTS)
+    if not isinstance(digest, str):  # written before digests were recorded
+        from rocket_vla.fingerprint import file_digest
+
+        digest = file_digest(step / _WEIGHTS)
+    return {"step": saved.get("step"), "weights": digest, "path": str(step.resolve())}
+
+
+def read_checkpoint_json(path: Path) -> Any:
+    """A checkpoint's JSON file, or one sentence saying it is not valid JSON and how to fix it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        problem = f"is not valid JSON ({err.msg} at line {err.lineno} column {err.colno})"
+    except (OSError, UnicodeDecodeError) as err:
+        problem = f"cannot be read as JSON ({type(err).__name__})"
+    raise RocketError(
+        f"{path} {problem}; the checkpoint is damaged -- copy that file again from where the "
+        "checkpoint came from, or pass another checkpoint (a step_* folder)."
+    )
+
+
+def checkpoint_policy_name(checkpoint: str | None) -> str:
+    """The registered policy a checkpoint folder names in ``rocket_policy.json`` or ``config.json``.
+
+    Only registered names (built-ins, student kinds, installed entry points) are accepted: an
+    import path would make loading a model folder downloaded from someone else run its code,
+    so import paths are taken only from the command line.
     """
     if not checkpoint:
         raise RocketError("--policy checkpoint needs --checkpoint PATH.")
     path = Path(checkpoint)
     if not path.exists():
         raise RocketError(f"checkpoint {path} does not exist; check the path.")
-    folder = path if path.is_dir() else path.parent
-    latest = folder / "checkpoints" / "latest"  # a `rocket train` run folder: its newest checkpoint
-    if latest.is_file():
-        folder = folder / "checkpoints" / latest.read_text().strip()
+    folder = checkpoint_folder(path)
     for fname in CHECKPOINT_POLICY_FILES:
         meta = folder / fname
-        if meta.is_file():
-            try:
-                name = json.loads(meta.read_text(encoding="utf-8")).get("policy")
-            except (ValueError, AttributeError):
-                name = None
-            if isinstance(name, str) and name and name != "checkpoint":
-                return build_policy(name, checkpoint=str(path), **kwargs)
+        if not meta.is_file():
+            continue
+        saved = read_checkpoint_json(meta)
+        name = saved.get("policy") if isinstance(saved, dict) else None
+        if isinstance(name, str) and name and name != "checkpoint":
+            allowed = [n for n in registered_policies() if n != "checkpoint"]
+            if name not in allowed:
+                raise RocketError(
+                    f"{meta} names policy {name!r}, which is not registered; a checkpoint may name only "
+                    f"{', '.join(allowed)} (an import path runs code, so it is taken only from the command "
+                    "line: pass --policy module:factory --checkpoint PATH if you trust that code)."
+                )
+            return name
     raise RocketError(
         f"{folder} does not say which policy loads it; add rocket_policy.json with "
         '{"policy": "<name>"} or pass --policy <name> --checkpoint PATH.'
     )
+
+
+def policy_from_checkpoint(checkpoint: str | None = None, **kwargs: Any) -> Policy:
+    """``--policy checkpoint --checkpoint PATH``: let the checkpoint say which policy loads it.
+
+    The checkpoint folder (or the folder of a checkpoint file, or the newest step of a
+    `rocket train` run folder) must hold ``rocket_policy.json`` or a ``config.json`` whose
+    ``"policy"`` key names a registered policy; that factory is then called with
+    ``checkpoint=PATH`` and the other kwargs. This keeps ``rocket eval`` independent of any
+    one model family.
+    """
+    name = checkpoint_policy_name(checkpoint)
+    return build_policy(name, checkpoint=checkpoint, **kwargs)

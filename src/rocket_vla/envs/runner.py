@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,10 @@ VIDEO_MODES = ("none", "failures", "successes", "all")
 #: Settings that change what an episode measures; a resumed run (or a merge) must keep them.
 PROTOCOL_FIELDS = ("policy", "policy_kwargs", "image_size", "seed", "max_steps", "num_wait",
                    "seeding", "env_seed", "gripper", "actions_per_chunk", "on_error", "start")
+#: What run_config.json's "protocol" holds: the fields plus the checkpoint the policy loads
+#: (``{"step", "weights"}`` of a `rocket train` checkpoint, else None; see :func:`protocol`).
+PROTOCOL_KEYS = (*PROTOCOL_FIELDS, "checkpoint")
+RUN_CONFIG = "run_config.json"
 SEEDING = ("official", "per_episode")
 
 
@@ -49,7 +53,8 @@ class EvalConfig:
     policy: str = "expert"
     """registered policy name ('expert' = scripted experts; a student kind such as 'minivla'
     or 'pi0', or 'checkpoint', with --checkpoint RUN from `rocket train`), or
-    'package.module:factory'"""
+    'package.module:factory', which imports that module and calls that class or function, i.e.
+    runs its code: pass only code you trust (a checkpoint may name only registered policies)"""
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     """keyword arguments of the policy factory (one each: --policy_kwargs.execute 8)"""
     workers: int = 1
@@ -153,6 +158,19 @@ def episode_seed(base: int, suite: str, task_id: int, trial: int) -> int:
 
 def plan_jobs(cfg: EvalConfig, done: set[tuple[str, int, int]]) -> list[Job]:
     """Validate suites/tasks/trials up front and list the jobs still to run."""
+    jobs: list[Job] = []
+    for suite, task_id, k in plan_items(cfg):
+        if (suite, task_id, k) in done:
+            continue
+        if jobs and (jobs[-1].suite, jobs[-1].task_id) == (suite, task_id):
+            jobs[-1] = Job(suite, task_id, (*jobs[-1].trials, k))
+        else:
+            jobs.append(Job(suite, task_id, (k,)))
+    return jobs
+
+
+def plan_items(cfg: EvalConfig) -> list[tuple[str, int, int]]:
+    """Every (suite, task, trial) this run (this shard of it) promises, validated."""
     from rocket_vla.envs.suites import get_task, normalize_suite, num_init_states
 
     items: list[tuple[str, int, int]] = []
@@ -176,15 +194,7 @@ def plan_jobs(cfg: EvalConfig, done: set[tuple[str, int, int]]) -> list[Job]:
         from rocket_vla.envs.shards import shard_slice
 
         items = shard_slice(items, *cfg.shard)
-    jobs: list[Job] = []
-    for suite, task_id, k in items:
-        if (suite, task_id, k) in done:
-            continue
-        if jobs and (jobs[-1].suite, jobs[-1].task_id) == (suite, task_id):
-            jobs[-1] = Job(suite, task_id, (*jobs[-1].trials, k))
-        else:
-            jobs.append(Job(suite, task_id, (k,)))
-    return jobs
+    return items
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
@@ -197,19 +207,76 @@ def episode_key(record: dict[str, Any]) -> tuple[str, int, int]:
     return (record["suite"], int(record["task_id"]), int(record["trial"]))
 
 
+def checkpoint_of(cfg: EvalConfig) -> dict[str, Any] | None:
+    """``{"step", "weights", "path"}`` of the `rocket train` checkpoint the policy loads, or None."""
+    from rocket_vla.envs.policy import checkpoint_identity
+
+    checkpoint = cfg.policy_kwargs.get("checkpoint")
+    return checkpoint_identity(checkpoint) if isinstance(checkpoint, str) and checkpoint else None
+
+
+def protocol_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The part of a checkpoint's identity that the protocol compares (not its path)."""
+    return {"step": checkpoint["step"], "weights": checkpoint["weights"]}
+
+
+def protocol(cfg: EvalConfig, checkpoint: dict[str, Any] | None) -> dict[str, Any]:
+    """What an episode's result depends on, as run_config.json records and compares it.
+
+    A `rocket train` checkpoint counts by its step and weights digest, not by the path given:
+    ``--checkpoint RUN`` names RUN's newest step, which changes as training goes on, while the
+    same weights reached by another path are the same policy."""
+    current = {k: getattr(cfg, k) for k in PROTOCOL_FIELDS}
+    if checkpoint is not None:
+        current["policy_kwargs"] = {k: v for k, v in cfg.policy_kwargs.items() if k != "checkpoint"}
+        current["checkpoint"] = protocol_checkpoint(checkpoint)
+    else:
+        current["checkpoint"] = None
+    return current
+
+
+def _check_same_checkpoint(cfg_path: Path, checkpoint: dict[str, Any] | None, out: Path) -> None:
+    """Refuse to add episodes of another checkpoint step to a folder (one sentence, with the fix)."""
+    try:
+        saved = json.loads(cfg_path.read_text(encoding="utf-8"))
+        before = saved.get("protocol", {}).get("checkpoint")
+        path = (saved.get("checkpoint") or {}).get("path")
+    except (OSError, ValueError, AttributeError):  # absent or damaged: check_settings says so
+        return
+    if not (isinstance(before, dict) and checkpoint) or before == protocol_checkpoint(checkpoint):
+        return
+    raise RocketError(
+        f"{out} holds episodes of checkpoint step {before.get('step')} (weights {before.get('weights')}) "
+        f"but the checkpoint given now is step {checkpoint['step']} (weights {checkpoint['weights']}, "
+        f"{checkpoint['path']}); pass --checkpoint {path or 'RUN/checkpoints/step_N'} to resume with "
+        "the same weights, or a new --out_dir folder."
+    )
+
+
 def _check_resume(cfg: EvalConfig, out: Path) -> None:
     from rocket_vla.envs.simstack import check_folder_stack, require_pinned
     from rocket_vla.fingerprint import code_version
 
     stack = require_pinned(cfg.allow_unpinned_sim)
-    cfg_path = out / "run_config.json"
-    current = {k: getattr(cfg, k) for k in PROTOCOL_FIELDS}
+    cfg_path = out / RUN_CONFIG
+    checkpoint = checkpoint_of(cfg)
+    current = protocol(cfg, checkpoint)
     fix = "use a new --out_dir folder or the same settings, code and simulator to resume."
-    run_records.check_settings(cfg_path, current, PROTOCOL_FIELDS, section="protocol", what=str(out),
+    _check_same_checkpoint(cfg_path, checkpoint, out)
+    run_records.check_settings(cfg_path, current, PROTOCOL_KEYS, section="protocol", what=str(out),
                                fix=fix)
     check_folder_stack(cfg_path, out / RESULTS_FILE, stack, str(out), fix)
-    cfg_path.write_text(json.dumps({"protocol": current, "config": asdict(cfg), "simulator": stack,
-                                    "code_version": code_version()}, indent=2), encoding="utf-8")
+    run_records.write_json_atomic(cfg_path, {"protocol": current, "config": asdict(cfg),
+                                             "simulator": stack, "code_version": code_version(),
+                                             "checkpoint": checkpoint})
+
+
+def _record_plan(out: Path, planned: int) -> None:
+    """Add to run_config.json how many episodes this run promises; ``--merge`` refuses a shard
+    that holds fewer (killed, or still running)."""
+    cfg_path = out / RUN_CONFIG
+    saved = json.loads(cfg_path.read_text(encoding="utf-8"))
+    run_records.write_json_atomic(cfg_path, {**saved, "planned_episodes": planned})
 
 
 # -- worker side ------------------------------------------------------------------------
@@ -293,16 +360,18 @@ def run_evaluation(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
 
 
 def _run_locked(cfg: EvalConfig, progress: bool) -> dict[str, Any]:
-    from rocket_vla.envs.policy import factory_path
+    from rocket_vla.envs.policy import check_policy
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # the policy is checked (its factory importable by workers, its kwargs known to it) and its
+    # checkpoint pinned to a step before the folder is touched
+    cfg = replace(cfg, policy_kwargs=check_policy(cfg.policy, cfg.policy_kwargs))
     _check_resume(cfg, out)
     results_path = out / RESULTS_FILE
     done = {episode_key(r) for r in read_results(results_path)}
+    _record_plan(out, len(plan_items(cfg)))
     jobs = plan_jobs(cfg, done)
-    if cfg.workers > 1:
-        factory_path(cfg.policy)  # fail early if workers could not rebuild the policy
     run_recorded(run_jobs, cfg, jobs, cfg.workers, lambda j, items: Job(j.suite, j.task_id, items),
                  results_path, desc="episodes", label="success", progress=progress)
     return write_summary(out)
@@ -365,7 +434,7 @@ def write_summary(out: Path) -> dict[str, Any]:
 
     records = read_results(out / RESULTS_FILE)
     summary = summarize(records)
-    cfg_path = out / "run_config.json"
+    cfg_path = out / RUN_CONFIG
     if cfg_path.is_file():
         summary["simulator"] = json.loads(cfg_path.read_text(encoding="utf-8")).get("simulator")
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

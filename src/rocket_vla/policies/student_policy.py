@@ -111,10 +111,13 @@ class StudentPolicy:
 
 
 def load_policy(checkpoint: str | None = None, device: str = "cpu", execute: int | None = None,
-                student: str | None = None, preprocess: str = "none", **_: Any) -> StudentPolicy:
+                student: str | None = None, preprocess: str = "none") -> StudentPolicy:
     """Factory for ``rocket eval --policy <kind>|checkpoint --checkpoint PATH``; ``student``
     (set by ``--policy <kind>``) must match the checkpoint's kind; ``preprocess`` names a
-    frame preset (``none``, ``openvla-oft``, ``openvla-oft-crop``, ``openpi``)."""
+    frame preset (``none``, ``openvla-oft``, ``openvla-oft-crop``, ``openpi``).
+
+    The parameters are the whole list of ``--policy_kwargs`` a student takes: there is no
+    catch-all, so a misspelt key is refused by name instead of being ignored."""
     get_preset(preprocess)  # an unknown name fails before the checkpoint is read
     if not checkpoint:
         raise RocketError("a student policy needs --checkpoint RUN (a `rocket train` run folder).")
