@@ -66,9 +66,26 @@ def _hold_eval_folder(folder: str) -> None:
         time.sleep(120)
 
 
+def _hold_train_folder(folder: str) -> None:
+    """A real trainer built on ``folder`` (it locks the folder from construction), then kept
+    from training: the run holding the folder that a second `rocket train` must be refused."""
+    import torch
+    from minivla_fixtures import make_episodes, tiny_config
+
+    from rocket_vla.train import Trainer
+
+    torch.set_num_threads(1)
+    cfg = tiny_config(Path(folder).parent, out_dir=folder, variant="baseline", steps=1)
+    trainer = Trainer(cfg, episodes=make_episodes(n=2, length=6))
+    print("locked", flush=True)
+    time.sleep(120)
+    trainer.fit()
+
+
 if __name__ == "__main__":
     case, *args = sys.argv[1:]
     {"parallel": lambda: _parallel_parent(args[0]),
      "fill": lambda: _slow_fill(args[0], int(args[1])),
      "torn": lambda: _torn_writer(args[0]),
-     "lock": lambda: _hold_eval_folder(args[0])}[case]()
+     "lock": lambda: _hold_eval_folder(args[0]),
+     "train_lock": lambda: _hold_train_folder(args[0])}[case]()

@@ -408,11 +408,15 @@ def test_damaged_checkpoint_files_are_refused_on_resume(tmp_path: Path) -> None:
     state.write_bytes(backup[state][: len(backup[state]) // 2])
     with pytest.raises(RocketError, match="trainer_state.pt is damaged"):
         Trainer(cfg, episodes=episodes, resume=cfg.out_dir)
-    # ... also without a recorded digest (an older checkpoint): torch.load's error is wrapped
+    # ... also without a recorded digest (an older checkpoint): torch.load's error is wrapped,
+    # and a resume refuses such a checkpoint as made by other code
     cfg_data = json.loads(backup[config])
     cfg_data.pop("digests")
+    cfg_data.pop("config_digest")
     config.write_text(json.dumps(cfg_data))
     with pytest.raises(RocketError, match="trainer_state.pt is truncated or damaged"):
+        ckpt_io.load_trainer_state(ckpt)
+    with pytest.raises(RocketError, match="made by other rocket-vla code"):
         Trainer(cfg, episodes=episodes, resume=cfg.out_dir)
     # garbage weights and config
     weights.write_bytes(b"\x00garbage" * 10)

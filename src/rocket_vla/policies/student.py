@@ -234,19 +234,9 @@ CONFIG_FILE = "config.json"
 
 def find_checkpoint(path: str | Path) -> Path:
     """A ``step_*`` folder from itself, its ``checkpoints/`` parent or a run folder."""
-    path = Path(path)
-    for candidate in (path, path / "checkpoints"):
-        if (candidate / WEIGHTS_FILE).is_file() and (candidate / CONFIG_FILE).is_file():
-            return candidate
-        latest = candidate / "latest"
-        if latest.is_file():
-            target = candidate / latest.read_text().strip()
-            if (target / WEIGHTS_FILE).is_file():
-                return target
-    raise RocketError(
-        f"no checkpoint found at {path}; pass a run folder, its checkpoints/ folder or a "
-        "step_* directory written by `rocket train`."
-    )
+    from rocket_vla.weights import locate_checkpoint
+
+    return locate_checkpoint(path)
 
 
 def student_spec(saved: dict[str, Any], where: Any = "the checkpoint") -> dict[str, Any]:
@@ -275,7 +265,7 @@ def load_student(path: str | Path, device: str | torch.device = "cpu"
                  ) -> tuple[Student, dict[str, Any]]:
     """The student of a checkpoint (weights matched strictly, eval mode) and its config.json."""
     from rocket_vla.fingerprint import file_digest
-    from rocket_vla.weights import load_strict, read_safetensors
+    from rocket_vla.weights import check_config_digest, load_strict, read_safetensors
 
     ckpt = find_checkpoint(path)
     try:
@@ -285,6 +275,8 @@ def load_student(path: str | Path, device: str | torch.device = "cpu"
                           "checkpoint is damaged -- pass another step_* folder or retrain.") from err
     if not isinstance(saved, dict):
         saved = {}
+    check_config_digest(saved, ckpt / CONFIG_FILE, "pass another step_* folder or retrain.",
+                        required=False)
     student = student_from_spec(student_spec(saved, ckpt))
     weights = ckpt / WEIGHTS_FILE
     expected = (saved.get("digests") or {}).get(WEIGHTS_FILE)

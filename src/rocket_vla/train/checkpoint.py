@@ -14,10 +14,22 @@ and only then is the directory renamed to ``step_X`` and the ``latest`` pointer 
 (both ``os.replace``, atomic on POSIX). A crash before the rename leaves a stray temp dir
 that the next save removes; ``latest`` never names a half-written checkpoint.
 ``trainer_state.pt`` is a pickle read with ``torch.load(weights_only=True)``.
+
+What makes a checkpoint trustworthy, checked where it is written and where it is read:
+
+* ``config.json`` records a blake2b digest of the two other files and one of its own
+  content (``config_digest``, see :mod:`rocket_vla.weights`): a flipped bit or an edited
+  normalisation number is refused on load; a resume refuses a config without its digest
+  as made by other code;
+* weights that are not finite are never written (a NaN checkpoint named "latest" would
+  be resumed and evaluated as if it were good);
+* a failed write (a full disk, say) removes its temp dir and leaves ``latest`` and the
+  previous checkpoint as they were, and is reported in one sentence naming the folder.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -30,12 +42,23 @@ from torch import nn
 
 from rocket_vla.errors import RocketError
 from rocket_vla.fingerprint import file_digest
-from rocket_vla.weights import load_strict, read_safetensors
+from rocket_vla.weights import (
+    CHECKPOINT_CONFIG,
+    CHECKPOINT_WEIGHTS,
+    LATEST,
+    check_config_digest,
+    load_strict,
+    locate_checkpoint,
+    read_safetensors,
+    seal_config,
+)
 
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
+WEIGHTS = CHECKPOINT_WEIGHTS
+CONFIG = CHECKPOINT_CONFIG
 STATE = "trainer_state.pt"
-LATEST = "latest"
+#: Less free space than this after a failed write means the disk is full (libraries report
+#: ENOSPC in their own words, or not at all: torch.save says "unexpected pos").
+_FULL_BELOW = 1 << 20
 
 
 def _fsync_dir(path: Path) -> None:
@@ -63,37 +86,141 @@ def save_checkpoint(
     *,
     keep_last: int = 2,
 ) -> Path:
-    """Write ``root/step_<step>`` atomically, point ``latest`` at it, prune old ones."""
+    """Write ``root/step_<step>`` atomically, point ``latest`` at it, prune old ones.
+
+    Refused before anything is written when the weights are not finite; a write that fails
+    (a full disk) removes its temp dir and leaves the previous checkpoint current.
+    """
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    _refuse_non_finite(state, root, step)
+    name = f"step_{step:06d}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise storage_error(err, root, f"the checkpoint of step {step}") from err
     for stale in root.glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    name = f"step_{step:06d}"
     tmp = root / f".tmp-{name}-{os.getpid()}"
+    try:
+        _write_files(tmp, state, {**config, "step": step}, trainer_state)
+    except Exception as err:  # a kill (KeyboardInterrupt here) leaves it for the next save
+        failure = storage_error(err, root, f"the checkpoint of step {step}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        if failure is None:
+            raise
+        raise failure from err
+    final = _publish(root, tmp, name, step)
+    _prune(root, keep_last, keep=name)
+    return final
+
+
+def _write_files(tmp: Path, state: dict[str, torch.Tensor], config: dict[str, Any],
+                 trainer_state: dict[str, Any]) -> None:
+    """The three files into ``tmp``, fsynced; config.json last, with the others' digests."""
     tmp.mkdir()
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(tmp / WEIGHTS))
     torch.save(trainer_state, tmp / STATE)
     digests = {f: file_digest(tmp / f) for f in (WEIGHTS, STATE)}
-    (tmp / CONFIG).write_text(json.dumps({**config, "step": step, "digests": digests}, indent=2))
+    (tmp / CONFIG).write_text(json.dumps(seal_config({**config, "digests": digests}), indent=2))
     for f in (WEIGHTS, CONFIG, STATE):
         _fsync_file(tmp / f)
     _fsync_dir(tmp)
+
+
+def _publish(root: Path, tmp: Path, name: str, step: int) -> Path:
+    """Rename ``tmp`` to ``root/name`` and point ``latest`` at it (both atomic)."""
     final = root / name
-    if final.exists():  # move the old one aside first: a crash never leaves no step dir
-        trash = root / f".tmp-old-{name}-{os.getpid()}"
-        os.replace(final, trash)
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
     pointer = root / f".tmp-{LATEST}-{os.getpid()}"
-    pointer.write_text(name)
-    _fsync_file(pointer)
-    os.replace(pointer, root / LATEST)
-    _fsync_dir(root)
-    _prune(root, keep_last, keep=name)
+    added = False  # a new step dir that `latest` does not name yet
+    try:
+        if final.exists():  # move the old one aside first: a crash never leaves no step dir
+            trash = root / f".tmp-old-{name}-{os.getpid()}"
+            os.replace(final, trash)
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+            added = True
+        pointer.write_text(name)
+        _fsync_file(pointer)
+        os.replace(pointer, root / LATEST)
+        _fsync_dir(root)
+    except OSError as err:
+        failure = storage_error(err, root, f"the checkpoint of step {step}")
+        for leftover in (tmp, final) if added else (tmp,):
+            shutil.rmtree(leftover, ignore_errors=True)
+        pointer.unlink(missing_ok=True)
+        raise failure from err
     return final
+
+
+def _refuse_non_finite(state: dict[str, torch.Tensor], root: Path, step: int) -> None:
+    """Never write a checkpoint whose weights hold NaN or inf: it would become the one a
+    resume or an evaluation picks up as the latest good one."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise RocketError(
+            f"the weights at step {step} are not finite (e.g. {', '.join(bad[:3])}), so no "
+            f"checkpoint was written; {after_bad_step(root)}"
+        )
+
+
+def last_good(root: str | Path) -> Path | None:
+    """The checkpoint ``latest`` names in ``root`` (a run or ``checkpoints/`` folder), if any.
+
+    Every checkpoint written by this code had finite weights that gave a finite loss, so
+    the newest one is the last good one.
+    """
+    try:
+        return locate_checkpoint(root)
+    except RocketError:
+        return None
+
+
+def after_bad_step(root: str | Path) -> str:
+    """The end of a message about weights gone bad: what is safe to resume, and the fix."""
+    check = ("check the data and teacher cache (`rocket cache-teacher --check`), lower --lr or "
+             "--align_weight")
+    last = last_good(root)
+    if last is None:
+        return f"there is no good checkpoint to resume from yet -- {check} and start again."
+    return f"nothing was saved past the last good checkpoint ({last}) -- {check}, then --resume."
+
+
+def storage_error(err: BaseException, folder: Path, what: str) -> RocketError | None:
+    """One sentence for a failed write into ``folder``: a full disk said as such, another
+    OS error with its reason; None for errors that are not about storage (bugs)."""
+    if is_disk_full(err) or _nearly_full(folder):
+        return RocketError(
+            f"the disk holding {folder} is full, so {what} could not be written (anything "
+            "written before is intact); free space there or pass another --out_dir."
+        )
+    if isinstance(err, OSError):
+        return RocketError(f"cannot write {what} into {folder} ({err.strerror or err}); fix the "
+                           "folder (permissions, disk) or pass another --out_dir.")
+    return None
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True when ``err`` or an error it was raised from says the disk (or quota) is full."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(seen) or "os error 28" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _nearly_full(folder: Path) -> bool:
+    """After a failed write only: torch.save reports a full disk in words of its own."""
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < _FULL_BELOW
 
 
 def _prune(root: Path, keep_last: int, keep: str) -> None:
@@ -151,25 +278,12 @@ def prepare_fresh_run(out_dir: str | Path, overwrite: bool, *, clear: bool = Tru
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint dir from a run folder, a ``checkpoints`` folder or the dir itself."""
-    path = Path(path)
-    for candidate in (path, path / "checkpoints"):
-        if (candidate / WEIGHTS).is_file() and (candidate / CONFIG).is_file():
-            return candidate
-        pointer = candidate / LATEST
-        if pointer.is_file():
-            try:
-                target = candidate / pointer.read_text().strip()
-            except (OSError, UnicodeDecodeError):
-                continue
-            if (target / WEIGHTS).is_file():
-                return target
-    raise RocketError(
-        f"no checkpoint found at {path}; pass a run folder, its checkpoints/ folder or a "
-        "step_* directory written by `rocket train`."
-    )
+    return locate_checkpoint(path)
 
 
 def read_config(ckpt: Path) -> dict[str, Any]:
+    """A checkpoint's config.json, refused when it does not parse or differs from the
+    digest recorded in it (configs written before that digest are read unchecked)."""
     try:
         data = json.loads((ckpt / CONFIG).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -180,7 +294,16 @@ def read_config(ckpt: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RocketError(f"{ckpt / CONFIG} is not a checkpoint config; the checkpoint is damaged -- "
                           "pass another checkpoint (step_*) or start a new run with --overwrite.")
+    check_config_digest(data, ckpt / CONFIG, "pass another checkpoint (step_*) or start a new run "
+                        "with --overwrite.", required=False)
     return data
+
+
+def require_config_digest(ckpt: Path, saved: dict[str, Any]) -> None:
+    """Refuse to resume a checkpoint whose config.json records no digest of its content: it
+    was written by older code, and nothing says its statistics are the ones trained with."""
+    check_config_digest(saved, ckpt / CONFIG, "resume with the rocket-vla code that wrote it, or "
+                        "start a new run (a new --out_dir folder, or --overwrite).", required=True)
 
 
 def load_weights(model: nn.Module, ckpt: Path) -> None:

@@ -29,6 +29,22 @@ RESUMABLE_CHANGES = frozenset(
 )
 
 
+def check_out_dir(out_dir: str) -> None:
+    """Refuse a run folder that cannot be one: empty (the run would spill its checkpoints,
+    logs and lock into the working directory), an existing file, or below a file."""
+    if not out_dir.strip():
+        raise RocketError("out_dir is empty; pass --out_dir FOLDER, a folder for the run's "
+                          "checkpoints and logs (use . to mean the working directory).")
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise RocketError(f"--out_dir {path} is an existing file, not a folder; pass a folder path "
+                          "(a new one, or a run folder to --resume).")
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise RocketError(f"--out_dir {path} lies below {above}, which is a file; pass a folder path "
+                          "whose parents are folders.")
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides what a training run computes.
@@ -122,6 +138,7 @@ class TrainConfig:
     deleted first); without it such a run is refused"""
 
     def validate(self) -> None:
+        check_out_dir(self.out_dir)
         if self.variant not in VARIANTS:
             raise RocketError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}.")
         if self.schedule not in SCHEDULES:
@@ -138,6 +155,7 @@ class TrainConfig:
             if not (math.isfinite(value) and value > 0):
                 raise RocketError(f"{name} must be a positive finite number, got {value}.")
         check_pos_embed_flag(self.pos_embed)
+        self.augment.validate()
         for name in ("align_weight", "weight_decay"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):

@@ -19,6 +19,13 @@ weights, the optimizer/scheduler state and the step to continue *exactly*.
 
 Multi-GPU goes through HF Accelerate unchanged (``accelerate launch -m rocket_vla.cli
 train ...``): each rank takes its slice of the same global batch.
+
+The run folder is locked (:mod:`rocket_vla.train.run_lock`) from construction to the end of
+``fit``, so a second run into it is refused. A checkpoint is written only once its weights
+are known to be good: the checkpoint of step N is written during step N+1, after the loss
+at those weights came out finite and before the optimizer changes them (the last one after
+a forward pass on the next batch), so a learning rate that blows the weights up never
+leaves a checkpoint of them to resume or evaluate.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import contextlib
 import json
 import math
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +63,7 @@ from rocket_vla.policies.student import (
 )
 from rocket_vla.train import checkpoint as ckpt_io
 from rocket_vla.train.config import TrainConfig
+from rocket_vla.train.run_lock import RunLease
 from rocket_vla.train.teacher_source import LiveTeacher, TeacherSource
 
 
@@ -230,6 +239,20 @@ class Trainer:
         # for unused parameters instead of waiting for their gradients forever.
         ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
         self.accelerator = make_accelerator(resolve_precision(cfg.precision), [ddp])
+        # Held before anything in the folder is read or deleted (--overwrite), to the end of
+        # fit; a trainer dropped without fit lets go when it is collected, or on close().
+        self._lease = RunLease(cfg.out_dir)
+        if self.accelerator.is_main_process:
+            self._lease.acquire()
+            weakref.finalize(self, self._lease.release)
+        try:
+            self._build(cfg, episodes, teacher, resume)
+        except BaseException:
+            self._lease.release()
+            raise
+
+    def _build(self, cfg: TrainConfig, episodes: Sequence[Any] | None, teacher: Any,
+               resume: str | Path | None) -> None:
         resume_ckpt, saved = self._check_resume(resume)
         if resume is None:  # a fresh run never mixes into an old one's checkpoints
             ckpt_io.prepare_fresh_run(cfg.out_dir, cfg.overwrite,
@@ -293,6 +316,13 @@ class Trainer:
         self.policy = self.accelerator.unwrap_model(self.model).policy
         self.aligner = self.accelerator.unwrap_model(self.model).aligner
         self.out_dir = Path(cfg.out_dir)
+        # A checkpoint due but not yet known good: (step, CPU RNG state at that step).
+        self._pending: tuple[int, torch.Tensor] | None = None
+        self._written: Path | None = None
+
+    def close(self) -> None:
+        """Let go of the run folder without training (``fit`` lets go when it ends)."""
+        self._lease.release()
 
     # -- checks ----------------------------------------------------------------------
     def _check_resume(self, resume: str | Path | None) -> tuple[Path | None, dict | None]:
@@ -302,6 +332,7 @@ class Trainer:
         saved = ckpt_io.read_config(ckpt)
         if "train" not in saved:
             raise RocketError(f"{ckpt} is not a `rocket train` checkpoint; pass one it wrote.")
+        ckpt_io.require_config_digest(ckpt, saved)
         student_spec(saved, ckpt)  # refuses configs of other formats in one sentence
         before = TrainConfig.from_dict(saved["train"])
         changed = self.cfg.changed_fields(before)
@@ -353,14 +384,14 @@ class Trainer:
         with (folder / f"rank{self.accelerator.process_index}.jsonl").open("a") as f:
             f.write(json.dumps(row) + "\n")
 
-    def _batch(self, step: int, micro: int) -> dict[str, Any]:
+    def _batch(self, step: int, micro: int, log: bool = True) -> dict[str, Any]:
         acc = self.accelerator
         per_rank = self.cfg.batch_size
         micro_index = (step - self.data_step) * self.cfg.grad_accum + micro
         start = (self.data_position + (micro_index * acc.num_processes + acc.process_index)
                  * per_rank)
         order = sample_order(len(self.dataset), self.cfg.seed, start, per_rank)
-        if self.cfg.log_samples:
+        if log and self.cfg.log_samples:
             self._log_samples(step, micro, start, order)
         return default_collate([self.dataset[int(i)] for i in order])
 
@@ -387,6 +418,8 @@ class Trainer:
         return action_loss + out.weighted, action_loss, out.per_pair
 
     def train_step(self, step: int) -> dict[str, Any]:
+        """One optimizer step; a checkpoint pending from the previous step is written once
+        this step's loss (at its weights) came out finite, before the update."""
         cfg, acc = self.cfg, self.accelerator
         self.model.train()
         totals = {"action": 0.0, "total": 0.0}
@@ -404,6 +437,7 @@ class Trainer:
             if per_pair.numel():
                 pairs += per_pair.cpu() / cfg.grad_accum
         _stop_if_not_finite(acc, step, totals, self.out_dir)
+        self._write_pending()
         grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
@@ -426,7 +460,11 @@ class Trainer:
             "inputs": self.inputs,
         }
 
-    def save(self, step: int) -> Path | None:
+    def save(self, step: int, rng: torch.Tensor | None = None) -> Path | None:
+        """Write the checkpoint of ``step`` now (refused if the weights are not finite).
+
+        ``rng``: the CPU RNG state at ``step`` when it is written later (default: now).
+        """
         acc = self.accelerator
         acc.wait_for_everyone()
         if not acc.is_main_process:
@@ -437,12 +475,36 @@ class Trainer:
             * self.cfg.batch_size * acc.num_processes,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": torch.get_rng_state(),
+            "rng": torch.get_rng_state() if rng is None else rng,
         }
-        return ckpt_io.save_checkpoint(
+        self._written = ckpt_io.save_checkpoint(
             self.out_dir / "checkpoints", step, acc.unwrap_model(self.model),
             self.checkpoint_config(), state, keep_last=self.cfg.keep_last,
         )
+        return self._written
+
+    def _write_pending(self) -> None:
+        if self._pending is not None:
+            step, rng = self._pending
+            self._pending = None
+            self.save(step, rng)
+
+    def _save_last(self, step: int) -> None:
+        """The run's last checkpoint: no next step will try its weights, so a forward pass
+        on the batch that step would take does (no update, no sample log, RNG untouched)."""
+        acc = self.accelerator
+        devices = [acc.device] if acc.device.type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            batch = self._batch(step, 0, log=False)
+            total, _, _ = self._losses(batch, step_generator(self.cfg.seed, step, 0,
+                                                             acc.process_index))
+        loss = float(total.detach())
+        if _any_rank(acc, not math.isfinite(loss)):
+            raise RocketError(
+                f"the loss at the weights of step {step} is not finite ({loss}), so they were not "
+                f"saved; {ckpt_io.after_bad_step(self.out_dir)}"
+            )
+        self.save(step)
 
     # -- the loop --------------------------------------------------------------------
     def describe(self) -> str:
@@ -461,8 +523,22 @@ class Trainer:
                 f"| {pairs}")
 
     def fit(self) -> TrainResult:
+        """Train to ``cfg.steps`` holding the run folder; a full disk is one sentence."""
+        if self.accelerator.is_main_process:
+            self._lease.acquire()
+        try:
+            return self._fit()
+        except OSError as err:
+            if not ckpt_io.is_disk_full(err):
+                raise
+            raise ckpt_io.storage_error(err, self.out_dir, "the run's logs") from err
+        finally:
+            self._lease.release()
+
+    def _fit(self) -> TrainResult:
         cfg, acc = self.cfg, self.accelerator
         main = acc.is_main_process
+        self._pending, self._written = None, None
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             print(f"[rocket train] {self.describe()}", flush=True)
@@ -494,9 +570,12 @@ class Trainer:
                                             align=f"{sum(m['pairs']) / max(1, len(m['pairs'])):.4f}")
                 if bar is not None:
                     bar.update(1)
-                if self.step % cfg.save_every == 0 or self.step == cfg.steps:
-                    result.checkpoint = self.save(self.step)
+                if self.step == cfg.steps:
+                    self._save_last(self.step)
+                elif self.step % cfg.save_every == 0:
+                    self._pending = (self.step, torch.get_rng_state())
         finally:
+            self._pending = None
             if bar is not None:
                 bar.close()
             if writer is not None:
@@ -504,6 +583,7 @@ class Trainer:
             if metrics_file is not None:
                 metrics_file.close()
         result.step = self.step
+        result.checkpoint = self._written
         result.seconds = time.perf_counter() - t0
         done = self.step - start
         result.samples_per_s = done * samples_per_step / result.seconds if done else 0.0
@@ -516,27 +596,27 @@ def train(cfg: TrainConfig, **kwargs: Any) -> TrainResult:
 
 
 # ----------------------------------------------------------------------------- helpers
+def _any_rank(acc: Any, bad: bool) -> bool:
+    """True when ``bad`` holds on any rank: every rank takes the same decision (one
+    all-reduce), so no process is left waiting for the others."""
+    flag = torch.tensor([1.0 if bad else 0.0], device=acc.device)
+    if acc.num_processes > 1:
+        flag = acc.reduce(flag, reduction="sum")
+    return float(flag.sum()) > 0
+
+
 def _stop_if_not_finite(acc: Any, step: int, totals: dict[str, float], out_dir: Path) -> None:
     """Stop before a non-finite loss reaches the weights (no optimizer step, no checkpoint).
 
     A NaN loss makes every later step NaN, so training on would only overwrite good
-    checkpoints with garbage. Every rank takes the same decision (one all-reduce), so no
-    process is left waiting for the others.
+    checkpoints with garbage. The checkpoint pending from the step before is dropped too:
+    its weights are the ones that gave this loss.
     """
-    bad = torch.tensor([0.0 if math.isfinite(totals["total"]) else 1.0], device=acc.device)
-    if acc.num_processes > 1:
-        bad = acc.reduce(bad, reduction="sum")
-    if float(bad.sum()) == 0:
+    if not _any_rank(acc, not math.isfinite(totals["total"])):
         return
-    try:
-        last = str(ckpt_io.resolve_checkpoint(out_dir))
-    except RocketError:
-        last = "none yet"
     raise RocketError(
         f"the training loss became non-finite at step {step + 1} (action {totals['action']}, total "
-        f"{totals['total']}); nothing was saved past the last good checkpoint ({last}) -- check the "
-        "data and teacher cache (`rocket cache-teacher --check`), lower --lr or --align_weight, "
-        "then --resume."
+        f"{totals['total']}); {ckpt_io.after_bad_step(out_dir)}"
     )
 
 
@@ -583,8 +663,11 @@ def _trim_metrics(path: Path, step: int) -> None:
 
     kept = [r for r in records.read(path) if int(r.get("step", 0)) <= step]
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    tmp.replace(path)
+    try:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _dataset_fingerprint(cfg: TrainConfig) -> str | None:
