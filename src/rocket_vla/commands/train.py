@@ -4,7 +4,8 @@ The flags are generated from :class:`rocket_vla.train.TrainConfig` (its fields, 
 and attribute docstrings), so nothing here repeats a default. ``--config FILE.yaml`` (or a
 shipped name such as ``rocket``) sets any of them; later flags override. Every check
 (dataset layout, teacher, resume compatibility) happens in
-:class:`rocket_vla.train.Trainer` before the first step. Several processes:
+:class:`rocket_vla.train.Trainer` before the first step; the trainer also locks ``--out_dir``
+for the whole run, so a second `rocket train` into it is refused. Several processes:
 ``accelerate launch -m rocket_vla.cli train ...``.
 """
 
@@ -25,7 +26,8 @@ HELP = "train a student with ROCKET alignment (or a baseline) on LIBERO episodes
 @dataclass
 class Options:
     resume: str | None = None
-    """checkpoint or run folder to continue from ('auto' = --out_dir)"""
+    """run folder (its latest checkpoint) or one checkpoint folder (RUN/checkpoints/step_N) to
+    continue from ('auto' = --out_dir)"""
 
 
 def main(argv: Sequence[str]) -> int:

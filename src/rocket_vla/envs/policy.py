@@ -294,6 +294,10 @@ def checkpoint_folder(path: Path) -> Path:
             continue
         if step.is_dir() and step != candidate:
             return step
+        if step != candidate:  # `latest` names a missing step: say so, with the steps there
+            from rocket_vla.weights import locate_checkpoint
+
+            return locate_checkpoint(candidate)
     return folder
 
 
