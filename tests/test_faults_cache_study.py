@@ -72,6 +72,11 @@ def test_training_refuses_a_teacher_cache_made_by_other_code(tmp_path: Path, cap
     assert f"--out_dir {cache} --overwrite" in line and "new cache folder" in line
     assert not (refused / "checkpoints").exists()
     assert {p.name: p.read_bytes() for p in (cache / "episodes").iterdir()} == before
+    # --overwrite over an earlier run with the refused cache: the earlier run is not cleared
+    kept = sorted(p.name for p in (tmp_path / "same_code" / "checkpoints").iterdir())
+    assert main([*train, "--out_dir", str(tmp_path / "same_code"), "--overwrite"]) == 2
+    assert sorted(p.name for p in (tmp_path / "same_code" / "checkpoints").iterdir()) == kept
+    assert (tmp_path / "same_code" / "metrics.jsonl").is_file()
 
     assert main([*fill, "--overwrite"]) == 0  # the named fix: recompute with this code
     assert main([*train, "--out_dir", str(refused)]) == 0

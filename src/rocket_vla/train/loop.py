@@ -254,9 +254,8 @@ class Trainer:
     def _build(self, cfg: TrainConfig, episodes: Sequence[Any] | None, teacher: Any,
                resume: str | Path | None) -> None:
         resume_ckpt, saved = self._check_resume(resume)
-        if resume is None:  # a fresh run never mixes into an old one's checkpoints
-            ckpt_io.prepare_fresh_run(cfg.out_dir, cfg.overwrite,
-                                      clear=self.accelerator.is_main_process)
+        if resume is None:  # refuse early (cheap); clearing with --overwrite waits, see below
+            ckpt_io.prepare_fresh_run(cfg.out_dir, cfg.overwrite, clear=False)
         eps = list(episodes) if episodes is not None else load_episodes(cfg.dataset)
         if cfg.max_episodes is not None:
             eps = eps[: cfg.max_episodes]
@@ -290,6 +289,11 @@ class Trainer:
                 "the checkpoint's alignment config (teacher dim/layers, position embedding) "
                 "differs from this run's; resume with the same teacher, layer pairs and --pos_embed."
             )
+        # Only now, with data, teacher (or its cache) and student checked, may --overwrite
+        # clear the old run: a refused input never costs the user their previous checkpoints.
+        if resume is None:  # a fresh run never mixes into an old one's checkpoints
+            ckpt_io.prepare_fresh_run(cfg.out_dir, cfg.overwrite,
+                                      clear=self.accelerator.is_main_process)
         self.model = RocketModel(policy, Aligner(self.align_config))
         self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                          betas=cfg.betas)
