@@ -157,8 +157,8 @@ def test_presets_set_defaults_that_config_files_and_flags_override(tmp_path: Pat
 def test_eval_factory_kwargs_carry_the_checkpoint_and_the_student_kind() -> None:
     from rocket_vla.envs.policy import factory_kwargs
 
-    assert factory_kwargs("minivla", {"execute": 2}, "ck") == {"execute": 2, "checkpoint": "ck",
-                                                                "student": "minivla"}
+    assert factory_kwargs("minivla", {"execute": 2}, "ck", "cpu") == {
+        "execute": 2, "checkpoint": "ck", "student": "minivla", "device": "cpu"}
     assert factory_kwargs("expert", {}, None) == {}
     with pytest.raises(RocketError, match="--policy checkpoint needs --checkpoint PATH"):
         factory_kwargs("checkpoint", {}, None)

@@ -26,6 +26,8 @@ from rocket_vla.errors import RocketError
 
 CHECKPOINT_WEIGHTS = "model.safetensors"
 CHECKPOINT_CONFIG = "config.json"
+#: a checkpoint's copy of the student's tokenizer/processor files, so the run folder is portable
+STUDENT_ASSETS = "student"
 #: The file of a ``checkpoints/`` folder that names its newest complete ``step_*`` folder.
 LATEST = "latest"
 #: The key of ``config.json`` that holds the digest of the rest of the file.
@@ -47,6 +49,19 @@ def seal_config(config: dict[str, Any]) -> dict[str, Any]:
     """
     body = json.loads(json.dumps({k: v for k, v in config.items() if k != CONFIG_DIGEST}))
     return {**body, CONFIG_DIGEST: config_digest(body)}
+
+
+def check_asset_digests(saved: dict[str, Any], ckpt: Path) -> None:
+    """The student files copied into ``ckpt/student/`` match the digests recorded at saving."""
+    from rocket_vla.fingerprint import file_digest
+
+    recorded = {k: v for k, v in (saved.get("digests") or {}).items()
+                if k.startswith(STUDENT_ASSETS + "/")}
+    present = {f"{STUDENT_ASSETS}/{p.name}" for p in (ckpt / STUDENT_ASSETS).iterdir()}
+    for name in sorted(present | set(recorded)):
+        if name not in recorded or name not in present or file_digest(ckpt / name) != recorded[name]:
+            raise RocketError(f"{ckpt / name} is not the file saved with the checkpoint (changed, added "
+                              "or missing); copy the checkpoint folder again or pass another step_*.")
 
 
 def check_config_digest(config: dict[str, Any], path: Path, fix: str, *, required: bool) -> None:

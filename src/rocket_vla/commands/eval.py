@@ -59,7 +59,7 @@ def main(argv: Sequence[str]) -> int:
     from rocket_vla.envs.policy import factory_kwargs
     from rocket_vla.envs.runner import run_evaluation
 
-    kwargs = factory_kwargs(cfg.policy, cfg.policy_kwargs, opts.checkpoint)
+    kwargs = factory_kwargs(cfg.policy, cfg.policy_kwargs, opts.checkpoint, cfg.device)
     cfg = dataclasses.replace(cfg, policy_kwargs=kwargs)
     summary = run_evaluation(cfg, progress=not opts.quiet)
     print(summary_markdown(summary), end="")

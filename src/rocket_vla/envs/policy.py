@@ -156,10 +156,12 @@ def factory_path(name: str) -> str:
     return f"{module}:{qualname}"
 
 
-def factory_kwargs(name: str, kwargs: dict[str, Any], checkpoint: str | None) -> dict[str, Any]:
+def factory_kwargs(name: str, kwargs: dict[str, Any], checkpoint: str | None,
+                   device: str = "auto") -> dict[str, Any]:
     """What ``rocket eval`` passes to the factory of policy ``name``: ``kwargs`` plus
-    ``checkpoint=`` (``--checkpoint``), and for a student kind ``student=name`` so that a
-    checkpoint of another kind is refused."""
+    ``checkpoint=`` (``--checkpoint``), for a student kind ``student=name`` so that a
+    checkpoint of another kind is refused, and for student policies the resolved ``device``
+    (``--device``; ``--policy_kwargs.device`` may not say otherwise)."""
     if name == "checkpoint" and not checkpoint and "checkpoint" not in kwargs:
         raise RocketError("--policy checkpoint needs --checkpoint PATH.")
     out = dict(kwargs)
@@ -167,7 +169,25 @@ def factory_kwargs(name: str, kwargs: dict[str, Any], checkpoint: str | None) ->
         out["checkpoint"] = checkpoint
     if name in _student_kinds():
         out.setdefault("student", name)
+    if name == "checkpoint" or name in _student_kinds():
+        resolved = resolve_device(device)
+        if "device" in out and out["device"] != resolved:
+            raise RocketError(f"--policy_kwargs.device {out['device']} contradicts --device {device}; "
+                              "give the device once, with --device.")
+        out["device"] = resolved
     return out
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is refused."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RocketError("--device cuda was given but torch sees no CUDA device; pass --device cpu "
+                          "(or auto), or install a CUDA build of torch.")
+    return device
 
 
 #: ``package.module:attr`` (dotted names on both sides), the only form an import path may take.

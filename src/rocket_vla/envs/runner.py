@@ -26,6 +26,7 @@ from rocket_vla.errors import RocketError
 RESULTS_FILE = "episodes.jsonl"
 VIDEO_MODES = ("none", "failures", "successes", "all")
 #: Settings that change what an episode measures; a resumed run (or a merge) must keep them.
+DEVICES = ("auto", "cuda", "cpu")
 PROTOCOL_FIELDS = ("policy", "policy_kwargs", "image_size", "seed", "max_steps", "num_wait",
                    "seeding", "env_seed", "gripper", "actions_per_chunk", "on_error", "start")
 #: What run_config.json's "protocol" holds: the fields plus the checkpoint the policy loads
@@ -59,6 +60,9 @@ class EvalConfig:
     """keyword arguments of the policy factory (one each: --policy_kwargs.execute 8)"""
     workers: int = 1
     """parallel worker processes"""
+    device: str = "auto"
+    """where a student policy runs: auto (cuda when a GPU is visible, else cpu), cuda or cpu;
+    each worker loads its own copy there"""
     image_size: int = 256
     """camera resolution (256, as the official clients)"""
     render: str = "decision"
@@ -111,6 +115,8 @@ class EvalConfig:
             raise RocketError("--trials must be >= 1 and --first_trial >= 0.")
         if self.workers < 1:
             raise RocketError("--workers must be >= 1.")
+        if self.device not in DEVICES:
+            raise RocketError(f"unknown --device {self.device!r}; use one of {', '.join(DEVICES)}.")
         if self.render not in ("decision", "every_step"):
             raise RocketError(f"unknown --render {self.render!r}; use decision or every_step.")
         if self.max_steps is not None and self.max_steps < 1:
@@ -228,7 +234,9 @@ def protocol(cfg: EvalConfig, checkpoint: dict[str, Any] | None) -> dict[str, An
     same weights reached by another path are the same policy."""
     current = {k: getattr(cfg, k) for k in PROTOCOL_FIELDS}
     if checkpoint is not None:
-        current["policy_kwargs"] = {k: v for k, v in cfg.policy_kwargs.items() if k != "checkpoint"}
+        # the device is not protocol: a folder evaluated on a GPU may be resumed on a CPU
+        current["policy_kwargs"] = {k: v for k, v in cfg.policy_kwargs.items()
+                                    if k not in ("checkpoint", "device")}
         current["checkpoint"] = protocol_checkpoint(checkpoint)
     else:
         current["checkpoint"] = None

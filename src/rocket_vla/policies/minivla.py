@@ -168,6 +168,7 @@ class MiniVLA(Student):
     """
 
     kind = "minivla"
+    config_class = MiniVLAConfig
     blocks_path = "blocks"
     final_path = "norm"
 

@@ -259,6 +259,7 @@ class OFTStudent(Student):
     """OFT-style action regression on a transformers VLM (see the module docstring)."""
 
     kind: ClassVar[str] = "oft"
+    config_class: ClassVar[type] = OFTStudentConfig
 
     def __init__(self, config: OFTStudentConfig, vlm: nn.Module | None = None) -> None:
         super().__init__()

@@ -122,6 +122,7 @@ class PI0Student(Student):
     """pi0 (transformers) through the Student interface; see the module docstring."""
 
     kind: ClassVar[str] = "pi0"
+    config_class: ClassVar[type] = PI0StudentConfig
     blocks_path = "model.model.vlm.language_model.layers"
     final_path = "model.model.vlm.language_model.norm"
     #: The paper's pi0 lambda, the default alignment weight of this student.

@@ -36,6 +36,12 @@ from torch import nn
 
 from rocket_vla.errors import RocketError
 
+#: Tokenizer and processor files a pretrained folder may hold (transformers' names); the
+#: weights and config.json are not among them (checkpoints store the student's own).
+ASSET_NAMES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+               "added_tokens.json", "vocab.json", "merges.txt", "preprocessor_config.json",
+               "processor_config.json", "chat_template.json", "chat_template.jinja")
+
 #: kind -> "module:Class". Import paths, so that listing students imports no model code
 #: (pi0 and OFT pull in transformers' VLM classes).
 REGISTRY: dict[str, str] = {
@@ -54,6 +60,9 @@ class Student(nn.Module, ABC):
     """
 
     kind: ClassVar[str]
+    #: the dataclass of the student's settings (what ``config_dict`` holds); its fields are the
+    #: keys ``rocket train --student_config.KEY VALUE`` may set
+    config_class: ClassVar[type]
     blocks_path: str  # dotted path from self to the ModuleList of blocks (LayerTaps)
     final_path: str | None = None  # module whose input is the stream after the last block
     depth: int  # number of blocks
@@ -112,6 +121,17 @@ class Student(nn.Module, ABC):
         if preset is not None:
             raise RocketError(f"the {cls.kind} student has no presets; drop --student_preset.")
         return cls.from_config(dict(overrides))
+
+    def asset_files(self) -> list[Path]:
+        """Files besides the weights that rebuilding this student reads (tokenizer, processor).
+
+        Checkpoints copy them (``step_*/student/``) and :func:`load_student` reads the copies,
+        so a run folder moved to another machine loads without the original ``student_path``.
+        Default: the :data:`ASSET_NAMES` present in the config's ``student_path``."""
+        path = getattr(getattr(self, "config", None), "student_path", None)
+        if not path:
+            return []
+        return [Path(path) / name for name in ASSET_NAMES if (Path(path) / name).is_file()]
 
     # -- LoRA ------------------------------------------------------------------------
     def lora_targets(self) -> list[str]:
@@ -175,8 +195,20 @@ def student_class(kind: str) -> type[Student]:
 
 def build_student(kind: str, preset: str | None = None, path: str | None = None,
                   **overrides: Any) -> Student:
-    """A student by registry name: a preset (random init), or a local pretrained ``path``."""
-    return student_class(kind).build(preset=preset, path=path, **overrides)
+    """A student by registry name: a preset (random init), or a local pretrained ``path``.
+
+    ``overrides`` set fields of the student's config (``--student_config.KEY VALUE``); a key
+    the config lacks is refused here, by name, before anything is built."""
+    cls = student_class(kind)
+    if overrides:
+        import dataclasses
+
+        fields = sorted(f.name for f in dataclasses.fields(cls.config_class))
+        unknown = sorted(set(overrides) - set(fields))
+        if unknown:
+            raise RocketError(f"the {kind} student has no setting {', '.join(map(repr, unknown))}; "
+                              f"--student_config keys are {', '.join(fields)}.")
+    return cls.build(preset=preset, path=path, **overrides)
 
 
 def student_from_config(kind: str, config: dict[str, Any]) -> Student:
@@ -265,7 +297,13 @@ def load_student(path: str | Path, device: str | torch.device = "cpu"
                  ) -> tuple[Student, dict[str, Any]]:
     """The student of a checkpoint (weights matched strictly, eval mode) and its config.json."""
     from rocket_vla.fingerprint import file_digest
-    from rocket_vla.weights import check_config_digest, load_strict, read_safetensors
+    from rocket_vla.weights import (
+        STUDENT_ASSETS,
+        check_asset_digests,
+        check_config_digest,
+        load_strict,
+        read_safetensors,
+    )
 
     ckpt = find_checkpoint(path)
     try:
@@ -277,7 +315,14 @@ def load_student(path: str | Path, device: str | torch.device = "cpu"
         saved = {}
     check_config_digest(saved, ckpt / CONFIG_FILE, "pass another step_* folder or retrain.",
                         required=False)
-    student = student_from_spec(student_spec(saved, ckpt))
+    spec = student_spec(saved, ckpt)
+    assets = ckpt / STUDENT_ASSETS
+    if assets.is_dir() and isinstance(spec["config"], dict) and "student_path" in spec["config"]:
+        # the checkpoint's own copy of the tokenizer/processor files, not the folder it was
+        # trained from (which may be gone, or elsewhere on another machine)
+        check_asset_digests(saved, ckpt)
+        spec = {**spec, "config": {**spec["config"], "student_path": str(assets)}}
+    student = student_from_spec(spec)
     weights = ckpt / WEIGHTS_FILE
     expected = (saved.get("digests") or {}).get(WEIGHTS_FILE)
     if expected is not None and file_digest(weights) != expected:

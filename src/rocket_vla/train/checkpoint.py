@@ -33,6 +33,7 @@ import errno
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from rocket_vla.weights import (
     CHECKPOINT_CONFIG,
     CHECKPOINT_WEIGHTS,
     LATEST,
+    STUDENT_ASSETS,
     check_config_digest,
     load_strict,
     locate_checkpoint,
@@ -56,6 +58,8 @@ from rocket_vla.weights import (
 WEIGHTS = CHECKPOINT_WEIGHTS
 CONFIG = CHECKPOINT_CONFIG
 STATE = "trainer_state.pt"
+#: folder of a checkpoint holding the student's tokenizer/processor files (``Student.asset_files``)
+ASSETS = STUDENT_ASSETS
 #: Less free space than this after a failed write means the disk is full (libraries report
 #: ENOSPC in their own words, or not at all: torch.save says "unexpected pos").
 _FULL_BELOW = 1 << 20
@@ -85,6 +89,7 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     *,
     keep_last: int = 2,
+    assets: Sequence[Path] = (),
 ) -> Path:
     """Write ``root/step_<step>`` atomically, point ``latest`` at it, prune old ones.
 
@@ -103,7 +108,7 @@ def save_checkpoint(
         shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".tmp-{name}-{os.getpid()}"
     try:
-        _write_files(tmp, state, {**config, "step": step}, trainer_state)
+        _write_files(tmp, state, {**config, "step": step}, trainer_state, assets)
     except Exception as err:  # a kill (KeyboardInterrupt here) leaves it for the next save
         failure = storage_error(err, root, f"the checkpoint of step {step}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -116,12 +121,20 @@ def save_checkpoint(
 
 
 def _write_files(tmp: Path, state: dict[str, torch.Tensor], config: dict[str, Any],
-                 trainer_state: dict[str, Any]) -> None:
-    """The three files into ``tmp``, fsynced; config.json last, with the others' digests."""
+                 trainer_state: dict[str, Any], assets: Sequence[Path] = ()) -> None:
+    """The three files (and the student's ``assets``, under ``student/``) into ``tmp``,
+    fsynced; config.json last, with the others' digests."""
     tmp.mkdir()
     save_file(state, str(tmp / WEIGHTS))
     torch.save(trainer_state, tmp / STATE)
-    digests = {f: file_digest(tmp / f) for f in (WEIGHTS, STATE)}
+    copied = []
+    if assets:
+        (tmp / ASSETS).mkdir()
+        for src in assets:
+            shutil.copyfile(src, tmp / ASSETS / Path(src).name)
+            copied.append(f"{ASSETS}/{Path(src).name}")
+            _fsync_file(tmp / copied[-1])
+    digests = {f: file_digest(tmp / f) for f in (WEIGHTS, STATE, *copied)}
     (tmp / CONFIG).write_text(json.dumps(seal_config({**config, "digests": digests}), indent=2))
     for f in (WEIGHTS, CONFIG, STATE):
         _fsync_file(tmp / f)

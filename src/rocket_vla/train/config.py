@@ -62,9 +62,14 @@ class TrainConfig:
     student: str = "minivla"
     """student kind (rocket_vla.policies.student.REGISTRY): minivla, pi0, oft"""
     student_preset: str | None = None
-    """the student's size preset (None: its default; MiniVLA: tiny, demo, small; pi0: tiny, base)"""
+    """the student's size preset, random weights (None: its default) -- minivla: tiny, demo
+    (default), small; pi0: tiny (default), base; oft: smolvlm-tiny (default), paligemma-tiny,
+    llava-tiny, qwen2.5-vl-tiny"""
     student_path: str | None = None
     """local folder of a pretrained checkpoint (read with local_files_only; nothing is downloaded)"""
+    student_config: dict[str, Any] = field(default_factory=dict)
+    """fields of the student's own config, one flag each (--student_config.image_size 224,
+    --student_config.tokenizer words); the keys are listed in docs/students.md"""
     lora_rank: int = 0
     """0: full fine-tuning; >0: PEFT LoRA of this rank on the student's language-model linears
     (the paper: 32), aligner and action head trained in full"""

@@ -9,7 +9,8 @@ has no projector, and it never builds or calls a teacher. A step is::
           -> loss = action loss + weight * L_align -> backward (accumulated) -> clip -> AdamW
 
 The loop knows students only through the :class:`~rocket_vla.policies.student.Student`
-interface (built by ``build_student(cfg.student, cfg.student_preset, cfg.student_path)``);
+interface (built by ``build_student`` from ``cfg.student``, ``student_preset``, ``student_path``
+and ``student_config``);
 ``lora_rank > 0`` injects PEFT adapters in place and freezes the base.
 
 Every source of randomness after initialisation is a function of (seed, step): the batch
@@ -266,11 +267,17 @@ class Trainer:
             check_same_inputs(saved.get("inputs"), self.inputs, resume_ckpt)
 
         torch.manual_seed(cfg.seed)
-        policy = build_student(cfg.student, cfg.student_preset, cfg.student_path)
+        policy = build_student(cfg.student, cfg.student_preset, cfg.student_path, **cfg.student_config)
         if saved is not None:  # a resumed run must rebuild the very architecture it saved
             spec = student_spec(saved, resume_ckpt)
-            if spec["kind"] != policy.kind or spec["config"] != json.loads(
-                    json.dumps(policy.config_dict())):
+            # where the pretrained folder lies is not architecture: a run resumed on another
+            # machine passes its own --student_path
+            def arch(config: Any) -> Any:
+                return {k: v for k, v in config.items() if k != "student_path"} \
+                    if isinstance(config, dict) else config
+
+            if spec["kind"] != policy.kind or arch(spec["config"]) != arch(json.loads(
+                    json.dumps(policy.config_dict()))):
                 raise RocketError(
                     f"{resume_ckpt} holds a {spec['kind']} student of another configuration; "
                     "resume with the checkpoint's --student/--student_preset or start a new run."
@@ -484,6 +491,7 @@ class Trainer:
         self._written = ckpt_io.save_checkpoint(
             self.out_dir / "checkpoints", step, acc.unwrap_model(self.model),
             self.checkpoint_config(), state, keep_last=self.cfg.keep_last,
+            assets=self.policy.asset_files(),
         )
         return self._written
 
