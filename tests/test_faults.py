@@ -259,7 +259,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path
 
 @pytest.mark.parametrize("flag,value", [("--align_weight", "nan"), ("--lr", "inf"),
                                         ("--grad_clip", "-1"), ("--steps", "0"),
-                                        ("--weight_decay", "nan"), ("--seed", "-1")])
+                                        ("--weight_decay", "nan"), ("--seed", "-1"),
+                                        ("--lr_floor", "1.5")])
 @pytest.mark.fault("refused")
 def test_bad_numeric_train_flags_are_refused(tmp_path: Path, capsys, flag: str, value: str) -> None:
     out = tmp_path / "run"

@@ -63,3 +63,16 @@ def test_weight_decay_groups() -> None:
     assert _names(model, opt.param_groups[0]["params"]) == {"linear.weight"}
     assert _names(model, opt.param_groups[1]["params"]) == {
         "linear.bias", "norm.weight", "norm.bias", "pos_embed", "camera_token"}
+
+
+def test_cosine_floor_matches_openpis_schedule_after_warmup() -> None:
+    """openpi's pi0 LIBERO recipe (optax warmup_cosine_decay_schedule: peak 2.5e-5, warm-up 1000,
+    30k decay steps, end 2.5e-6), written out by hand: end + (peak - end) (1 + cos(pi t / T)) / 2."""
+    peak, end, warmup, steps = 2.5e-5, 2.5e-6, 1000, 30_000
+    fn = lr_lambda(schedule="cosine", steps=steps, warmup=warmup, floor=end / peak)
+    for s in (1000, 5000, 15_500, 29_999, 30_000, 40_000):
+        t = min(s - warmup, steps - warmup)
+        want = end + (peak - end) * 0.5 * (1 + math.cos(math.pi * t / (steps - warmup)))
+        assert peak * fn(s) == pytest.approx(want, rel=1e-12)
+    values = [fn(s) for s in range(warmup, steps + 1, 97)]
+    assert all(a >= b for a, b in zip(values, values[1:])) and min(values) >= 0.1 - 1e-12

@@ -20,12 +20,13 @@ from torch import nn
 
 
 def lr_lambda(*, warmup: int, steps: int, schedule: str = "cosine",
-              decay_after: int = 0) -> Callable[[int], float]:
+              decay_after: int = 0, floor: float = 0.0) -> Callable[[int], float]:
     """Multiplier of the base lr at optimizer step ``s`` (for ``LambdaLR``).
 
     Linear warm-up over ``warmup`` steps (``(s + 1) / warmup``), then ``schedule``:
     ``"step"`` (the paper: x0.1 from step ``decay_after`` on), ``"cosine"`` (half a cosine
-    from 1 at the end of warm-up to 0 at ``steps``) or ``"constant"``.
+    from 1 at the end of warm-up down to ``floor`` at ``steps``; openpi's fine-tuning recipes
+    end at a tenth of the peak) or ``"constant"``.
     """
 
     def fn(s: int) -> float:
@@ -35,18 +36,19 @@ def lr_lambda(*, warmup: int, steps: int, schedule: str = "cosine",
             return 0.1 if s >= decay_after else 1.0
         if schedule == "cosine":
             progress = (s - warmup) / max(1, steps - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
         return 1.0
 
     return fn
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, *, warmup: int, steps: int,
-                    schedule: str = "cosine", decay_after: int = 0
+                    schedule: str = "cosine", decay_after: int = 0, floor: float = 0.0
                     ) -> torch.optim.lr_scheduler.LambdaLR:
     """A ``LambdaLR`` over :func:`lr_lambda`: step it once after every optimizer step."""
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(warmup=warmup, steps=steps, schedule=schedule, decay_after=decay_after))
+        optimizer, lr_lambda(warmup=warmup, steps=steps, schedule=schedule,
+                             decay_after=decay_after, floor=floor))
 
 
 def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float,

@@ -203,7 +203,10 @@ def build_student(kind: str, preset: str | None = None, path: str | None = None,
     if overrides:
         import dataclasses
 
-        fields = sorted(f.name for f in dataclasses.fields(cls.config_class))
+        if "student_path" in overrides:
+            raise RocketError("give the pretrained folder with --student_path DIR, not as a "
+                              "--student_config key.")
+        fields = sorted(f.name for f in dataclasses.fields(cls.config_class) if f.name != "student_path")
         unknown = sorted(set(overrides) - set(fields))
         if unknown:
             raise RocketError(f"the {kind} student has no setting {', '.join(map(repr, unknown))}; "

@@ -114,6 +114,9 @@ class TrainConfig:
     """step (x0.1 after decay_after steps, the paper), cosine, or constant"""
     decay_after: int = 10_000
     """step schedule: optimizer step at which the lr drops to x0.1"""
+    lr_floor: float = 0.0
+    """cosine schedule: the fraction of lr it decays to at the last step (openpi's pi0 LIBERO
+    recipe: 0.1)"""
     warmup: int = 0
     """linear warm-up steps"""
     grad_clip: float = 1.0
@@ -165,6 +168,9 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise RocketError(f"{name} must be a finite number >= 0, got {value}.")
+        if not (math.isfinite(self.lr_floor) and 0.0 <= self.lr_floor <= 1.0):
+            raise RocketError(f"lr_floor is the fraction of lr the cosine schedule ends at, in [0, 1]; "
+                              f"got {self.lr_floor}.")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise RocketError(f"betas must be two numbers in [0, 1), got {self.betas}.")
         for name in ("num_pairs", "projector_hidden", "teacher_size"):

@@ -305,7 +305,8 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                          betas=cfg.betas)
         self.scheduler = build_scheduler(self.optimizer, warmup=cfg.warmup, steps=cfg.steps,
-                                         schedule=cfg.schedule, decay_after=cfg.decay_after)
+                                         schedule=cfg.schedule, decay_after=cfg.decay_after,
+                                         floor=cfg.lr_floor)
         self.step = 0
         # Where the data stream stood at self.step: consumed samples are counted, not derived
         # from the step, so a run resumed with another number of processes continues the
