@@ -7,9 +7,12 @@ killed process runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -80,6 +83,26 @@ def _hold_train_folder(folder: str) -> None:
     print("locked", flush=True)
     time.sleep(120)
     trainer.fit()
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size_kib: int) -> Iterator[Path]:
+    """A real tmpfs of ``size_kib`` KiB mounted at ``folder``: writes past it fail with ENOSPC.
+
+    The full-disk faults are real ones; mounting needs root (CAP_SYS_ADMIN), so elsewhere the
+    test is skipped with the reason. Unmounted (lazily if busy) when the block ends."""
+    import pytest
+
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill up (needs root): {done.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 if __name__ == "__main__":

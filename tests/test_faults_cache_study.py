@@ -7,15 +7,14 @@ whose runs were recorded with other settings.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fault_helpers import small_disk
 from minivla_fixtures import make_episodes, single_thread
 from test_faults import _write_dataset
 
@@ -83,20 +82,7 @@ def test_training_refuses_a_teacher_cache_made_by_other_code(tmp_path: Path, cap
 
 
 # -- 2. the disk fills up during a cache fill ----------------------------------------------------
-@contextlib.contextmanager
-def _small_disk(folder: Path, size_kib: int) -> Iterator[Path]:
-    """A real tmpfs of ``size_kib`` at ``folder``: writes past its size fail with ENOSPC."""
-    folder.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(folder)],
-                       check=True, capture_output=True, text=True)
-    except (OSError, subprocess.CalledProcessError) as err:
-        detail = getattr(err, "stderr", None) or err
-        pytest.skip(f"cannot mount a small tmpfs to fill up (needs root or CAP_SYS_ADMIN): {detail}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
+
 
 
 def _pages(nbytes: int) -> int:
@@ -115,7 +101,7 @@ def test_full_disk_during_a_cache_fill_keeps_finished_entries_and_a_later_fill_c
     entries = sorted((reference / "episodes").glob("*.safetensors"))
     entry_pages = _pages(entries[0].stat().st_size)
     assert entry_pages >= 4  # the second entry fails part-way, after some of its writes
-    with _small_disk(tmp_path / "disk", 256) as disk:
+    with small_disk(tmp_path / "disk", 256) as disk:
         stat = os.statvfs(disk)
         room = PAGE * (_pages((reference / "manifest.json").stat().st_size) + entry_pages
                        + entry_pages // 2)  # the manifest, one entry and half of the next

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fault_helpers import small_disk
 from minivla_fixtures import ConvTeacher, make_episodes, single_thread, tiny_config
 from test_faults import SRC, _kill, _spawn, _write_dataset
 
@@ -229,28 +230,11 @@ def test_non_finite_weights_are_never_written(tmp_path: Path) -> None:
 
 
 # -- 5. a full disk during a checkpoint ------------------------------------------------------------
-def _mount_tmpfs(folder: Path, size: str) -> None:
-    folder.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (the full-disk fault is a real ENOSPC)")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here ({done.stderr.strip()})")
-
-
-def _unmount(folder: Path) -> None:
-    if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
-
-
 @pytest.mark.fault("refused")
 def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path: Path, dataset: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     """A real 1400 KiB tmpfs: one tiny-MiniVLA checkpoint (about 940 KiB) fits, two do not."""
-    disk = tmp_path / "disk"
-    _mount_tmpfs(disk, "1400k")
-    try:
+    with small_disk(tmp_path / "disk", 1400) as disk:
         out = disk / "run"
         assert _train_cli(dataset, out, "--steps", "3") == 2
         err = _one_line_error(capsys)
@@ -262,22 +246,16 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path: Path, da
         assert ckpt.name == "step_000001"
         load_student(ckpt)  # digests match: whole
         assert ckpt_io.load_trainer_state(ckpt)["step"] == 1
-    finally:
-        _unmount(disk)
 
 
 @pytest.mark.fault("refused")
 def test_full_disk_before_any_checkpoint_is_one_sentence(tmp_path: Path, dataset: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     """A tmpfs of one page: the lock file fits, the first metrics row does not."""
-    disk = tmp_path / "disk"
-    _mount_tmpfs(disk, "4k")
-    try:
+    with small_disk(tmp_path / "disk", 4) as disk:
         assert _train_cli(dataset, disk / "run", "--steps", "2") == 2
         assert f"the disk holding {disk / 'run'} is full, so the run's logs" in _one_line_error(capsys)
         assert not (disk / "run" / "checkpoints").exists()
-    finally:
-        _unmount(disk)
 
 
 # -- 6. --out_dir that cannot be a run folder --------------------------------------------------------
