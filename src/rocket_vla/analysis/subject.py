@@ -213,7 +213,3 @@ class StudentSubject:
     def stream(self, batch: dict[str, Any]) -> tuple[list[torch.Tensor], torch.Tensor]:
         _, states, mask = self.forward(batch, list(range(self.depth + 1)))
         return states, mask
-
-
-#: The name before students other than MiniVLA existed.
-MiniVLASubject = StudentSubject

@@ -5,18 +5,15 @@ episode by episode; training resumes from its last checkpoint)."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from rocket_vla.demo.config import DemoConfig
 from rocket_vla.study import stages
-from rocket_vla.study.stages import Log
+from rocket_vla.study.stages import Log, stamped_log
 
-
-def print_log(msg: str) -> None:
-    """The demo's default log: a time-stamped line on stdout."""
-    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+#: The demo's default log.
+print_log = stamped_log("demo")
 
 
 def train_variant(cfg: DemoConfig, variant: str, dataset: Path, run: Path,

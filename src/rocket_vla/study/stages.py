@@ -14,9 +14,17 @@ from typing import Any, Protocol
 Log = Callable[[str], None]
 
 
-def print_log(msg: str) -> None:
-    """The default log: a time-stamped line on stdout."""
-    print(f"[rocket {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+def stamped_log(tag: str) -> Log:
+    """A log that prints each message as a time-stamped line on stdout, tagged ``[tag HH:MM:SS]``."""
+
+    def log(msg: str) -> None:
+        print(f"[{tag} {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    return log
+
+
+#: The default log of the study's stages.
+print_log = stamped_log("rocket")
 
 
 class DataSettings(Protocol):
