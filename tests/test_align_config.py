@@ -26,7 +26,9 @@ def test_matryoshka_widths_paper_values() -> None:
     assert matryoshka_widths(2048, 10) == [409, 591, 773, 955, 1137, 1319, 1501, 1683, 1865, 2048]
     assert matryoshka_widths(2048, 10, reverse=True)[0] == 2048
     assert matryoshka_widths(100, ratios=[0.5, 1.0]) == [50, 100]
-    assert matryoshka_widths(4, 1) == [4]
+    # one pair: ratio 0.2, int(4 * 0.2) = 0 -> 1, as the official AlignProjector computes it
+    # (0.2 + 0.8 * i / max(n - 1, 1); openvla-ROCKET/prismatic/models/projectors_rocket.py)
+    assert matryoshka_widths(4, 1) == [1]
 
 
 def test_presets_build_the_paper_variants() -> None:

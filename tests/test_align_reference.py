@@ -14,12 +14,13 @@ P, B, T, DS, DT, H = 4, 3, 5, 12, 8, 16
 
 
 def ref_widths(cfg: AlignConfig) -> list[int]:
-    """Widths straight from the paper's formula, not from the library."""
+    """Widths straight from the official formula (``AlignProjector`` in
+    openvla-ROCKET/prismatic/models/projectors_rocket.py), not from the library."""
     n = cfg.num_pairs
     if not cfg.matryoshka:
         return [cfg.hidden_dim] * n
-    ratios = [1.0] if n == 1 else [0.2 + 0.8 * i / (n - 1) for i in range(n)]
-    return [max(1, math.floor(cfg.hidden_dim * r + 1e-9)) for r in ratios]
+    ratios = [0.2 + 0.8 * i / max(n - 1, 1) for i in range(n)]
+    return [max(1, int(cfg.hidden_dim * r)) for r in ratios]
 
 
 def ref_project(proj, x: torch.Tensor, d: int, layernorm: bool) -> torch.Tensor:

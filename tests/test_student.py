@@ -177,7 +177,8 @@ def test_student_defaults_give_lambda_and_the_paper_pairs() -> None:
     assert paper.weight == 0.125
     assert build_align_config(TrainConfig(align_weight=0.3), student, vggt).weight == 0.3
     sf = build_align_config(TrainConfig(variant="spatial_forcing"), student, vggt)
-    assert sf.student_layers == [12] and sf.teacher_layers == [24]
+    # the official pi0 run's Spatial Forcing "12" is block 12's output (JAX trainer) = our 13
+    assert sf.student_layers == [13] and sf.teacher_layers == [24]
     shallow = build_align_config(TrainConfig(num_pairs=4), student, SimpleNamespace(dim=24, num_layers=4))
     assert shallow.teacher_layers == [1, 2, 3, 4]  # the paper's pairs need VGGT's 24 blocks
 

@@ -161,7 +161,8 @@ def _rocket(student: PI0Student, teacher_dim: int = 16) -> Aligner:
 def test_rocket_training_lowers_both_losses_on_a_repeated_batch() -> None:
     student = _student().train()
     aligner = _rocket(student)
-    assert aligner.config.student_layers == [2, 3, 4, 5, 6, 7, 8, 9, 10, 18]
+    # the official pi0 run's "2,...,10,-1" as block outputs (openpi-ROCKET JAX trainer, gemma.py)
+    assert aligner.config.student_layers == [3, 4, 5, 6, 7, 8, 9, 10, 11, 18]
     inputs = student.prepare(_batch(student))
     span = student.visual_index(inputs)
     g = torch.Generator().manual_seed(3)

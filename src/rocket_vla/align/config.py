@@ -16,19 +16,32 @@ ProjectorKind = Literal["none", "shared", "independent"]
 VARIANTS = ("baseline", "spatial_forcing", "naive", "shared", "rocket")
 
 # The paper's pairs in the project's index convention (hidden-state index k = after
-# block k). Teacher indices are the paper's 0-based VGGT block indices plus one.
+# block k). Teacher indices are the official 0-based VGGT block indices plus one (VGGT's
+# aggregator returns block outputs). Student indices are converted from the index
+# convention of the trainer that produced each paper setting:
+#
+# * OpenVLA-OFT (openvla-ROCKET/vla-scripts/finetune_rocket.py): transformers'
+#   ``hidden_states`` tuple, so ``k`` carries over; its "-1" indexed the tuple of block
+#   outputs only, i.e. block 31 -- "openvla-official" -- where "openvla" is the stated intent.
+# * pi0 (openpi-ROCKET JAX trainer, src/openpi/models/gemma.py + pi0_align.py): the scanned
+#   block returns its *output*, so official ``k`` = output of block k+1 = our ``k + 1``, and
+#   "-1" = output of the last block, before the final norm (our 18, read at the norm's input).
+# * pi0.5 (openpi-ROCKET PyTorch trainer, src/openpi/models_pytorch/gemma_pytorch.py +
+#   pi0_align_pytorch.py): ``all_hidden_states[k]`` is the *input* of block k, so official
+#   ``k`` = our ``k``; "-1" is appended *after* the final norm (the pi05 student's
+#   ``final_path`` taps the normed stream, see policies/pi05.py).
 PAPER_PAIRS: dict[str, tuple[list[int], list[int]]] = {
     # OpenVLA-7B (Llama-2, 32 blocks) <-> VGGT (24 blocks)
     "openvla": ([2, 4, 6, 8, 10, 12, 14, 16, 18, 32], [3, 5, 7, 9, 11, 13, 15, 17, 19, 24]),
-    # The same pairs as the official OpenVLA-OFT run computed them: its "-1" indexed the
-    # tuple of block outputs, i.e. the output of block 31 (hidden_states[31]), one block short
-    # of the last. "openvla" above is the paper's stated intent (after the last block, 32).
     "openvla-official": ([2, 4, 6, 8, 10, 12, 14, 16, 18, 31], [3, 5, 7, 9, 11, 13, 15, 17, 19, 24]),
-    # pi0 / PaliGemma (Gemma, 18 blocks) <-> VGGT
-    "pi0": ([2, 3, 4, 5, 6, 7, 8, 9, 10, 18], [3, 5, 7, 9, 11, 13, 15, 17, 19, 24]),
+    # pi0 / PaliGemma (Gemma, 18 blocks) <-> VGGT; official "2,3,...,10,-1" in the JAX trainer
+    "pi0": ([3, 4, 5, 6, 7, 8, 9, 10, 11, 18], [3, 5, 7, 9, 11, 13, 15, 17, 19, 24]),
+    # pi0.5 / PaliGemma <-> VGGT; official "2,3,...,10,-1" in the PyTorch trainer (18 = normed)
+    "pi05": ([2, 3, 4, 5, 6, 7, 8, 9, 10, 18], [3, 5, 7, 9, 11, 13, 15, 17, 19, 24]),
 }
-# Spatial Forcing's single pair: student 24 of 32 (OpenVLA), 12 of 18 (pi0) <-> teacher last.
-PAPER_SF_LAYER: dict[str, int] = {"openvla": 24, "openvla-official": 24, "pi0": 12}
+# Spatial Forcing's single pair <-> teacher last: OpenVLA "24" (tuple index, = ours), pi0 "12"
+# in the JAX trainer (output of block 13 = our 13), pi0.5 "12" in the PyTorch trainer (= ours).
+PAPER_SF_LAYER: dict[str, int] = {"openvla": 24, "openvla-official": 24, "pi0": 13, "pi05": 12}
 
 
 @dataclass
@@ -47,8 +60,9 @@ class AlignConfig(DictConfig):
     teacher_layers: list[int] = field(default_factory=list)
     student_dim: int = 0
     teacher_dim: int = 0
-    #: projector hidden width H; ``None`` = half the student width (the paper: 2048 for
-    #: OpenVLA's 4096). The one place this default lives: training configs pass ``None`` on.
+    #: projector hidden width H; ``None`` = the teacher width (the official ``AlignProjector``
+    #: default ``2 * vggt_dim`` = 2048, the width of VGGT's concatenated frame+global features,
+    #: for every student). The one place this default lives: training configs pass ``None`` on.
     hidden_dim: int | None = None
     projector: ProjectorKind = "shared"
     matryoshka: bool = False
@@ -67,8 +81,8 @@ class AlignConfig(DictConfig):
     teacher_depth: int | None = None
 
     def __post_init__(self) -> None:
-        if self.hidden_dim is None and self.student_dim > 0:
-            self.hidden_dim = max(1, self.student_dim // 2)
+        if self.hidden_dim is None and self.teacher_dim > 0:
+            self.hidden_dim = self.teacher_dim
 
     # -- derived ---------------------------------------------------------------------
     @property
@@ -167,10 +181,10 @@ class AlignConfig(DictConfig):
         """One of the paper's five variants, as a configuration of the one code path.
 
         Pairs come from, in order: explicit ``student_layers``/``teacher_layers``; the
-        paper's pairs for ``layout`` ("openvla", "pi0"); else the balanced selection of
+        paper's pairs for ``layout`` (a key of ``PAPER_PAIRS``); else the balanced selection of
         ``num_pairs`` for the given depths. Spatial Forcing uses one pair with the last
         teacher layer; its student layer is the one given, else the paper's for ``layout``
-        (``PAPER_SF_LAYER``: 24 of 32 for OpenVLA, 12 of 18 for pi0), else the one at 3/4
+        (``PAPER_SF_LAYER``: 24 of 32 for OpenVLA, 13 / 12 of 18 for pi0 / pi0.5), else the one at 3/4
         of ``student_depth``. A paper ``layout`` also selects the paper's position embedding,
         ``pos_embed="vggt-uv"``; without one it stays ``"sincos"`` (override either way).
         """

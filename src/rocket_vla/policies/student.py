@@ -47,6 +47,7 @@ ASSET_NAMES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "sp
 REGISTRY: dict[str, str] = {
     "minivla": "rocket_vla.policies.minivla:MiniVLA",
     "pi0": "rocket_vla.policies.pi0:PI0Student",
+    "pi05": "rocket_vla.policies.pi05:PI05Student",
     "oft": "rocket_vla.policies.oft:OFTStudent",
 }
 

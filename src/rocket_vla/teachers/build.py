@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from rocket_vla.errors import RocketError
-from rocket_vla.teachers.base import Teacher, TeacherInput
+from rocket_vla.teachers.base import Teacher, TeacherInput, TeacherRuntime
 
 KINDS = ("vggt", "hf", "vggt-random")
 
@@ -35,6 +35,9 @@ class TeacherConfig:
     frames as given)"""
     autocast: str = "auto"
     """auto, off, bfloat16 or float16"""
+    dtype: str = "auto"
+    """weights dtype: auto = float32 under autocast (the official recipe), or bfloat16 weights
+    (opt-in: faster, further from float32; the official pi0 JAX run cast VGGT so)"""
     device: str = "cpu"
     """torch device of the teacher"""
     vggt_size: str = "1b"
@@ -75,14 +78,18 @@ def build_teacher(cfg: TeacherConfig) -> Teacher:
     sizes = {"1b": VGGTConfig.vggt_1b, "tiny": VGGTConfig.tiny}
     if cfg.vggt_size not in sizes:
         raise RocketError(f"VGGT size {cfg.vggt_size!r} is unknown; use one of {sorted(sizes)}.")
+    runtime = TeacherRuntime(dtype=cfg.dtype)
     if cfg.kind == "vggt-random":
-        return VGGTTeacher(sizes[cfg.vggt_size](), inp, device=device, seed=cfg.seed)
+        return VGGTTeacher(sizes[cfg.vggt_size](), inp, device=device, seed=cfg.seed, runtime=runtime)
     if not cfg.path:
         raise RocketError(
             f"the {cfg.kind} teacher needs weights; pass --teacher.path (a local file or folder)."
         )
     if cfg.kind == "vggt":
-        return VGGTTeacher.from_checkpoint(cfg.path, sizes[cfg.vggt_size](), inp, device=device)
+        return VGGTTeacher.from_checkpoint(cfg.path, sizes[cfg.vggt_size](), inp, device=device,
+                                           runtime=runtime)
+    if runtime.dtype not in ("auto", "float32"):
+        raise RocketError(f"the hf teacher keeps float32 weights; drop --teacher.dtype {cfg.dtype}.")
     from rocket_vla.teachers.hf import HFTeacher
 
     return HFTeacher.from_pretrained(cfg.path, inp, device=device)
