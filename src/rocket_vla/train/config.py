@@ -171,6 +171,7 @@ class TrainConfig:
         if not (math.isfinite(self.lr_floor) and 0.0 <= self.lr_floor <= 1.0):
             raise RocketError(f"lr_floor is the fraction of lr the cosine schedule ends at, in [0, 1]; "
                               f"got {self.lr_floor}.")
+        self.betas = tuple(self.betas)  # a YAML or JSON list reads as a list
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise RocketError(f"betas must be two numbers in [0, 1), got {self.betas}.")
         for name in ("num_pairs", "projector_hidden", "teacher_size"):

@@ -36,18 +36,16 @@ import json
 import math
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import default_collate
 
-from rocket_vla.align import AlignConfig, Aligner, AlignOutput, LayerTaps, balanced_select
-from rocket_vla.align.config import PAPER_PAIRS
+from rocket_vla.align import AlignConfig, Aligner
 from rocket_vla.data.augment import augment_views
 from rocket_vla.data.dataset import ChunkDataset, fit_stats, images_to_float
 from rocket_vla.data.normalize import DatasetStats
@@ -56,7 +54,6 @@ from rocket_vla.fingerprint import check_same_code, code_version
 from rocket_vla.optim import build_optimizer, build_scheduler
 from rocket_vla.policies.student import (
     CHECKPOINT_FORMAT,
-    Student,
     apply_lora,
     build_student,
     lora_settings,
@@ -64,106 +61,18 @@ from rocket_vla.policies.student import (
 )
 from rocket_vla.train import checkpoint as ckpt_io
 from rocket_vla.train.config import TrainConfig
+from rocket_vla.train.inputs import check_same_inputs, dataset_fingerprint, input_fingerprints
+from rocket_vla.train.model import RocketModel, build_align_config
 from rocket_vla.train.run_lock import RunLease
+from rocket_vla.train.run_log import log_row, progress_bar, tensorboard, trim_metrics
+from rocket_vla.train.setup import (
+    load_episodes,
+    make_accelerator,
+    resolve_precision,
+    sample_order,
+    step_generator,
+)
 from rocket_vla.train.teacher_source import LiveTeacher, TeacherSource
-
-
-# ----------------------------------------------------------------------------- model
-class RocketModel(nn.Module):
-    """The trainable whole: the student policy, its layer taps and the aligner's projectors.
-
-    Kept as one module, with the alignment loss computed inside ``forward``, so that
-    Accelerate/DDP wraps (and checkpoints) policy and projectors together.
-    """
-
-    def __init__(self, policy: Student, aligner: Aligner) -> None:
-        super().__init__()
-        self.policy = policy
-        self.aligner = aligner
-        self.taps: LayerTaps | None = None
-        if aligner.enabled:
-            self.taps = LayerTaps(policy, policy.blocks_path, aligner.config.student_layers,
-                                  final=policy.final_path)
-            self.taps.attach()
-
-    def forward(
-        self, inputs: dict[str, Any], targets: list[torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, AlignOutput | None]:
-        """The student's action loss on prepared ``inputs``, and the alignment output when
-        ``targets`` are given."""
-        if self.taps is not None:
-            self.taps.use_tokens(self.policy.visual_index(inputs))
-        loss = self.policy.action_loss(inputs)
-        if self.taps is None:
-            return loss, None
-        if targets is None:  # no teacher: drop the captured states instead of holding them
-            self.taps.clear()
-            return loss, None
-        states = [s.float() for s in self.taps.states]
-        self.taps.clear()
-        return loss, self.aligner(states, targets)
-
-
-def build_align_config(cfg: TrainConfig, policy: Student, teacher: TeacherSource | None
-                       ) -> AlignConfig:
-    """The variant's preset for this student (and teacher, unless it is the baseline)."""
-    overrides = {} if cfg.pos_embed is None else {"pos_embed": cfg.pos_embed}
-    if cfg.variant == "baseline":
-        return AlignConfig.preset("baseline", student_dim=policy.width,
-                                  student_depth=policy.depth, **overrides)
-    assert teacher is not None
-    pairs = min(cfg.num_pairs, policy.depth, teacher.num_layers)
-    student_layers, teacher_layers = cfg.student_layers, cfg.teacher_layers
-    cached = getattr(teacher, "layers", None)
-    if teacher_layers is None and cached is not None and cfg.variant != "spatial_forcing":
-        # A cache holds only some layers: pair a balanced subset of them with the student.
-        pairs = min(pairs, len(cached))
-        teacher_layers = [cached[i] for i in balanced_select(len(cached), pairs)]
-        student_layers = [i + 1 for i in balanced_select(policy.depth, pairs)]
-    return AlignConfig.preset(
-        cfg.variant, student_dim=policy.width, teacher_dim=teacher.dim,
-        student_depth=policy.depth, teacher_depth=teacher.num_layers,
-        student_layers=student_layers, teacher_layers=teacher_layers, num_pairs=pairs,
-        layout=paper_layout(policy, teacher.num_layers, cached is not None),
-        hidden_dim=cfg.projector_hidden, weight=align_weight(cfg, policy), **overrides,
-    ).resolved()
-
-
-def align_weight(cfg: TrainConfig, policy: Student) -> float:
-    """``cfg.align_weight``, else the student's own default (the paper: 0.5; pi0: 0.125)."""
-    return float(cfg.align_weight if cfg.align_weight is not None else policy.align_weight)
-
-
-def paper_layout(policy: Student, teacher_depth: int, cached: bool) -> str | None:
-    """The student's paper layout (its published layer pairs) when the teacher is deep enough
-    for them (VGGT's 24 blocks) and every layer is at hand; else None: balanced pairs."""
-    layout = policy.align_layout
-    if layout is None or cached:
-        return None
-    students, teachers = PAPER_PAIRS[layout]
-    if max(teachers) > teacher_depth or max(students) > policy.depth:
-        return None
-    return layout
-
-
-# ----------------------------------------------------------------------------- data order
-def sample_order(n: int, seed: int, start: int, count: int) -> np.ndarray:
-    """Samples ``start .. start+count`` of the endless stream of per-epoch permutations."""
-    out = np.empty(count, dtype=np.int64)
-    filled = 0
-    while filled < count:
-        epoch, offset = divmod(start + filled, n)
-        perm = np.random.default_rng([seed, epoch]).permutation(n)
-        take = min(count - filled, n - offset)
-        out[filled : filled + take] = perm[offset : offset + take]
-        filled += take
-    return out
-
-
-def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed(int(np.random.default_rng([seed, step, micro, rank, 7]).integers(2**62)))
-    return g
 
 
 # ----------------------------------------------------------------------------- results
@@ -174,44 +83,6 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     samples_per_s: float = 0.0
     seconds: float = 0.0
-
-
-def resolve_precision(setting: str) -> str:
-    """``auto``: bf16 on a CUDA device that supports it, else full precision (CPU)."""
-    if setting != "auto":
-        return setting
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "no"
-
-
-def make_accelerator(precision: str, handlers: list[Any]) -> Any:
-    """An ``Accelerator``; in a single, unlaunched process a second trainer may ask for another
-    precision than the first (Accelerate keeps one process-wide state and refuses the change),
-    so that state is reset there. Launched runs (several processes) keep theirs untouched."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, PartialState
-
-    try:
-        return Accelerator(mixed_precision=precision, kwargs_handlers=handlers)
-    except ValueError as err:
-        if "already been initialized" not in str(err) or PartialState().num_processes > 1:
-            raise
-        AcceleratorState._reset_state(reset_partial_state=True)
-        return Accelerator(mixed_precision=precision, kwargs_handlers=handlers)
-
-
-def load_episodes(path: str) -> list[Any]:
-    """Episodes of a LIBERO-layout HDF5 file (or folder of them), checked before any work."""
-    if not path:
-        raise RocketError("no dataset given; pass --dataset PATH to a LIBERO-layout HDF5 file.")
-    if not Path(path).exists():
-        raise RocketError(f"dataset {path} does not exist; collect one with `rocket collect`.")
-    try:
-        from rocket_vla.data.episodes import read_episodes
-    except ImportError as err:  # pragma: no cover - the data package ships with rocket-vla
-        raise RocketError(f"cannot read episodes ({err}); install rocket-vla[io].") from err
-    return list(read_episodes(path))
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -371,7 +242,7 @@ class Trainer:
             from rocket_vla.data.dataset import CAMERAS
             from rocket_vla.train.teacher_source import DiskCacheTeacher
 
-            return DiskCacheTeacher(self.cfg.teacher_cache, CAMERAS, _dataset_fingerprint(self.cfg))
+            return DiskCacheTeacher(self.cfg.teacher_cache, CAMERAS, dataset_fingerprint(self.cfg))
         if teacher is None:
             from rocket_vla.teachers.build import teacher_from_spec
 
@@ -555,12 +426,12 @@ class Trainer:
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             print(f"[rocket train] {self.describe()}", flush=True)
-        writer = _tensorboard(self.out_dir / "tb") if (main and cfg.tensorboard) else None
-        bar = _progress(cfg.steps, self.step, main and cfg.progress)
+        writer = tensorboard(self.out_dir / "tb") if (main and cfg.tensorboard) else None
+        bar = progress_bar(cfg.steps, self.step, main and cfg.progress)
         result = TrainResult(self.step, None)
         samples_per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
         if main:  # rows past the resumed step (or all, for a fresh run) belong to no checkpoint
-            _trim_metrics(self.out_dir / "metrics.jsonl", self.step)
+            trim_metrics(self.out_dir / "metrics.jsonl", self.step)
         metrics_file = (self.out_dir / "metrics.jsonl").open("a") if main else None
         t0 = time.perf_counter()
         window_t, window_steps = t0, 0
@@ -577,7 +448,7 @@ class Trainer:
                     row = {"step": self.step, **m}
                     result.history.append(row)
                     if main:
-                        _log(writer, metrics_file, row)
+                        log_row(writer, metrics_file, row)
                         if bar is not None:
                             bar.set_postfix(action=f"{m['action']:.4f}",
                                             align=f"{sum(m['pairs']) / max(1, len(m['pairs'])):.4f}")
@@ -633,66 +504,6 @@ def _stop_if_not_finite(acc: Any, step: int, totals: dict[str, float], out_dir: 
     )
 
 
-def input_fingerprints(cfg: TrainConfig, teacher: Any) -> dict[str, str | None]:
-    """What the run reads besides its config: the dataset's files (names and sizes -- cheap
-    enough for any dataset; the teacher cache compares full contents) and the teacher's
-    fingerprint (weights behind a name like ``tiny`` can change). None where unknown."""
-    dataset = None
-    if cfg.dataset:
-        import hashlib
-
-        from rocket_vla.data.episodes import dataset_files
-
-        digest = hashlib.blake2b(digest_size=12)
-        for path in dataset_files(cfg.dataset):
-            digest.update(f"{path.name}:{path.stat().st_size};".encode())
-        dataset = digest.hexdigest()
-    fingerprint = None
-    if teacher is not None:
-        spec = getattr(getattr(teacher, "cache", None), "spec", None)
-        inner = getattr(teacher, "teacher", teacher)
-        if spec is not None:
-            fingerprint = spec.teacher
-        elif callable(getattr(inner, "fingerprint", None)):
-            fingerprint = str(inner.fingerprint())
-    return {"dataset": dataset, "teacher": fingerprint}
-
-
-def check_same_inputs(saved: dict[str, Any] | None, current: dict[str, Any], ckpt: Any) -> None:
-    """Refuse to resume a checkpoint trained on another dataset or teacher (where both known)."""
-    changed = [k for k, v in (saved or {}).items() if v is not None and current.get(k) not in (None, v)]
-    if changed:
-        raise RocketError(
-            f"cannot resume {ckpt}: it was trained with another {' and '.join(changed)}; resume with "
-            "the same ones, or start a new run (a new --out_dir folder, or --overwrite)."
-        )
-
-
-def _trim_metrics(path: Path, step: int) -> None:
-    """Keep only the metrics rows up to ``step`` (rewritten atomically)."""
-    if not path.is_file():
-        return
-    from rocket_vla import records
-
-    kept = [r for r in records.read(path) if int(r.get("step", 0)) <= step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _dataset_fingerprint(cfg: TrainConfig) -> str | None:
-    """Content fingerprint of the training files (what a teacher cache records), if any."""
-    if not cfg.dataset:
-        return None
-    from rocket_vla.data.episodes import dataset_files
-    from rocket_vla.teachers.cache import fingerprint_files
-
-    return fingerprint_files(dataset_files(cfg.dataset))
-
-
 def _is_source(obj: Any) -> bool:
     """A TeacherSource takes the batch as well as the frames; a bare Teacher does not."""
     import inspect
@@ -702,37 +513,3 @@ def _is_source(obj: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return "batch" in params
-
-
-def _tensorboard(path: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # pragma: no cover - tensorboard is in the [train] extra
-        print("[rocket train] tensorboard is not installed; logging to metrics.jsonl only")
-        return None
-    return SummaryWriter(str(path))
-
-
-def _progress(total: int, initial: int, enabled: bool) -> Iterator[Any] | Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
-
-
-def _log(writer: Any, metrics_file: Any, row: dict[str, Any]) -> None:
-    step = row["step"]
-    if writer is not None:
-        writer.add_scalar("loss/total", row["total"], step)
-        writer.add_scalar("loss/action_l1", row["action"], step)
-        for i, v in enumerate(row["pairs"]):
-            writer.add_scalar(f"align/pair_{i}", v, step)
-        if row["pairs"]:
-            writer.add_scalar("loss/align", sum(row["pairs"]) / len(row["pairs"]), step)
-        writer.add_scalar("opt/lr", row["lr"], step)
-        writer.add_scalar("opt/grad_norm", row["grad_norm"], step)
-        writer.add_scalar("perf/samples_per_s", row["samples_per_s"], step)
-    if metrics_file is not None:
-        metrics_file.write(json.dumps(row) + "\n")
-        metrics_file.flush()

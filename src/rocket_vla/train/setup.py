@@ -1,0 +1,73 @@
+"""The run's machinery that is not the loop: data order, per-step generators, precision,
+the Accelerate object and reading the episodes.
+
+Every source of randomness after initialisation is a function of (seed, step), which is
+what lets a resumed run continue exactly (:func:`sample_order`, :func:`step_generator`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rocket_vla.errors import RocketError
+
+
+def sample_order(n: int, seed: int, start: int, count: int) -> np.ndarray:
+    """Samples ``start .. start+count`` of the endless stream of per-epoch permutations."""
+    out = np.empty(count, dtype=np.int64)
+    filled = 0
+    while filled < count:
+        epoch, offset = divmod(start + filled, n)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        take = min(count - filled, n - offset)
+        out[filled : filled + take] = perm[offset : offset + take]
+        filled += take
+    return out
+
+
+def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(int(np.random.default_rng([seed, step, micro, rank, 7]).integers(2**62)))
+    return g
+
+
+def resolve_precision(setting: str) -> str:
+    """``auto``: bf16 on a CUDA device that supports it, else full precision (CPU)."""
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+def make_accelerator(precision: str, handlers: list[Any]) -> Any:
+    """An ``Accelerator``; in a single, unlaunched process a second trainer may ask for another
+    precision than the first (Accelerate keeps one process-wide state and refuses the change),
+    so that state is reset there. Launched runs (several processes) keep theirs untouched."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    try:
+        return Accelerator(mixed_precision=precision, kwargs_handlers=handlers)
+    except ValueError as err:
+        if "already been initialized" not in str(err) or PartialState().num_processes > 1:
+            raise
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(mixed_precision=precision, kwargs_handlers=handlers)
+
+
+def load_episodes(path: str) -> list[Any]:
+    """Episodes of a LIBERO-layout HDF5 file (or folder of them), checked before any work."""
+    if not path:
+        raise RocketError("no dataset given; pass --dataset PATH to a LIBERO-layout HDF5 file.")
+    if not Path(path).exists():
+        raise RocketError(f"dataset {path} does not exist; collect one with `rocket collect`.")
+    try:
+        from rocket_vla.data.episodes import read_episodes
+    except ImportError as err:  # pragma: no cover - the data package ships with rocket-vla
+        raise RocketError(f"cannot read episodes ({err}); install rocket-vla[io].") from err
+    return list(read_episodes(path))
