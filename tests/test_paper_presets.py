@@ -32,19 +32,26 @@ OFFICIAL = {
         "vla": "2,4,6,8,10,12,14,16,18,-1", "vggt": "2,4,6,8,10,12,14,16,18,-1",
         "trainer": "openvla-tuple", "lambda": 0.5, "share": True, "matryoshka": True,
         "hidden": 2 * 1024,  # openvla-ROCKET/prismatic/models/projectors_rocket.py
-        "student": "oft",
+        "student": "oft", "teacher_dtype": "auto",  # finetune_rocket.py: fp32 VGGT under autocast
     },
     "paper_pi0": {  # openpi-ROCKET/src/openpi/training/config.py: pi0_base_aloha_robotwin_lora_rocket_MPA
         "vla": "2,3,4,5,6,7,8,9,10,-1", "vggt": "2,4,6,8,10,12,14,16,18,-1",
         "trainer": "jax", "lambda": 0.125, "share": True, "matryoshka": True,
         "hidden": 2 * 1024,  # openpi-ROCKET/src/openpi/models/pi0_align.py (JAX AlignProjector)
-        "student": "pi0",
+        "student": "pi0", "teacher_dtype": "bfloat16",  # scripts/train_jax_ROCKET.py casts VGGT
+        # the run's optimiser: openpi's TrainConfig defaults (optimizer.py: CosineDecaySchedule
+        # warm-up 1000, peak 2.5e-5, 30k decay steps to 2.5e-6; AdamW b2 0.95, wd 1e-10, clip 1),
+        # batch_size=16 (total), num_train_steps=30_000, gemma_2b_lora: LoRA rank 16
+        "optim": {"lr": 2.5e-5, "schedule": "cosine", "warmup": 1000, "lr_floor": 0.1,
+                  "steps": 30_000, "batch_size": 16, "betas": [0.9, 0.95], "weight_decay": 1e-10,
+                  "grad_clip": 1.0, "lora_rank": 16},
     },
     "paper_pi05": {  # openpi-ROCKET/src/openpi/training/config.py: pi05_libero_align10_rocket_64bsz
         "vla": "2,3,4,5,6,7,8,9,10,-1", "vggt": "2,4,6,8,10,12,14,16,18,-1",
         "trainer": "pytorch", "lambda": 0.5, "share": True, "matryoshka": True,
         "hidden": 2 * 1024,  # openpi-ROCKET/src/openpi/models_pytorch/projectors.py
         "student": "pi05", "chunk": 10, "discrete_state": False,  # Pi0Config(action_horizon=10, ...)
+        "teacher_dtype": "auto",  # scripts/train_pytorch_ROCKET.py: fp32 VGGT under bf16 autocast
     },
 }
 STUDENT_DEPTH = {"oft": 32, "pi0": 18, "pi05": 18}
@@ -97,6 +104,9 @@ def test_preset_pairs_widths_and_lambda_equal_the_official_run(name: str) -> Non
     assert cfg.teacher_layers == [teacher_index(int(k)) for k in off["vggt"].split(",")]
     assert cfg.align_weight == off["lambda"] and cfg.variant == "rocket"  # shared + Matryoshka
     assert cfg.projector_hidden == off["hidden"]
+    assert cfg.teacher_dtype == off["teacher_dtype"]
+    for key, value in off.get("optim", {}).items():
+        assert cfg.to_dict()[key] == value, key
     # what the trainer builds from it, with a VGGT-1B-shaped teacher (2048-wide, 24 blocks)
     align = AlignConfig.preset(cfg.variant, student_dim=2048, teacher_dim=2048, student_depth=depth,
                                teacher_depth=24, student_layers=cfg.student_layers,
@@ -190,3 +200,17 @@ def test_bf16_teacher_weights_are_an_explicit_opt_in() -> None:
     assert {p.dtype for p in low.model.parameters()} == {torch.bfloat16}
     with pytest.raises(RocketError, match="teacher dtype 'bf16' is unknown"):
         build_teacher(TeacherConfig(**common, dtype="bf16"))
+
+
+def test_teacher_dtype_of_a_run_reaches_its_teacher() -> None:
+    """``--teacher_dtype bfloat16`` (the official JAX pi0 run) gives bf16 teacher weights; the
+    bundled tiny teacher keeps float32 and says so."""
+    from rocket_vla.teachers.build import teacher_from_spec
+
+    low = teacher_from_spec("random-tiny", 28, dtype="bfloat16")
+    assert {p.dtype for p in low.model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in teacher_from_spec("random-tiny", 28).model.parameters()} == {torch.float32}
+    with pytest.raises(RocketError, match="keeps its float32 weights; drop --teacher_dtype bfloat16"):
+        teacher_from_spec("tiny", 28, dtype="bfloat16")
+    with pytest.raises(RocketError, match="unknown teacher_dtype 'bf16'"):
+        TrainConfig(dataset="x", teacher_dtype="bf16").validate()

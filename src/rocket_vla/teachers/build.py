@@ -95,14 +95,17 @@ def build_teacher(cfg: TeacherConfig) -> Teacher:
     return HFTeacher.from_pretrained(cfg.path, inp, device=device)
 
 
-def teacher_from_spec(spec: str, size: int, device: str = "cpu") -> Teacher:
+def teacher_from_spec(spec: str, size: int, device: str = "cpu", dtype: str = "auto") -> Teacher:
     """The teacher a run names, seeing ``size`` x ``size`` inputs: ``"tiny"``, the bundled tiny
     geometry teacher; ``"random-tiny"``, a tiny VGGT with random weights (pipeline checks and
     benchmarks only, never a spatial teacher); a ``.pt``/``.safetensors`` file, VGGT-1B
-    weights; a folder, a transformers backbone."""
-    common = dict(input_size=(size, size), device=device)
+    weights; a folder, a transformers backbone. ``dtype``: :attr:`TeacherConfig.dtype`."""
+    common = dict(input_size=(size, size), device=device, dtype=dtype)
     if spec == "random-tiny":
         return build_teacher(TeacherConfig(kind="vggt-random", vggt_size="tiny", **common))
+    if spec == "tiny" and dtype not in ("auto", "float32"):
+        raise RocketError(f"the bundled tiny teacher keeps its float32 weights; drop --teacher_dtype "
+                          f"{dtype}.")
     if spec == "tiny":
         try:
             from rocket_vla.teachers.tiny import load_tiny_teacher  # type: ignore[import-not-found]

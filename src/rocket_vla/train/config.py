@@ -98,6 +98,9 @@ class TrainConfig:
     """read teacher features from a `rocket cache-teacher` folder instead of running it"""
     teacher_size: int = 56
     """teacher input side in pixels"""
+    teacher_dtype: str = "auto"
+    """teacher weights: auto (float32 under the step's autocast, the official PyTorch recipe) or
+    bfloat16 (the official JAX pi0 run; faster, features further from float32)"""
     steps: int = 2000
     """optimizer steps"""
     batch_size: int = 32
@@ -171,6 +174,8 @@ class TrainConfig:
         if not (math.isfinite(self.lr_floor) and 0.0 <= self.lr_floor <= 1.0):
             raise RocketError(f"lr_floor is the fraction of lr the cosine schedule ends at, in [0, 1]; "
                               f"got {self.lr_floor}.")
+        if self.teacher_dtype not in ("auto", "float32", "bfloat16"):
+            raise RocketError(f"unknown teacher_dtype {self.teacher_dtype!r}; use auto, float32 or bfloat16.")
         self.betas = tuple(self.betas)  # a YAML or JSON list reads as a list
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise RocketError(f"betas must be two numbers in [0, 1), got {self.betas}.")

@@ -247,6 +247,7 @@ class Trainer:
             from rocket_vla.teachers.build import teacher_from_spec
 
             teacher = teacher_from_spec(self.cfg.teacher, self.cfg.teacher_size,
+                                        dtype=self.cfg.teacher_dtype,
                                         device=str(self.accelerator.device))
         elif callable(getattr(teacher, "to", None)) and hasattr(teacher, "model"):
             teacher.to(self.accelerator.device)  # a Teacher: run it where the student runs
