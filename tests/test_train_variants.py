@@ -101,3 +101,23 @@ def test_disk_cache_gives_the_live_teacher_losses(tmp_path) -> None:
                    teacher=teacher).fit()
     for a, b in zip(live.history, cached_run.history, strict=True):
         assert b["pairs"] == pytest.approx(a["pairs"], abs=2e-3)
+
+
+@pytest.mark.parametrize("variant", ["rocket", "naive"])
+def test_lambda_zero_trains_the_baseline_bit_for_bit(tmp_path, variant: str) -> None:
+    """An aligned variant at lambda = 0 is the baseline: same policy weights, bit for bit, after
+    several clipped steps (the clip is the one place both groups of gradients meet: the joint
+    norm is the hypot of the group norms, and hypot(n, 0) == n exactly)."""
+    steps = dict(steps=4, save_every=4, lr=5e-3, grad_clip=0.05)  # every step is clipped
+    base = Trainer(tiny_config(tmp_path / "b", variant="baseline", **steps),
+                   episodes=make_episodes()).fit()
+    zero = Trainer(tiny_config(tmp_path / "z", variant=variant, align_weight=0.0, **steps),
+                   episodes=make_episodes(), teacher=ConvTeacher()).fit()
+    assert [h["grad_norm"] for h in base.history] == [h["grad_norm"] for h in zero.history]
+    assert all(h["grad_norm"] > 0.05 for h in base.history)
+    from rocket_vla.weights import read_safetensors
+
+    a = read_safetensors(base.checkpoint / "model.safetensors")
+    b = read_safetensors(zero.checkpoint / "model.safetensors")
+    policy = [k for k in a if k.startswith("policy.")]
+    assert policy and all(a[k].equal(b[k]) for k in policy)

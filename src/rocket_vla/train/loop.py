@@ -66,6 +66,7 @@ from rocket_vla.train.model import RocketModel, build_align_config
 from rocket_vla.train.run_lock import RunLease
 from rocket_vla.train.run_log import log_row, progress_bar, tensorboard, trim_metrics
 from rocket_vla.train.setup import (
+    clip_by_groups,
     load_episodes,
     make_accelerator,
     resolve_precision,
@@ -322,7 +323,8 @@ class Trainer:
                 pairs += per_pair.cpu() / cfg.grad_accum
         _stop_if_not_finite(acc, step, totals, self.out_dir)
         self._write_pending()
-        grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        grad_norm = clip_by_groups(acc, [self.policy.parameters(), self.aligner.parameters()],
+                                   cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -7,6 +7,7 @@ what lets a resumed run continue exactly (:func:`sample_order`, :func:`step_gene
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +72,26 @@ def load_episodes(path: str) -> list[Any]:
     except ImportError as err:  # pragma: no cover - the data package ships with rocket-vla
         raise RocketError(f"cannot read episodes ({err}); install rocket-vla[io].") from err
     return list(read_episodes(path))
+
+
+def clip_by_groups(acc: Any, groups: Sequence[Iterable[torch.nn.Parameter]],
+                   max_norm: float) -> torch.Tensor:
+    """Clip all gradients by their joint norm, computed group by group (policy, aligner).
+
+    The same clip as ``clip_grad_norm_`` over every parameter, up to float rounding, with one
+    property that one norm over the concatenation lacks: the joint norm is the ``hypot`` of the
+    groups' norms, and ``hypot(n, 0) == n`` exactly, so a run whose aligner gets zero gradients
+    (ROCKET at lambda = 0) clips its policy bit for bit as the baseline does -- the invariant
+    every comparison with the baseline rests on. Returns the joint norm.
+    """
+    acc.unscale_gradients()  # fp16 loss scaling, as Accelerate's own clip does first
+    params = [[p for p in group if p.grad is not None] for group in groups]
+    total = None
+    for group in params:
+        if group:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in group])
+            total = norm if total is None else torch.hypot(total, norm)
+    if total is None:
+        return torch.zeros(())
+    torch.nn.utils.clip_grads_with_norm_([p for group in params for p in group], max_norm, total)
+    return total
