@@ -126,13 +126,15 @@ def split_jobs(jobs: list[Any], workers: int, make: Callable[[Any, tuple], Any])
 
 def run_recorded(run_jobs: RunJobs, config: Any, jobs: list[Any], workers: int,
                  make: Callable[[Any, tuple], Any], log_path: Any, *, desc: str, label: str,
-                 progress: bool) -> None:
+                 progress: bool, execute: Callable[..., Any] | None = None) -> Any:
     """Run ``jobs`` (each with ``.items``) split over ``workers``, appending every episode
     record to the JSON-lines file ``log_path`` the moment it arrives (so a killed run resumes
     from what was written), with a progress bar counting successes as ``label``.
 
     Collection and evaluation share this: both are episodes of scripted or learned policies
-    whose records are the run's only state."""
+    whose records are the run's only state. ``execute(run_jobs, config, jobs, workers, emit)``
+    replaces this module's pool (batched evaluation's policy server); what it returns is
+    returned."""
     from tqdm import tqdm
 
     from rocket_vla import records as run_records
@@ -149,5 +151,6 @@ def run_recorded(run_jobs: RunJobs, config: Any, jobs: list[Any], workers: int,
             bar.update(1)
             bar.set_postfix({label: f"{wins}/{bar.n}"})
 
-        run_parallel(run_jobs, config, split_jobs(jobs, workers, make), workers, emit)
+        result = (execute or run_parallel)(run_jobs, config, split_jobs(jobs, workers, make), workers, emit)
     bar.close()
+    return result

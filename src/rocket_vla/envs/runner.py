@@ -5,9 +5,12 @@ fsynced as each episode ends, so a killed run loses at most the episodes in flig
 rerun skips everything already recorded), then ``summary.json`` / ``summary.md`` with the
 per-task and per-suite success table, and optional MP4/GIF rollouts under ``videos/``.
 
-Workers are spawned processes (:mod:`rocket_vla.envs.parallel`), each keeping one
-environment per task alive across that task's trials; they rebuild the policy from its
-factory's import path (see :func:`rocket_vla.envs.policy.register_policy`).
+Workers are spawned processes, each keeping one environment per task alive across that
+task's trials. By default (``--inference batched``) the policy lives once in this process and
+answers every worker waiting for an action with one batched forward pass
+(:mod:`rocket_vla.envs.policy_server`); ``--inference per_worker`` gives each worker its own
+copy, rebuilt from the factory's import path (:mod:`rocket_vla.envs.parallel`, see
+:func:`rocket_vla.envs.policy.register_policy`). Both give the same episodes.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ PROTOCOL_FIELDS = ("policy", "policy_kwargs", "image_size", "seed", "max_steps",
 PROTOCOL_KEYS = (*PROTOCOL_FIELDS, "checkpoint")
 RUN_CONFIG = "run_config.json"
 SEEDING = ("official", "per_episode")
+INFERENCE = ("batched", "per_worker")
 
 
 @dataclass
@@ -59,10 +63,17 @@ class EvalConfig:
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     """keyword arguments of the policy factory (one each: --policy_kwargs.execute 8)"""
     workers: int = 1
-    """parallel worker processes"""
+    """parallel simulator worker processes"""
+    inference: str = "batched"
+    """batched (one policy in the main process answers every waiting simulator worker with one
+    forward pass; with one worker, all in the main process) or per_worker (each worker builds
+    its own copy); the same episodes either way"""
+    batch_wait: float = 0.05
+    """batched inference: seconds the policy waits for simulators still stepping to join a
+    forward pass (0: answer whoever waits at once; larger: fuller batches, idler simulators)"""
     device: str = "auto"
-    """where a student policy runs: auto (cuda when a GPU is visible, else cpu), cuda or cpu;
-    each worker loads its own copy there"""
+    """where a student policy runs: auto (cuda when a GPU is visible, else cpu), cuda or cpu
+    (one copy in the main process, or one per worker with --inference per_worker)"""
     image_size: int = 256
     """camera resolution (256, as the official clients)"""
     render: str = "decision"
@@ -115,6 +126,10 @@ class EvalConfig:
             raise RocketError("--trials must be >= 1 and --first_trial >= 0.")
         if self.workers < 1:
             raise RocketError("--workers must be >= 1.")
+        if self.inference not in INFERENCE:
+            raise RocketError(f"unknown --inference {self.inference!r}; use one of {', '.join(INFERENCE)}.")
+        if not 0 <= self.batch_wait <= 60:
+            raise RocketError(f"--batch_wait must be between 0 and 60 seconds, got {self.batch_wait}.")
         if self.device not in DEVICES:
             raise RocketError(f"unknown --device {self.device!r}; use one of {', '.join(DEVICES)}.")
         if self.render not in ("decision", "every_step"):
@@ -288,8 +303,12 @@ def _record_plan(out: Path, planned: int) -> None:
 
 
 # -- worker side ------------------------------------------------------------------------
-def run_jobs(cfg: EvalConfig, jobs: Iterable[Job], emit: Any) -> None:
-    """Run jobs in this process and call ``emit(record)`` after every episode."""
+def run_jobs(cfg: EvalConfig, jobs: Iterable[Job], emit: Any, policy: Any = None) -> None:
+    """Run jobs in this process and call ``emit(record)`` after every episode.
+
+    ``policy``: the policy to ask (a batched run's :class:`~rocket_vla.envs.policy_server.RemotePolicy`);
+    None builds this process's own copy. Before each episode a policy with ``begin_episode``
+    gets the episode's seed, so its random draws belong to that episode alone."""
     from rocket_vla.envs.episode import resolve_settings, run_episode, seed_everything
     from rocket_vla.envs.libero_env import EnvConfig, LiberoEnv
     from rocket_vla.envs.policy import build_policy
@@ -301,7 +320,9 @@ def run_jobs(cfg: EvalConfig, jobs: Iterable[Job], emit: Any) -> None:
     from rocket_vla.envs.premise import Premise
     from rocket_vla.envs.simstack import simulator_stack
 
-    policy = build_policy(cfg.policy, **cfg.policy_kwargs)
+    if policy is None:
+        policy = build_policy(cfg.policy, **cfg.policy_kwargs)
+    begin = getattr(policy, "begin_episode", None)
     settings = resolve_settings(policy, cfg.gripper, cfg.actions_per_chunk, cfg.on_error)
     pinned = bool(simulator_stack()["pinned"])
     # Cameras only when something reads them: an expert's env skips the renderer (identical
@@ -321,6 +342,8 @@ def run_jobs(cfg: EvalConfig, jobs: Iterable[Job], emit: Any) -> None:
                 if official:
                     env.advance_to(trial)  # trial k's fixtures = the k-th reset of the stream
                 seed = None if official else episode_seed(cfg.seed, job.suite, job.task_id, trial)
+                if callable(begin):
+                    begin(episode_seed(cfg.seed, job.suite, job.task_id, trial))
                 res = run_episode(env, policy, get_init_state(spec, trial), seed=seed,
                                   max_steps=cfg.max_steps, num_wait=cfg.num_wait, record=record,
                                   settings=settings, premise=premise.check)
@@ -359,15 +382,18 @@ def _write_video(out: Path, spec: Any, trial: int, res: Any, fmt: str) -> str:
 
 
 # -- parent side --------------------------------------------------------------------------
-def run_evaluation(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
+def run_evaluation(cfg: EvalConfig, progress: bool = True,
+                   stats: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run (or resume) an evaluation and return the summary written to ``summary.json``.
 
-    The run folder is locked while it runs: a second evaluation into it is refused."""
+    The run folder is locked while it runs: a second evaluation into it is refused.
+    ``stats``, when given, receives the policy server's counts of a batched run (forward
+    passes, batch sizes, policy seconds; see :class:`~rocket_vla.envs.policy_server.ServerStats`)."""
     with run_records.FolderLock(cfg.out_dir, "rocket eval"):
-        return _run_locked(cfg, progress)
+        return _run_locked(cfg, progress, stats if stats is not None else {})
 
 
-def _run_locked(cfg: EvalConfig, progress: bool) -> dict[str, Any]:
+def _run_locked(cfg: EvalConfig, progress: bool, stats: dict[str, Any]) -> dict[str, Any]:
     from rocket_vla.envs.policy import check_policy
 
     out = Path(cfg.out_dir)
@@ -380,9 +406,33 @@ def _run_locked(cfg: EvalConfig, progress: bool) -> dict[str, Any]:
     done = {episode_key(r) for r in read_results(results_path)}
     _record_plan(out, len(plan_items(cfg)))
     jobs = plan_jobs(cfg, done)
-    run_recorded(run_jobs, cfg, jobs, cfg.workers, lambda j, items: Job(j.suite, j.task_id, items),
-                 results_path, desc="episodes", label="success", progress=progress)
+    execute = _batched_executor(cfg) if cfg.inference == "batched" and jobs else None
+    result = run_recorded(run_jobs, cfg, jobs, cfg.workers, lambda j, items: Job(j.suite, j.task_id, items),
+                          results_path, desc="episodes", label="success", progress=progress,
+                          execute=execute)
+    stats.update(result or {})
     return write_summary(out)
+
+
+def _batched_executor(cfg: EvalConfig) -> Any:
+    """Run jobs on spawned simulator workers served by one policy built here, in the main
+    process (on the GPU when the policy was given one)."""
+    from functools import partial
+
+    from rocket_vla.envs.episode import seed_everything
+    from rocket_vla.envs.policy import build_policy
+    from rocket_vla.envs.policy_server import run_batched
+
+    if cfg.seeding == "official":
+        seed_everything(cfg.seed)
+    build = partial(build_policy, cfg.policy, **cfg.policy_kwargs)
+    policy = build()
+
+    def execute(run: Any, config: Any, jobs: list[Any], workers: int, emit: Any) -> dict[str, Any]:
+        return run_batched(run, config, jobs, workers, emit, policy=policy, rebuild=build,
+                           linger=cfg.batch_wait)
+
+    return execute
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -175,8 +175,10 @@ class PI0Student(Student):
 
     @property
     def align_layout(self) -> str | None:
-        """``"pi0"`` (the paper's pairs 2..10, 18 and Spatial Forcing layer 12) when the language
-        model has pi0's 18 blocks, as pi0-tiny and real pi0 do; else ``None`` (balanced pairs)."""
+        """``"pi0"`` when the language model has pi0's 18 blocks (pi0-tiny and real pi0), else
+        ``None`` (balanced pairs). The official pi0 run (openpi-ROCKET's JAX trainer) aligned
+        block *outputs* "2..10, -1", i.e. our 3..11 and 18 before the final norm, and Spatial
+        Forcing at our 13 (``align.config.PAPER_PAIRS`` / ``PAPER_SF_LAYER``)."""
         return "pi0" if self.depth == 18 else None
 
     # -- building ------------------------------------------------------------------------
@@ -322,3 +324,10 @@ class PI0Student(Student):
     @torch.no_grad()
     def predict(self, inputs: dict[str, Any]) -> torch.Tensor:
         return self(inputs, sample=True)
+
+    def prediction_noise(self, generator: torch.Generator) -> torch.Tensor:
+        """One sample's flow-matching start noise ``[chunk_size, max_action_dim]`` from its own
+        (CPU) generator: batched evaluation stacks these into ``inputs["noise"]`` so an episode's
+        actions do not depend on which episodes share its batch, nor on the device."""
+        cfg = self.model.config
+        return torch.randn(cfg.chunk_size, cfg.max_action_dim, generator=generator)

@@ -25,6 +25,7 @@ Use: ``rocket eval --policy checkpoint --checkpoint RUN`` (or ``--policy <kind>`
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,8 +50,29 @@ def eval_crop_box(train_config: dict[str, Any]) -> torch.Tensor:
     return torch.tensor([[offset, offset, offset + side, offset + side]])
 
 
+@dataclass
+class EpisodeState:
+    """What one episode carries between its calls: the instruction and its own random stream.
+
+    The stream is a CPU generator seeded per episode, so anything random in prediction (pi0's
+    flow-matching start noise) is the same whichever other episodes share a batch, on any device."""
+
+    instruction: str
+    generator: torch.Generator
+    seed: int = 0
+
+
+def episode_generator(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed`` (reduced to 64 bits)."""
+    return torch.Generator().manual_seed(int(seed) % (2**63))
+
+
 class StudentPolicy:
-    """The evaluation ``Policy``: observation dict in, un-normalised action chunk out."""
+    """The evaluation ``Policy``: observation dicts in, un-normalised action chunks out.
+
+    Batch-first: :meth:`act_batch` answers many episodes (different tasks and instructions)
+    with one forward pass; :meth:`reset` / :meth:`act` are that call for one episode, kept for
+    the in-process runner and for callers that drive a single episode."""
 
     needs_images = True
     needs_state = False
@@ -75,7 +97,8 @@ class StudentPolicy:
                 f"the student takes {student.num_cameras} cameras but LIBERO renders "
                 f"{len(CAMERA_KEYS)}; train it with num_cameras <= {len(CAMERA_KEYS)}."
             )
-        self.instruction = ""
+        self._next_seed = 0
+        self.episode = EpisodeState("", episode_generator(0))
         self.last_inputs: dict[str, Any] = {}
 
     @property
@@ -83,16 +106,27 @@ class StudentPolicy:
         """The student (kept under the old name for callers that read ``policy.model``)."""
         return self.student
 
+    @property
+    def instruction(self) -> str:
+        return self.episode.instruction
+
+    def begin_episode(self, seed: int) -> None:
+        """Seed the random stream of the episode that the next :meth:`reset` starts."""
+        self._next_seed = int(seed)
+
+    def new_episode(self, task: Any, seed: int = 0) -> EpisodeState:
+        """The state of a new episode of ``task`` (a TaskInfo or an instruction string)."""
+        return EpisodeState(str(getattr(task, "language", task)), episode_generator(seed), int(seed))
+
     def reset(self, task: Any) -> None:
-        self.instruction = str(getattr(task, "language", task))
+        self.episode = self.new_episode(task, self._next_seed)
 
     def _image(self, frame: np.ndarray) -> torch.Tensor:
         frame = self._prepare_frame(frame)
         x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float() / 255.0
         return crop_resize(x, self.box, self.student.image_size)[0]
 
-    @torch.no_grad()
-    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+    def _check_keys(self, obs: dict[str, np.ndarray]) -> None:
         keys = (*CAMERA_KEYS[: self.student.num_cameras], "proprio")
         for key in keys:
             if key not in obs:
@@ -100,14 +134,41 @@ class StudentPolicy:
                     f"observation has no {key!r}; the {self.student.kind} student needs "
                     f"{', '.join(keys)}."
                 )
-        images = torch.stack([self._image(obs[k]) for k in CAMERA_KEYS[: self.student.num_cameras]])
-        proprio = torch.from_numpy(self.stats.proprio.normalize(obs["proprio"])).float()
-        batch = {"images": images[None], "proprio": proprio[None], "instructions": [self.instruction]}
-        self.last_inputs = self.student.prepare(batch)  # kept for taps (visual_index) in analyses
-        pred = self.student.predict(self.last_inputs)
-        actions = self.stats.action.unnormalize(pred[0].float().cpu().numpy())
-        actions[:, 6] = -actions[:, 6]  # env convention (+1 close) -> signed model (+1 open)
-        return actions[: self.execute].astype(np.float32)
+
+    def batch(self, observations: list[dict[str, np.ndarray]], episodes: list[EpisodeState]
+              ) -> dict[str, Any]:
+        """The library batch of these observations; the student pads the instructions."""
+        if len(observations) != len(episodes) or not observations:
+            raise RocketError(f"act_batch needs one episode state per observation, got "
+                              f"{len(observations)} observations and {len(episodes)} states.")
+        cams = CAMERA_KEYS[: self.student.num_cameras]
+        for obs in observations:
+            self._check_keys(obs)
+        images = torch.stack([torch.stack([self._image(o[k]) for k in cams]) for o in observations])
+        proprio = torch.from_numpy(np.stack([self.stats.proprio.normalize(o["proprio"])
+                                             for o in observations])).float()
+        batch: dict[str, Any] = {"images": images, "proprio": proprio,
+                                 "instructions": [e.instruction for e in episodes]}
+        draw = getattr(self.student, "prediction_noise", None)
+        if draw is not None:  # each episode's noise from its own stream, never the batch's
+            batch["noise"] = torch.stack([draw(e.generator) for e in episodes])
+        return batch
+
+    @torch.no_grad()
+    def act_batch(self, observations: list[dict[str, np.ndarray]], episodes: list[EpisodeState]
+                  ) -> list[np.ndarray]:
+        """One forward pass for every observation; chunk ``i`` belongs to ``episodes[i]``."""
+        self.last_inputs = self.student.prepare(self.batch(observations, episodes))
+        pred = self.student.predict(self.last_inputs).float().cpu().numpy()
+        chunks = []
+        for row in pred:
+            actions = self.stats.action.unnormalize(row)
+            actions[:, 6] = -actions[:, 6]  # env convention (+1 close) -> signed model (+1 open)
+            chunks.append(actions[: self.execute].astype(np.float32))
+        return chunks
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        return self.act_batch([obs], [self.episode])[0]
 
 
 def load_policy(checkpoint: str | None = None, device: str = "cpu", execute: int | None = None,
