@@ -98,11 +98,11 @@ def _observations(n: int, steps: int, size: int = 48) -> list[list[dict[str, np.
             for _ in range(n)]
 
 
-@pytest.mark.parametrize("kind", ["pi0", "minivla"])
+@pytest.mark.parametrize("kind", ["pi0", "pi05", "minivla"])
 def test_an_episode_acts_the_same_alone_and_in_a_batch_of_four(kind: str) -> None:
     """Four episodes of different instructions, three decisions each: every chunk of an episode
     run alone equals its chunk when the four share each forward pass (float tolerance), and
-    pi0's noise is the episode's own (a different seed gives different actions)."""
+    pi0's / pi0.5's noise is the episode's own (a different seed gives different actions)."""
     policy = random_student_policy(kind)
     obs = _observations(4, 3)
     tasks = [TaskInfo("libero_goal", i, f"t{i}", lang) for i, lang in enumerate(LANGUAGES)]
@@ -119,7 +119,7 @@ def test_an_episode_acts_the_same_alone_and_in_a_batch_of_four(kind: str) -> Non
     policy.begin_episode(100)
     policy.reset(tasks[0])
     np.testing.assert_allclose(policy.act(obs[0][0]), alone[0][0], atol=1e-5, rtol=0)
-    if kind == "pi0":
+    if kind in ("pi0", "pi05"):
         other = policy.act_batch([obs[0][0]], [policy.new_episode(tasks[0], seed=7)])[0]
         assert np.abs(other - alone[0][0]).max() > 1e-3
 

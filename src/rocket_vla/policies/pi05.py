@@ -315,6 +315,11 @@ class PI05Student(Student):
     def predict(self, inputs: dict[str, Any]) -> torch.Tensor:
         return self(inputs, sample=True)
 
+    def prediction_noise(self, generator: torch.Generator) -> torch.Tensor:
+        """One sample's flow-matching start noise ``[chunk, max_action_dim]`` from its own (CPU)
+        generator, so an episode's actions do not depend on its batch companions."""
+        return torch.randn(self.chunk, self.config.model["max_action_dim"], generator=generator)
+
 
 # ----------------------------------------------------------------------------- weights
 #: Published key prefixes -> ours. LeRobot's ``pi05`` policy saves ``model.`` + openpi's
