@@ -102,10 +102,15 @@ def run_parallel(run_jobs: RunJobs, config: Any, jobs: list[Any], workers: int,
                 raise RuntimeError(f"a simulator worker failed:\n{payload}")
     finally:
         signal.signal(signal.SIGTERM, previous)
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-            p.join(timeout=10)
+        stop_workers(procs)
+
+
+def stop_workers(procs: Iterable[Any]) -> None:
+    """End the worker processes still running (a failed or interrupted run) and reap them all."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+        p.join(timeout=10)
 
 
 def split_jobs(jobs: list[Any], workers: int, make: Callable[[Any, tuple], Any]) -> list[Any]:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from rocket_vla.envs.parallel import exit_with_parent
+from rocket_vla.envs.parallel import exit_with_parent, stop_workers
 from rocket_vla.errors import RocketError
 
 #: run_jobs(config, jobs, emit, policy): the episode loop, with the policy handed in.
@@ -313,8 +313,5 @@ def run_batched(run_jobs: RunJobs, config: Any, jobs: list[Any], workers: int,
             _Pool([parent for parent, _ in pipes], procs, answerer, emit).serve(linger)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-            p.join(timeout=10)
+        stop_workers(procs)
     return answerer.stats.as_dict()

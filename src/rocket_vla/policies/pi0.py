@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from rocket_vla.errors import DictConfig, RocketError
-from rocket_vla.policies.pi0_inputs import TextEncoder, image_token_index, pad_rows
+from rocket_vla.policies.pi0_inputs import image_token_index, pad_rows, set_paligemma_layout
 from rocket_vla.policies.student import Student, load_local_pretrained
 
 #: The paper's alignment weight for pi0 (method.md: lambda 0.125 in the pi0 settings).
@@ -140,38 +140,11 @@ class PI0Student(Student):
         config.model = model.config.to_dict()
         self.config = config
         cfg = model.config
-        vision = cfg.vlm_config.vision_config
-        if vision.image_size % vision.patch_size:
-            raise RocketError(
-                f"pi0 vision image_size {vision.image_size} is not a multiple of patch_size "
-                f"{vision.patch_size}; pick sizes that divide."
-            )
-        if config.proprio_dim > cfg.max_state_dim or config.action_dim > cfg.max_action_dim:
-            raise RocketError(
-                f"pi0 pads state to {cfg.max_state_dim} and actions to {cfg.max_action_dim} dims, "
-                f"fewer than the data's {config.proprio_dim}/{config.action_dim}; raise "
-                "max_state_dim/max_action_dim."
-            )
-        if config.execute < 1 or config.execute > cfg.chunk_size:
-            raise RocketError(
-                f"execute={config.execute} must lie in 1..{cfg.chunk_size} (the chunk length); "
-                "choose how many actions of a chunk to run."
-            )
-        self.image_token_id = int(cfg.vlm_config.image_token_id)
-        text = cfg.vlm_config.text_config
-        self.text = TextEncoder(config.tokenizer, int(text.vocab_size), frozenset({self.image_token_id}),
-                                path=config.student_path)
-        self.image_size = int(vision.image_size)
-        side = self.image_size // int(vision.patch_size)
-        self.image_grid = (side, side)
-        self.tokens_per_image = side * side
-        self.depth = int(text.num_hidden_layers)
-        self.width = int(text.hidden_size)
-        self.num_cameras = config.num_cameras
-        self.chunk = int(cfg.chunk_size)
-        self.action_dim = config.action_dim
-        self.proprio_dim = config.proprio_dim
-        self.default_execute = config.execute
+        set_paligemma_layout(self, config, name="pi0", vision=cfg.vlm_config.vision_config,
+                             text=cfg.vlm_config.text_config,
+                             image_token_id=cfg.vlm_config.image_token_id,
+                             max_state_dim=cfg.max_state_dim, max_action_dim=cfg.max_action_dim,
+                             chunk=cfg.chunk_size)
 
     @property
     def align_layout(self) -> str | None:

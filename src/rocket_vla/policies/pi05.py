@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rocket_vla.errors import DictConfig, RocketError
-from rocket_vla.policies.pi0_inputs import TextEncoder, image_token_index, pad_rows
+from rocket_vla.policies.pi0_inputs import image_token_index, pad_rows, set_paligemma_layout
 from rocket_vla.policies.pi05_model import PI05Model
 from rocket_vla.policies.student import Student
 
@@ -143,32 +143,10 @@ class PI05Student(Student):
         self.config = config
         spec = config.model
         vlm = self.model.vlm.config
-        vision, text = vlm.vision_config, vlm.text_config
-        if vision.image_size % vision.patch_size:
-            raise RocketError(f"pi0.5 vision image_size {vision.image_size} is not a multiple of patch_size "
-                              f"{vision.patch_size}; pick sizes that divide.")
-        if config.proprio_dim > spec["max_state_dim"] or config.action_dim > spec["max_action_dim"]:
-            raise RocketError(
-                f"pi0.5 pads state to {spec['max_state_dim']} and actions to {spec['max_action_dim']} dims, "
-                f"fewer than the data's {config.proprio_dim}/{config.action_dim}; raise "
-                "max_state_dim/max_action_dim.")
-        self.chunk = int(spec["chunk_size"])
-        if config.execute < 1 or config.execute > self.chunk:
-            raise RocketError(f"execute={config.execute} must lie in 1..{self.chunk} (the chunk length); "
-                              "choose how many actions of a chunk to run.")
-        self.image_token_id = int(vlm.image_token_id)
-        self.text = TextEncoder(config.tokenizer, int(text.vocab_size), frozenset({self.image_token_id}),
-                                path=config.student_path)
-        self.image_size = int(vision.image_size)
-        side = self.image_size // int(vision.patch_size)
-        self.image_grid = (side, side)
-        self.tokens_per_image = side * side
-        self.depth = int(text.num_hidden_layers)
-        self.width = int(text.hidden_size)
-        self.num_cameras = config.num_cameras
-        self.action_dim = config.action_dim
-        self.proprio_dim = config.proprio_dim
-        self.default_execute = config.execute
+        set_paligemma_layout(self, config, name="pi0.5", vision=vlm.vision_config,
+                             text=vlm.text_config, image_token_id=vlm.image_token_id,
+                             max_state_dim=spec["max_state_dim"], max_action_dim=spec["max_action_dim"],
+                             chunk=spec["chunk_size"])
 
     def _through_final_tap(self, _module: nn.Module, _args: Any, out: torch.Tensor) -> torch.Tensor:
         """Forward hook on the final norm: its output passes through ``final_tap`` (a bound

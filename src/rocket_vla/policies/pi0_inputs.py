@@ -152,3 +152,36 @@ def image_token_index(
     if contiguous and bool((index == first).all()):
         return [(int(first[0]), int(first[-1]) + 1)]
     return index
+
+
+def set_paligemma_layout(student: Any, config: Any, *, name: str, vision: Any, text: Any,
+                         image_token_id: int, max_state_dim: int, max_action_dim: int,
+                         chunk: int) -> None:
+    """The checks and Student attributes that pi0 and pi0.5 share (both read images through a
+    PaliGemma vision tower and pad state/actions to fixed widths): refused when the data does
+    not fit the model, then image grid, depth, width, chunk and prompt encoder set on
+    ``student``. ``name`` names the model in the messages."""
+    if vision.image_size % vision.patch_size:
+        raise RocketError(f"{name} vision image_size {vision.image_size} is not a multiple of "
+                          f"patch_size {vision.patch_size}; pick sizes that divide.")
+    if config.proprio_dim > max_state_dim or config.action_dim > max_action_dim:
+        raise RocketError(f"{name} pads state to {max_state_dim} and actions to {max_action_dim} dims, "
+                          f"fewer than the data's {config.proprio_dim}/{config.action_dim}; raise "
+                          "max_state_dim/max_action_dim.")
+    if config.execute < 1 or config.execute > chunk:
+        raise RocketError(f"execute={config.execute} must lie in 1..{chunk} (the chunk length); "
+                          "choose how many actions of a chunk to run.")
+    student.image_token_id = int(image_token_id)
+    student.text = TextEncoder(config.tokenizer, int(text.vocab_size), frozenset({student.image_token_id}),
+                               path=config.student_path)
+    student.image_size = int(vision.image_size)
+    side = student.image_size // int(vision.patch_size)
+    student.image_grid = (side, side)
+    student.tokens_per_image = side * side
+    student.depth = int(text.num_hidden_layers)
+    student.width = int(text.hidden_size)
+    student.num_cameras = config.num_cameras
+    student.chunk = int(chunk)
+    student.action_dim = config.action_dim
+    student.proprio_dim = config.proprio_dim
+    student.default_execute = config.execute
