@@ -75,4 +75,4 @@ def test_cosine_floor_matches_openpis_schedule_after_warmup() -> None:
         want = end + (peak - end) * 0.5 * (1 + math.cos(math.pi * t / (steps - warmup)))
         assert peak * fn(s) == pytest.approx(want, rel=1e-12)
     values = [fn(s) for s in range(warmup, steps + 1, 97)]
-    assert all(a >= b for a, b in zip(values, values[1:])) and min(values) >= 0.1 - 1e-12
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False)) and min(values) >= 0.1 - 1e-12
