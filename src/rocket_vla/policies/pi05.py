@@ -40,7 +40,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from rocket_vla.errors import DictConfig, RocketError
-from rocket_vla.policies.pi0_inputs import image_token_index, pad_rows, set_paligemma_layout
+from rocket_vla.policies.pi0_inputs import (
+    flow_targets,
+    image_token_index,
+    pad_rows,
+    paligemma_pixels,
+    set_paligemma_layout,
+)
 from rocket_vla.policies.pi05_model import PI05Model
 from rocket_vla.policies.student import Student
 
@@ -230,16 +236,8 @@ class PI05Student(Student):
 
     def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
         device, dtype = self.device, next(self.parameters()).dtype
-        images = batch["images"]
-        if images.dim() != 5 or images.shape[1] != self.num_cameras or images.shape[2] != 3:
-            raise RocketError(f"pi0.5 expects images [B, {self.num_cameras}, 3, H, W], got "
-                              f"{tuple(images.shape)}; pass one RGB image per camera.")
-        images = images.to(device=device, dtype=torch.float32)
-        b, s = images.shape[:2]
-        if images.shape[-2:] != (self.image_size, self.image_size):
-            images = F.interpolate(images.flatten(0, 1), size=(self.image_size, self.image_size),
-                                   mode="bilinear", antialias=True, align_corners=False
-                                   ).view(b, s, 3, self.image_size, self.image_size)
+        pixels = paligemma_pixels(self, batch["images"], "pi0.5")
+        s = pixels.shape[1]
         proprio = batch["proprio"].to(dtype=torch.float32)
         if proprio.shape[-1] != self.proprio_dim:
             raise RocketError(f"pi0.5 was set up for {self.proprio_dim}-dim proprio, got "
@@ -252,21 +250,9 @@ class PI05Student(Student):
         inputs: dict[str, Any] = {
             "input_ids": input_ids.to(device),
             "attention_mask": attention_mask.to(device),
-            "pixel_values": ((images - 0.5) / 0.5).to(dtype),
+            "pixel_values": pixels.to(dtype),
         }
-        if "actions" in batch:
-            actions = batch["actions"].to(device=device, dtype=torch.float32)
-            if actions.shape[1:] != (self.chunk, self.action_dim):
-                raise RocketError(f"pi0.5 trains on chunks of {self.chunk} x {self.action_dim} actions, got "
-                                  f"{tuple(actions.shape[1:])}; build the dataset with chunk={self.chunk}.")
-            inputs["actions"] = F.pad(actions, (0, spec["max_action_dim"] - self.action_dim)).to(dtype)
-            mask = batch.get("action_mask")
-            inputs["action_mask"] = (torch.ones(b, self.chunk, dtype=torch.bool) if mask is None
-                                     else mask.bool()).to(device)
-        if "noise" in batch:
-            inputs["noise"] = batch["noise"].to(device=device, dtype=dtype)
-        if "timestep" in batch:
-            inputs["timestep"] = batch["timestep"].to(device=device, dtype=torch.float32)
+        inputs.update(flow_targets(self, batch, "pi0.5", spec["max_action_dim"], dtype))
         return inputs
 
     def visual_index(self, inputs: dict[str, Any]) -> list[tuple[int, int]] | torch.Tensor:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from rocket_vla.errors import RocketError
 
@@ -185,3 +186,42 @@ def set_paligemma_layout(student: Any, config: Any, *, name: str, vision: Any, t
     student.action_dim = config.action_dim
     student.proprio_dim = config.proprio_dim
     student.default_execute = config.execute
+
+
+def paligemma_pixels(student: Any, images: torch.Tensor, name: str) -> torch.Tensor:
+    """``[B, S, 3, H, W]`` frames in [0, 1] -> the ``[-1, 1]`` float32 pixels a PaliGemma tower
+    reads, resized (bilinear, antialiased) to ``student.image_size`` when they differ."""
+    if images.dim() != 5 or images.shape[1] != student.num_cameras or images.shape[2] != 3:
+        raise RocketError(f"{name} expects images [B, {student.num_cameras}, 3, H, W], got "
+                          f"{tuple(images.shape)}; pass one RGB image per camera.")
+    images = images.to(device=student.device, dtype=torch.float32)
+    b, s = images.shape[:2]
+    side = student.image_size
+    if images.shape[-2:] != (side, side):
+        images = F.interpolate(images.flatten(0, 1), size=(side, side), mode="bilinear",
+                               antialias=True, align_corners=False).view(b, s, 3, side, side)
+    return (images - 0.5) / 0.5
+
+
+def flow_targets(student: Any, batch: dict[str, Any], name: str, max_action_dim: int,
+                 dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The training targets of a flow-matching student: actions padded to ``max_action_dim``
+    and their mask (when the batch has actions), and optional fixed draws (``noise``,
+    ``timestep``: tests, exact reproduction; time stays float32)."""
+    device = student.device
+    out: dict[str, torch.Tensor] = {}
+    if "actions" in batch:
+        actions = batch["actions"].to(device=device, dtype=torch.float32)
+        if actions.shape[1:] != (student.chunk, student.action_dim):
+            raise RocketError(f"{name} trains on chunks of {student.chunk} x {student.action_dim} actions, "
+                              f"got {tuple(actions.shape[1:])}; build the dataset with "
+                              f"chunk={student.chunk}.")
+        out["actions"] = F.pad(actions, (0, max_action_dim - student.action_dim)).to(dtype)
+        mask = batch.get("action_mask")
+        out["action_mask"] = (torch.ones(len(actions), student.chunk, dtype=torch.bool) if mask is None
+                              else mask.bool()).to(device)
+    if "noise" in batch:
+        out["noise"] = batch["noise"].to(device=device, dtype=dtype)
+    if "timestep" in batch:
+        out["timestep"] = batch["timestep"].to(device=device, dtype=torch.float32)
+    return out
