@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from rocket_vla.teachers.cache import CacheSpec, FeatureCache
+from rocket_vla.teachers.cache import FeatureCache
+from rocket_vla.teachers.cache_format import CacheSpec
 
 
 def build(root: Path, args: argparse.Namespace) -> FeatureCache:

@@ -34,7 +34,9 @@ from pathlib import Path
 
 import torch
 
-from rocket_vla.teachers.cache import FeatureCache, fill_cache, spec_for
+from rocket_vla.teachers.cache import FeatureCache
+from rocket_vla.teachers.cache_format import spec_for
+from rocket_vla.teachers.fill import fill_cache
 from rocket_vla.teachers.vggt import VGGTConfig, VGGTTeacher
 
 PAPER_LAYERS = [3, 5, 7, 9, 11, 13, 15, 17, 19, 24]

@@ -7,7 +7,6 @@ samples/s of full optimizer steps (augmentation, forward, backward, AdamW) of a 
 LIBERO-sized frames (two 128x128 cameras) for
 
 * ``baseline``       -- no alignment, no teacher;
-* ``rocket-cached``  -- ROCKET, teacher features read from an in-memory float16 cache;
 * ``rocket-disk``    -- ROCKET, features read from a ``rocket cache-teacher`` folder;
 * ``rocket-live``    -- ROCKET, the tiny VGGT teacher run on every batch.
 
@@ -44,7 +43,6 @@ import torch
 from rocket_vla.data.dataset import CAMERAS
 from rocket_vla.teachers.build import teacher_from_spec
 from rocket_vla.train import TrainConfig, Trainer
-from rocket_vla.train.teacher_source import MemoryFeatureCache
 
 
 class SyntheticEpisode:
@@ -76,13 +74,9 @@ def make_trainer(mode: str, args: argparse.Namespace, episodes: list, teacher, o
         teacher_layers=None if mode == "rocket-disk" else args.teacher_layers,
         student_layers=None if mode == "rocket-disk" else args.student_layers,
     )
-    if mode == "baseline" or mode == "rocket-disk":
-        return Trainer(cfg, episodes=episodes)
     if mode == "rocket-live":
         return Trainer(cfg, episodes=episodes, teacher=teacher)
-    probe = Trainer(cfg, episodes=episodes, teacher=teacher)
-    cache = MemoryFeatureCache(teacher, probe.dataset, probe.align_config.teacher_layers)
-    return Trainer(cfg, episodes=episodes, teacher=cache.source())
+    return Trainer(cfg, episodes=episodes)
 
 
 def main() -> int:
@@ -116,7 +110,7 @@ def main() -> int:
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=5, help="timed steps per mode per round")
-    p.add_argument("--modes", default="baseline,rocket-cached,rocket-disk,rocket-live")
+    p.add_argument("--modes", default="baseline,rocket-disk,rocket-live")
     p.add_argument("--threads", type=int, default=1,
                    help="intra-op threads (1: robust figures on a shared machine)")
     p.add_argument("--json", default=None, help="write the figures here as JSON")
@@ -136,6 +130,9 @@ def main() -> int:
         teacher = build_any(TeacherConfig(kind="vggt-random", vggt_size="1b",
                                           input_size=(args.teacher_size, args.teacher_size)))
     modes = args.modes.split(",")
+    unknown = sorted(set(modes) - {"baseline", "rocket-disk", "rocket-live"})
+    if unknown:
+        raise SystemExit(f"unknown --modes {unknown}; pick from baseline, rocket-disk, rocket-live.")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         cache_dir = None

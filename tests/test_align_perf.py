@@ -112,19 +112,6 @@ def test_constant_tables_are_built_once_per_shape_device_dtype() -> None:
     assert not table.is_inference()
 
 
-def test_views_of_one_stacked_buffer_are_used_without_a_copy() -> None:
-    from rocket_vla.align.aligner import _stacked_view
-
-    stacked = torch.randn(4, 2, 1, 3, 3, 8)
-    view = _stacked_view(list(stacked.unbind(0)))
-    assert view is not None and view.data_ptr() == stacked.data_ptr()
-    torch.testing.assert_close(view, stacked, rtol=0, atol=0)
-    assert _stacked_view([torch.randn(2, 1, 3, 3, 8) for _ in range(3)]) is None
-    assert _stacked_view(list(stacked[[0, 2, 1]].unbind(0))) is not None  # a fresh, ordered buffer
-    reordered = [stacked[0], stacked[2], stacked[1]]  # same buffer, not in order
-    assert _stacked_view(reordered) is None
-
-
 def test_resample_layers_rejects_unstacked_input() -> None:
     from rocket_vla.errors import RocketError
 

@@ -105,3 +105,21 @@ def test_aligner_targets_equal_one_resample_per_layer(layers: int, scale: float,
     assert len(got) == layers
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_targets_take_a_stacked_tensor_or_a_list_and_refuse_anything_else() -> None:
+    """The two forms give the same targets as the per-layer reference; a tensor that is not
+    ``[L, B, S, h, w, C]`` is refused instead of being iterated over its first dimension."""
+    from rocket_vla.align import AlignConfig, Aligner
+
+    g = torch.Generator().manual_seed(3)
+    stacked = torch.randn(3, 2, 2, 4, 5, 8, generator=g, dtype=torch.float64)
+    cfg = AlignConfig(student_layers=[1, 2, 3], teacher_layers=[1, 2, 3], student_dim=8,
+                      teacher_dim=8, pos_embed_scale=0.1)
+    aligner = Aligner(cfg)
+    want = [resample_teacher(f, (3, 3), pos_embed_scale=0.1) for f in stacked]
+    for form in (stacked, list(stacked.unbind(0)), [f.clone() for f in stacked]):
+        for a, b in zip(aligner.targets(form, (3, 3)), want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    with pytest.raises(RocketError, match=r"\[L, B, S, h, w, C\]"):
+        aligner.targets(stacked[0], (3, 3))

@@ -232,3 +232,15 @@ def test_use_tokens_replaces_the_spans_of_later_reads() -> None:
         torch.testing.assert_close(taps.states[0], torch.stack([out[0, [0, 5, 8]], out[1, [1, 2, 3]]]))
         taps.use_tokens(None)
         torch.testing.assert_close(taps.states[0], out)
+
+
+def test_a_pass_starts_at_the_first_block_not_at_the_root() -> None:
+    """A second pass that runs the blocks without the root's ``forward`` (a sampling method)
+    replaces the captures of the first: nothing stale is read."""
+    torch.manual_seed(0)
+    model = HandRolled("plain")
+    x, y = torch.randn(2, 1, 6, 16)
+    with torch.no_grad(), LayerTaps(model, "blocks", [1]) as taps:
+        model(x)
+        nn.Sequential(*model.blocks)(y)
+        torch.testing.assert_close(taps.states[0], model.blocks[0](y))

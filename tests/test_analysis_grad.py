@@ -16,7 +16,8 @@ from rocket_vla.analysis.grad_conflict import (
     pair_losses,
 )
 from rocket_vla.errors import RocketError
-from rocket_vla.policies.minivla import MiniVLA, MiniVLAConfig, action_l1
+from rocket_vla.policies.losses import action_l1
+from rocket_vla.policies.minivla import MiniVLA, MiniVLAConfig
 
 TEACHER_DIM, TEACHER_DEPTH = 48, 8
 

@@ -43,8 +43,10 @@ CASES: dict[str, tuple[type, list[str], Any]] = {
                 CollectConfig(out_dir="d", suites=["libero_object"], tasks=[2, 5], init_states=3, depth=False,
                               variation_xy=0.05, frame_stride=4)),
     "demo": (DemoConfig,
-             ["--preset", "smoke", "--tasks", "0,1", "--steps", "9", "--parallel_train", "--overwrite"],
-             DemoConfig.preset("smoke", tasks=[0, 1], steps=9, parallel_train=True, overwrite=True)),
+             ["--preset", "smoke", "--data.tasks", "0,1", "--train.steps", "9", "--parallel_train",
+              "--overwrite"],
+             DemoConfig.preset("smoke", data={"tasks": [0, 1]}, train={"steps": 9}, parallel_train=True,
+                               overwrite=True)),
     "cache-teacher": (CacheFillConfig,
                       ["--dataset", "d", "--teacher.kind", "vggt-random", "--teacher.input_size",
                        "224x308", "--layers", "1,-1", "--cameras", "agentview_rgb", "--shard", "1/3",
@@ -62,9 +64,9 @@ CASES: dict[str, tuple[type, list[str], Any]] = {
                                  tolerances=Tolerances(position_mm=3.0), premises=True, out_dir="ce")),
     "reproduce": (StudyConfig,
                   ["--preset", "smoke", "--seeds", "0,1,2", "--variants", "baseline", "naive", "--split",
-                   "validation", "--teacher", "random-tiny", "--overwrite"],
+                   "validation", "--train.teacher", "random-tiny", "--overwrite"],
                   StudyConfig.preset("smoke", seeds=[0, 1, 2], variants=["baseline", "naive"],
-                                     split="validation", teacher="random-tiny", overwrite=True)),
+                                     split="validation", train={"teacher": "random-tiny"}, overwrite=True)),
 }
 #: the flags a command cannot do without, and the fields they set
 REQUIRED: dict[str, tuple[list[str], dict[str, Any]]] = {
@@ -126,7 +128,10 @@ def test_print_config_read_back_gives_the_same_config(command: str, tmp_path: Pa
     ("collect", ["--frame_stride", "0"], "--frame_stride must be >= 1"),
     ("collect", ["--image_size", "big"], 'Parser key "image_size"'),
     ("demo", ["--preset", "huge"], "unknown preset 'huge'"),
-    ("demo", ["--steps", "0"], "steps must be at least 1"),
+    ("demo", ["--train.steps", "0"], "steps must be at least 1"),
+    ("demo", ["--train.nope", "1"], "unrecognized arguments: --train.nope"),
+    ("demo", ["--train.decay_after", "9"], "the demo sets train.decay_after itself"),
+    ("reproduce", ["--train.seed", "3"], "the study sets train.seed itself"),
     ("demo", ["--config", "no_such_config"], "neither a file nor a shipped config"),
     ("cache-teacher", ["--shard", "x"], "'x' is not INDEX/COUNT"),
     ("cache-teacher", ["--teacher.input_size", "big"], "is not HxW"),
@@ -145,13 +150,39 @@ def test_presets_set_defaults_that_config_files_and_flags_override(tmp_path: Pat
     assert _parse("demo", ["--preset", "quick"]) == DemoConfig.preset("quick")
     assert _parse("demo", ["--preset", "quick", "--preset", "default"]) == DemoConfig()  # the last wins
     override = tmp_path / "steps.yaml"
-    override.write_text("steps: 77\n")
+    override.write_text("train:\n  steps: 77\n")
     parsed = _parse("demo", ["--preset", "smoke", "--config", str(override), "--workers", "3"])
-    assert parsed == DemoConfig.preset("smoke", steps=77, workers=3)
+    assert parsed == DemoConfig.preset("smoke", train={"steps": 77}, workers=3)
     # a parser used for one preset does not leak it into the next parse
     parser = _parser("demo")
     parse_config(parser, DemoConfig, ["--preset", "smoke"], presets=DemoConfig.PRESETS)
     assert parse_config(parser, DemoConfig, [], presets=DemoConfig.PRESETS)[0] == DemoConfig()
+
+
+def test_a_yaml_file_dotted_flags_and_a_preset_compose_into_the_nested_config(tmp_path: Path) -> None:
+    """Preset < YAML file < flags, field by field: what is not named keeps the value below."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("data:\n  tasks: [3]\ntrain:\n  lr: 0.002\n  augment:\n    enabled: false\n")
+    parsed = _parse("demo", ["--preset", "quick", "--config", str(recipe), "--train.steps", "50",
+                             "--data.train_demos", "5", "--data.tasks", "3", "4"])
+    expected = DemoConfig(data=dataclasses.replace(DemoConfig().data, tasks=[3, 4], train_demos=5,
+                                                   heldout_demos=3, demo_first_init=10),
+                          eval_trials=6, probe_frames=8)
+    expected.train.steps, expected.train.lr, expected.train.augment.enabled = 50, 0.002, False
+    assert parsed == expected
+    # a bare nested switch means true; a nested list takes words
+    switched = _parse("reproduce", ["--train.gradient_checkpointing", "--data.tasks", "5", "6"])
+    assert switched.train.gradient_checkpointing is True and switched.data.tasks == [5, 6]
+
+
+def test_an_unknown_nested_key_is_refused_in_one_sentence(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  stepz: 5\n")
+    assert main(["demo", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rocket demo: error: ") and err.count("\n") == 1 and "stepz" in err, err
+    with pytest.raises(RocketError, match=r"unknown setting 'train.stepz'; see --print_config"):
+        DemoConfig.preset("default", train={"stepz": 5})
 
 
 def test_eval_factory_kwargs_carry_the_checkpoint_and_the_student_kind() -> None:

@@ -13,7 +13,7 @@ from rocket_vla.cli import main
 from rocket_vla.demo import pipeline
 from rocket_vla.demo.config import DemoConfig
 from rocket_vla.errors import RocketError
-from rocket_vla.study import stages
+from rocket_vla.pipeline import data as pipeline_data
 
 pytest.importorskip("libero.libero")
 
@@ -54,8 +54,9 @@ def test_smoke_demo_runs_every_stage_and_writes_the_report(tmp_path, capsys) -> 
 
     assert ("at the same time" in capsys.readouterr().out) == ((os.cpu_count() or 1) >= 2)
     cfg = DemoConfig.preset("smoke", cache_dir=str(cache), parallel_train=False)
-    train_dir = stages.dataset_dirs(cfg)[0]
-    features = stages.cache_teacher(cfg, train_dir, log=lambda m: None)  # reused, not recomputed
+    train_dir = pipeline_data.dataset_dirs(cfg.data, cfg.cache_dir)[0]
+    features = pipeline_data.cache_teacher(cfg.train.teacher, cfg.train.teacher_size, train_dir,
+                                           cfg.data.image_size, log=lambda m: None)  # reused
     assert features is not None and features.parent == train_dir.parent
     seq = pipeline.train_all(cfg, train_dir, tmp_path / "seq", log=lambda m: None, teacher_cache=features)
     for variant, res in summary["variants"].items():
@@ -82,9 +83,9 @@ def test_a_run_folder_holds_one_configuration(tmp_path) -> None:
     (other / "demo_config.json").write_text(json.dumps({**identity, "teacher_fingerprint": "old"}))
     with pytest.raises(RocketError, match=r"other settings or code \(teacher_fingerprint\)"):
         check_resumable(other, DemoConfig.preset("smoke", out_dir=str(other)))
-    with pytest.raises(RocketError, match=r"other settings or code \(seed, steps\)"):
+    with pytest.raises(RocketError, match=r"other settings or code \(train.seed, train.steps\)"):
         run_demo(DemoConfig.preset("smoke", out_dir=str(run), cache_dir=str(tmp_path / "cache"),
-                                   seed=1, steps=9))
+                                   train={"seed": 1, "steps": 9}))
     assert sorted(p.name for p in run.iterdir()) == ["demo_config.json", "other"]
     assert json.loads((run / "demo_config.json").read_text()) == identity
     assert not (tmp_path / "cache").exists()
@@ -93,8 +94,8 @@ def test_a_run_folder_holds_one_configuration(tmp_path) -> None:
 def test_demo_presets_keep_evaluation_and_demonstrations_apart() -> None:
     for name in DemoConfig.PRESETS:
         cfg = DemoConfig.preset(name)
-        assert cfg.demo_first_init >= cfg.eval_trials
+        assert cfg.data.demo_first_init >= cfg.eval_trials
     with pytest.raises(RocketError, match="do not overlap"):
-        DemoConfig.preset("default", demo_first_init=3)
+        DemoConfig.preset("default", data={"demo_first_init": 3})
     with pytest.raises(RocketError, match="unknown demo preset"):
         DemoConfig.preset("huge")

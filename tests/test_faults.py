@@ -469,7 +469,7 @@ def test_bad_numeric_eval_and_collect_settings_are_refused() -> None:
     with pytest.raises(RocketError, match="--num_wait must be >= 0"):
         CollectConfig(out_dir="x", num_wait=-1)
     with pytest.raises(RocketError, match="lr must be a positive finite"):
-        DemoConfig.preset("smoke", lr=float("nan"))
+        DemoConfig.preset("smoke", train={"lr": float("nan")})
 
 
 @pytest.mark.fault("survived")
@@ -591,7 +591,7 @@ def test_eval_and_cache_folders_made_by_other_code_are_refused(tmp_path: Path) -
 def test_demo_folder_and_dataset_cache_are_keyed_by_code(tmp_path: Path) -> None:
     from rocket_vla.demo.config import DemoConfig
     from rocket_vla.demo.run import check_resumable, run_identity
-    from rocket_vla.study import stages
+    from rocket_vla.pipeline.data import dataset_dirs
 
     run = tmp_path / "run"
     run.mkdir()
@@ -605,11 +605,11 @@ def test_demo_folder_and_dataset_cache_are_keyed_by_code(tmp_path: Path) -> None
         check_resumable(run, cfg, identity)
     check_resumable(run, DemoConfig.preset("smoke", out_dir=str(run), overwrite=True), identity)
     assert not (run / "train").exists() and not (run / "demo_config.json").exists()
-    key = str(stages.dataset_dirs(cfg)[0])
+    key = str(dataset_dirs(cfg.data, cfg.cache_dir)[0])
     from rocket_vla import fingerprint
 
     fingerprint.source_hash.cache_clear()
-    assert str(stages.dataset_dirs(cfg)[0]) == key  # stable for the same code
+    assert str(dataset_dirs(cfg.data, cfg.cache_dir)[0]) == key  # stable for the same code
 
 
 @pytest.mark.fault("refused")

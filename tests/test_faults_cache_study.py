@@ -171,16 +171,14 @@ def _record_finished_runs(cfg) -> None:
     """What a finished smoke study leaves per run -- its identity and its result file --
     written by the study's own functions, without collecting, training or simulating."""
     from rocket_vla.fingerprint import compared_code_version
+    from rocket_vla.records import write_json_atomic
     from rocket_vla.study.runs import RunKey, claim, result_file, run_identity
-    from rocket_vla.study.stages import write_json_atomic
 
     for seed in cfg.seeds:
         for variant in cfg.variants:
             key = RunKey(variant, seed)
-            identity = run_identity(cfg, key, DATA, "teacher-fp", compared_code_version())
-            assert claim(cfg, key, identity) is False
-            write_json_atomic(result_file(cfg, key), {"variant": variant, "seed": seed,
-                                                      "first_trial": cfg.first_trial})
+            claim(cfg, key, run_identity(cfg, key, DATA, "teacher-fp", compared_code_version()))
+            write_json_atomic(result_file(cfg, key, [2, 4]), {"variant": variant, "seed": seed})
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -189,12 +187,13 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 @pytest.mark.fault("refused")
 @pytest.mark.parametrize("change,shown", [
-    (dict(max_steps=50), "max_steps=30 (now 50)"), (dict(steps=8), "steps=4 (now 8)"),
-    (dict(lr=0.5), "lr=0.001 (now 0.5)"), (dict(batch_size=2), "batch_size=4 (now 2)"),
-    (dict(seed=3), "env_seed=0 (now 3)"), (dict(tasks=[1]), "tasks=[0] (now [1])"),
-    (dict(model="demo"), "model='tiny' (now 'demo')"),
-    (dict(curve_points=4), "curve_steps=[2, 4] (now [1, 2, 3, 4])"),
-    (dict(teacher="random-tiny"), "teacher='tiny' (now 'random-tiny')"),
+    (dict(max_steps=50), "max_steps=20 (now 50)"), (dict(train={"lr": 0.5}), "train.lr=0.001 (now 0.5)"),
+    (dict(train={"batch_size": 2}), "train.batch_size=4 (now 2)"),
+    (dict(data={"seed": 3}), "data_settings.seed=0 (now 3)"),
+    (dict(data={"tasks": [1]}), "data_settings.tasks=[0] (now [1])"),
+    (dict(train={"student_preset": "demo"}), "train.student_preset='tiny' (now 'demo')"),
+    (dict(check_every=1), "check_every=2 (now 1)"),
+    (dict(train={"teacher": "random-tiny"}), "train.teacher='tiny' (now 'random-tiny')"),
 ])
 def test_study_runs_made_with_other_settings_are_refused(tmp_path: Path, change: dict,
                                                          shown: str) -> None:
@@ -207,7 +206,8 @@ def test_study_runs_made_with_other_settings_are_refused(tmp_path: Path, change:
     _record_finished_runs(cfg)
     code = compared_code_version()
     rocket = RunKey("rocket", 0)
-    assert claim(cfg, rocket, run_identity(cfg, rocket, DATA, "teacher-fp", code)) is True  # reused
+    claim(cfg, rocket, run_identity(cfg, rocket, DATA, "teacher-fp", code))  # the same identity: kept
+    assert (Path(cfg.out_dir) / "runs" / "rocket-seed0" / "result-test-t1-2-4.json").is_file()
     other = _study(tmp_path, **change)
     keys = [RunKey(v, s) for s in other.seeds for v in other.variants]
     before = _snapshot(Path(cfg.out_dir))
@@ -218,23 +218,23 @@ def test_study_runs_made_with_other_settings_are_refused(tmp_path: Path, change:
         claim(other, rocket, run_identity(other, rocket, DATA, "teacher-fp", code))
     assert _snapshot(Path(cfg.out_dir)) == before
     baseline = RunKey("baseline", 0)
-    if "teacher" in change:  # the baseline never sees a teacher: its run is still reusable
-        assert claim(other, baseline, run_identity(other, baseline, DATA, None, code)) is True
+    if "teacher" in change.get("train", {}):  # the baseline never sees a teacher: its run is still reusable
+        claim(other, baseline, run_identity(other, baseline, DATA, None, code))
+        assert (Path(cfg.out_dir) / "runs" / "baseline-seed0" / "result-test-t1-2-4.json").is_file()
     redo = _study(tmp_path, overwrite=True, **change)
-    assert claim(redo, rocket, run_identity(redo, rocket, DATA, "teacher-fp", code)) is False
+    claim(redo, rocket, run_identity(redo, rocket, DATA, "teacher-fp", code))
     assert sorted(p.name for p in Path(redo.out_dir, "runs", "rocket-seed0").iterdir()) == ["identity.json"]
 
 
-def test_other_evaluated_init_states_get_their_own_result(tmp_path: Path) -> None:
-    """The split and trial counts select init states: another choice is a result of its own
-    beside the first (never the first one reused), as is validation after more test states."""
+def test_other_evaluated_points_or_trials_get_their_own_result(tmp_path: Path) -> None:
+    """The evaluated checkpoints and test trials name the result file: another choice is a result
+    of its own beside the first, never the first one reused."""
     from rocket_vla.study.runs import RunKey, result_file
 
     cfg = _study(tmp_path)
     key = RunKey("rocket", 0)
-    files = {result_file(c, key) for c in (cfg, _study(tmp_path, split="validation"),
-                                           _study(tmp_path, split="validation", eval_trials=2,
-                                                  demo_first_init=3))}
+    files = {result_file(cfg, key, [2, 4]), result_file(cfg, key, [4]),
+             result_file(_study(tmp_path, eval_trials=2, data={"demo_first_init": 3}), key, [2, 4])}
     assert len(files) == 3
 
 
@@ -245,14 +245,14 @@ def test_reproduce_rerun_with_other_max_steps_is_refused_before_any_work(tmp_pat
     cfg = _study(tmp_path)
     _record_finished_runs(cfg)
     study = Path(cfg.out_dir)
-    (study / "results.json").write_text(json.dumps({"max_steps": 30}))
+    (study / "results.json").write_text(json.dumps({"max_steps": 20}))
     before = _snapshot(study)
     argv = ["reproduce", "--preset", "smoke", "--out_dir", str(study), "--cache_dir", str(tmp_path / "cache")]
     assert main([*argv, "--max_steps", "50"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     line = _error_line(err, "reproduce")
-    assert ("was made with max_steps=30 (now 50); pass --overwrite true to redo it, or use a new "
+    assert ("was made with max_steps=20 (now 50); pass --overwrite true to redo it, or use a new "
             "--out_dir.") in line
     assert not (tmp_path / "cache").exists()  # nothing was collected
     assert {k: v for k, v in _snapshot(study).items() if k != ".lock"} == before

@@ -189,21 +189,6 @@ def test_the_option_changes_the_targets_and_compile_leaves_them_alone() -> None:
     assert not torch.allclose(ours, vggt)
 
 
-def test_student_grid_cache_entries_get_the_configured_embedding() -> None:
-    """A cache entry stored at the student grid holds no embedding; reading it adds the
-    configured one, resampled once -- equal to resampling the teacher grid with it."""
-    from rocket_vla.teachers.cache_forms import StoredForm, encode, targets_from_entry
-
-    feats = torch.randn(2, 1, 2, 9, 9, 8, dtype=torch.float64)
-    form = StoredForm(grid="student", dtype="float16")
-    stored = encode(feats, form, student_grid=(4, 4))
-    got = targets_from_entry(stored, form, teacher_grid=(9, 9), student_grid=(4, 4), pos_embed_scale=0.1,
-                             dtype=torch.float64, pos_embed="vggt-uv")
-    for layer, out in zip(feats, got, strict=True):
-        want = reference_targets(layer, (4, 4), "vggt-uv", 0.1, None)
-        torch.testing.assert_close(out, want, rtol=0, atol=2e-3)  # float16 storage
-
-
 # ------------------------------------------------------------------ configs
 def test_config_round_trip_old_dicts_and_paper_presets() -> None:
     cfg = AlignConfig(student_layers=[1], teacher_layers=[1], student_dim=4, teacher_dim=8,
@@ -246,10 +231,6 @@ def test_train_config_flag_reaches_the_align_config() -> None:
     teacher = SimpleNamespace(dim=8, num_layers=4)
     assert build_align_config(TrainConfig(num_pairs=2), student, teacher).pos_embed == "sincos"
     assert build_align_config(cfg, student, teacher).pos_embed == "vggt-uv"
-    student = build_student("minivla", "tiny", depth=18)
-    student.align_layout = "pi0"  # a pi0-shaped student: the paper's pairs, so the paper's embedding
-    vggt = SimpleNamespace(dim=8, num_layers=24)
-    assert build_align_config(TrainConfig(), student, vggt).pos_embed == "vggt-uv"
     baseline = build_align_config(TrainConfig(variant="baseline", pos_embed="vggt-uv"), student, None)
     assert baseline.pos_embed == "vggt-uv" and not baseline.enabled
 

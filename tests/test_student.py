@@ -1,5 +1,5 @@
 """The Student interface through MiniVLA: registry, LoRA (PEFT), gradient checkpointing,
-checkpoints (format 2 and the MiniVLA-only format 1), all through the real trainer."""
+checkpoints, all through the real trainer."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from minivla_fixtures import ConvTeacher, make_episodes, single_thread, tiny_con
 from rocket_vla.align import LayerTaps
 from rocket_vla.errors import RocketError
 from rocket_vla.policies import MiniVLA, MiniVLAConfig, apply_lora, build_student, load_student
-from rocket_vla.policies.student import LEGACY_FORMAT, student_class
+from rocket_vla.policies.student import student_class
 from rocket_vla.train import Trainer
 
 
@@ -135,24 +135,6 @@ def test_gradient_checkpointing_changes_nothing_but_memory(tmp_path) -> None:
         assert a["pairs"] == pytest.approx(b["pairs"], abs=1e-6)
 
 
-def test_minivla_checkpoints_of_format_1_still_load(tmp_path) -> None:
-    trainer = Trainer(tiny_config(tmp_path, steps=1, variant="baseline"), episodes=make_episodes(n=2))
-    ckpt = trainer.fit().checkpoint
-    config = json.loads((ckpt / "config.json").read_text())
-    spec = config.pop("student")
-    config.pop("policy")
-    config.pop("config_digest")  # format-1 checkpoints predate the digest of config.json
-    config["train"]["model"] = config["train"].pop("student_preset")
-    legacy = {**config, "format": LEGACY_FORMAT, "model": spec["config"]}
-    (ckpt / "config.json").write_text(json.dumps(legacy))
-    student, _ = load_student(ckpt)
-    inputs = student.prepare(_batch(student))
-    torch.testing.assert_close(student.predict(inputs), trainer.policy.eval().predict(inputs))
-    (ckpt / "config.json").write_text(json.dumps({**legacy, "format": "other/1"}))
-    with pytest.raises(RocketError, match="not a `rocket train` checkpoint"):
-        load_student(ckpt)
-
-
 def test_resume_refuses_another_student_architecture(tmp_path) -> None:
     Trainer(tiny_config(tmp_path, steps=1, variant="baseline"), episodes=make_episodes(n=2)).fit()
     with pytest.raises(RocketError, match="changed hyper-parameters"):
@@ -160,7 +142,7 @@ def test_resume_refuses_another_student_architecture(tmp_path) -> None:
                 episodes=make_episodes(n=2), resume=tmp_path / "run")
 
 
-def test_student_defaults_give_lambda_and_the_paper_pairs() -> None:
+def test_alignment_settings_come_from_the_config_not_the_student() -> None:
     from types import SimpleNamespace
 
     from rocket_vla.align.config import PAPER_PAIRS
@@ -171,16 +153,13 @@ def test_student_defaults_give_lambda_and_the_paper_pairs() -> None:
     vggt = SimpleNamespace(dim=24, num_layers=24)
     plain = build_align_config(TrainConfig(num_pairs=4), student, vggt)
     assert plain.weight == 0.5 and len(plain.student_layers) == 4  # balanced selection
-    student.align_layout, student.align_weight = "pi0", 0.125  # what a pi0-shaped student declares
-    paper = build_align_config(TrainConfig(), student, vggt)
-    assert (paper.student_layers, paper.teacher_layers) == tuple(PAPER_PAIRS["pi0"])
-    assert paper.weight == 0.125
-    assert build_align_config(TrainConfig(align_weight=0.3), student, vggt).weight == 0.3
+    assert plain.pos_embed == "sincos"
+    students, teachers = PAPER_PAIRS["pi0"]  # what --config paper_pi0 sets
+    paper = build_align_config(TrainConfig(student_layers=students, teacher_layers=teachers,
+                                           align_weight=0.125), student, vggt)
+    assert (paper.student_layers, paper.teacher_layers, paper.weight) == (students, teachers, 0.125)
     sf = build_align_config(TrainConfig(variant="spatial_forcing"), student, vggt)
-    # the official pi0 run's Spatial Forcing "12" is block 12's output (JAX trainer) = our 13
-    assert sf.student_layers == [13] and sf.teacher_layers == [24]
-    shallow = build_align_config(TrainConfig(num_pairs=4), student, SimpleNamespace(dim=24, num_layers=4))
-    assert shallow.teacher_layers == [1, 2, 3, 4]  # the paper's pairs need VGGT's 24 blocks
+    assert sf.student_layers == [round(0.75 * 18)] and sf.teacher_layers == [24]
 
 
 def test_bf16_autocast_runs_the_student_in_bf16_and_stays_close(tmp_path) -> None:

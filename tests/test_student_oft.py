@@ -16,16 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 from minivla_fixtures import single_thread
-from torch import nn
 
-from rocket_vla.align import AlignConfig, Aligner, LayerTaps
+from rocket_vla.align import LayerTaps
 from rocket_vla.errors import RocketError
 from rocket_vla.policies.oft import OFT_PRESETS, OFTStudent
-from rocket_vla.policies.student import CHECKPOINT_FORMAT, apply_lora, build_student, load_student
-from rocket_vla.train.checkpoint import save_checkpoint
+from rocket_vla.policies.student import build_student
 
 ALL = ["smolvlm-tiny", "paligemma-tiny", "llava-tiny", "qwen2.5-vl-tiny"]
-TRAINED = ["smolvlm-tiny", "paligemma-tiny"]
 INSTRUCTIONS = ["put the bowl on the stove", "open the middle drawer of the cabinet"]
 
 
@@ -111,7 +108,7 @@ def test_image_grid_is_row_major_per_camera(preset: str) -> None:
     assert changed == [student.tokens_per_image + row * cols + col]
 
 
-@pytest.mark.parametrize("preset", ALL)
+@pytest.mark.parametrize("preset", ALL[1:])  # the default, smolvlm-tiny: test_student_conformance
 def test_taps_equal_transformers_hidden_states_on_image_tokens(preset: str) -> None:
     student = _student(preset).eval()
     inputs = student.prepare(_batch(student))
@@ -160,36 +157,6 @@ def test_queries_read_the_prompt_and_proprio(preset: str) -> None:
     assert torch.allclose(base, padded, atol=1e-5)
 
 
-def _rocket(student: OFTStudent) -> Aligner:
-    cfg = AlignConfig.preset("rocket", student_dim=student.width, teacher_dim=16, student_depth=student.depth,
-                             teacher_depth=24, num_pairs=4, hidden_dim=32)
-    return Aligner(cfg)
-
-
-@pytest.mark.parametrize("preset", TRAINED)
-def test_rocket_training_lowers_both_losses_on_a_repeated_batch(preset: str) -> None:
-    student = _student(preset).train()
-    aligner = _rocket(student)
-    inputs = student.prepare(_batch(student))
-    span = student.visual_index(inputs)
-    g = torch.Generator().manual_seed(3)
-    tokens = span[0][1] - span[0][0]
-    targets = [torch.randn(2, tokens, 16, generator=g) for _ in range(aligner.config.num_pairs)]
-    opt = torch.optim.AdamW([*student.parameters(), *aligner.parameters()], lr=2e-3)
-    history = []
-    with LayerTaps(student, student.blocks_path, aligner.config.student_layers, spans=span,
-                   final=student.final_path) as taps:
-        for _ in range(8):
-            action = student.action_loss(inputs)
-            align = aligner(taps.states, targets)
-            opt.zero_grad()
-            (action + align.weighted).backward()
-            opt.step()
-            history.append((action.item(), align.loss.item()))
-    (a0, l0), (a1, l1) = history[0], history[-1]
-    assert a1 < 0.7 * a0 and l1 < l0, history
-
-
 def test_gradient_checkpointing_keeps_taps_and_gradients() -> None:
     student = _student("smolvlm-tiny").train()
     inputs = student.prepare(_batch(student))
@@ -221,54 +188,6 @@ def test_action_loss_is_masked_l1() -> None:
     valid = inputs["action_mask"]
     expected = err[valid].mean()
     assert torch.allclose(student.action_loss(inputs), expected, atol=1e-6)
-
-
-def _save(student: nn.Module, root: Path, lora: dict | None = None) -> Path:
-    config = {"format": CHECKPOINT_FORMAT,
-              "student": {"kind": "oft", "config": student.config_dict(), "lora": lora}}
-    return save_checkpoint(root, 1, nn.ModuleDict({"policy": student}), config, {})
-
-
-@pytest.mark.parametrize("preset", TRAINED)
-def test_save_load_gives_identical_actions(preset: str, tmp_path: Path) -> None:
-    student = _student(preset, seed=4).eval()
-    with torch.no_grad():
-        for p in student.parameters():
-            p.add_(0.01 * torch.randn_like(p))
-    _save(student, tmp_path)
-    loaded, _ = load_student(tmp_path)
-    batch = _batch(student)
-    assert torch.equal(student.predict(student.prepare(batch)), loaded.predict(loaded.prepare(batch)))
-
-
-def test_lora_trains_only_adapters_and_oft_parts(tmp_path: Path) -> None:
-    student = _student("smolvlm-tiny").train()
-    apply_lora(student, rank=4)
-    frozen = {n: p.detach().clone() for n, p in student.named_parameters() if not p.requires_grad}
-    trainable = [n for n, p in student.named_parameters() if p.requires_grad]
-    assert all("lora_" in n or n.startswith(tuple(student.full_train())) for n in trainable)
-    assert any(n.startswith(student.blocks_path) and "lora_A" in n for n in trainable)
-    assert any(n.startswith("action_head.") for n in trainable)
-    aligner = _rocket(student)
-    inputs = student.prepare(_batch(student))
-    span = student.visual_index(inputs)
-    targets = [torch.randn(2, span[0][1], 16) for _ in range(aligner.config.num_pairs)]
-    opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad] + list(aligner.parameters()),
-                            lr=1e-2)
-    with LayerTaps(student, student.blocks_path, aligner.config.student_layers, spans=span,
-                   final=student.final_path) as taps:
-        for _ in range(2):
-            loss = student.action_loss(inputs) + aligner(taps.states, targets).weighted
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    for name, p in student.named_parameters():
-        if name in frozen:
-            assert torch.equal(p, frozen[name]), name
-    _save(student, tmp_path, lora={"rank": 4, "alpha": 4.0})
-    loaded, _ = load_student(tmp_path)
-    batch = _batch(student)
-    assert torch.equal(student.eval().predict(student.prepare(batch)), loaded.predict(loaded.prepare(batch)))
 
 
 def test_local_checkpoint_and_errors(tmp_path: Path) -> None:

@@ -8,9 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rocket_vla.pipeline.config import DataConfig
 from rocket_vla.study import stats
 from rocket_vla.study.config import StudyConfig
 from rocket_vla.study.report import aggregate, table
+from rocket_vla.train.config import TrainConfig
 
 
 def test_mean_std_and_t_interval_by_hand() -> None:
@@ -72,8 +74,9 @@ def _run(variant: str, seed: int, finals: dict[int, list[bool]], early: dict[int
 
 
 def test_aggregate_by_hand() -> None:
-    cfg = StudyConfig(tasks=[1, 2], variants=["baseline", "rocket"], seeds=[0, 1], eval_trials=2,
-                      val_trials=0, curve_points=2, curve_trials=1, steps=4, demo_first_init=2)
+    cfg = StudyConfig(data=DataConfig(tasks=[1, 2], demo_first_init=2), variants=["baseline", "rocket"],
+                      seeds=[0, 1], eval_trials=2, val_trials=0, curve_points=2, curve_trials=1,
+                      train=TrainConfig(steps=4))
     T, F = True, False
     runs = {
         "b0": _run("baseline", 0, {1: [T, F], 2: [F, F]}, {1: [F, F], 2: [F, F]}, 0.2),  # final 1/4
@@ -96,8 +99,9 @@ def test_aggregate_by_hand() -> None:
     text = table(aggregate(cfg, runs))
     assert "| rocket | 87.5 (7/8) |" in text and "+37.5" in text
     # without a baseline there is no threshold: the column says so instead of "not reached"
-    alone = StudyConfig(tasks=[1, 2], variants=["rocket"], seeds=[0, 1], eval_trials=2, val_trials=0,
-                        curve_points=2, curve_trials=1, steps=4, demo_first_init=2)
+    alone = StudyConfig(data=DataConfig(tasks=[1, 2], demo_first_init=2), variants=["rocket"],
+                        seeds=[0, 1], eval_trials=2, val_trials=0, curve_points=2, curve_trials=1,
+                        train=TrainConfig(steps=4))
     row = table(aggregate(alone, {k: v for k, v in runs.items() if k.startswith("r")})).splitlines()[-1]
     assert row.endswith("| - | - | 0.2000 |")
 
@@ -110,10 +114,11 @@ def test_study_config_checks_and_curve_steps() -> None:
     assert (cfg.first_trial, cfg.trials) == (0, cfg.eval_trials)
     val = StudyConfig(split="validation")
     assert (val.first_trial, val.trials) == (cfg.eval_trials, cfg.val_trials)
-    for bad in (dict(split="eval"), dict(variants=["rocket", "rocket"]), dict(demo_first_init=5),
-                dict(curve_trials=50), dict(variants=["fancy"]), dict(train_demos=40)):
+    for bad in (dict(split="eval"), dict(variants=["rocket", "rocket"]), dict(data={"demo_first_init": 5}),
+                dict(curve_trials=50), dict(variants=["fancy"]), dict(data={"train_demos": 40}),
+                dict(train={"seed": 3})):
         with pytest.raises(RocketError):
-            StudyConfig(**bad).validate()
+            StudyConfig.preset("default", **bad)
 
 
 def test_pos_embed_reaches_training_and_the_run_identity(tmp_path) -> None:
@@ -124,13 +129,13 @@ def test_pos_embed_reaches_training_and_the_run_identity(tmp_path) -> None:
     from rocket_vla.study.run import train_config
     from rocket_vla.study.runs import RunKey, run_identity
 
-    uv = StudyConfig(out_dir=str(tmp_path), pos_embed="vggt-uv")
+    uv = StudyConfig.preset("default", out_dir=str(tmp_path), train={"pos_embed": "vggt-uv"})
     plain = StudyConfig(out_dir=str(tmp_path))
     rocket, base = RunKey("rocket", 0), RunKey("baseline", 0)
     assert train_config(uv, rocket, Path("d"), None).pos_embed == "vggt-uv"
     assert train_config(plain, rocket, Path("d"), None).pos_embed is None
-    ident = {c.pos_embed: (run_identity(c, rocket, {}, "t", {}), run_identity(c, base, {}, None, {}))
+    ident = {c.train.pos_embed: (run_identity(c, rocket, {}, "t", {}), run_identity(c, base, {}, None, {}))
              for c in (uv, plain)}
     assert ident["vggt-uv"][0] != ident[None][0] and ident["vggt-uv"][1] == ident[None][1]
     with pytest.raises(RocketError, match="unknown pos_embed 'uv'"):
-        StudyConfig(pos_embed="uv").validate()
+        StudyConfig.preset("default", train={"pos_embed": "uv"})

@@ -10,15 +10,9 @@ import torch
 
 from rocket_vla.errors import RocketError
 from rocket_vla.teachers.base import TeacherInput
-from rocket_vla.teachers.cache import (
-    CacheEntryError,
-    FeatureCache,
-    fill_cache,
-    fingerprint_files,
-    frames_to_views,
-    in_shard,
-    spec_for,
-)
+from rocket_vla.teachers.cache import CacheEntryError, FeatureCache, fingerprint_files
+from rocket_vla.teachers.cache_format import spec_for
+from rocket_vla.teachers.fill import fill_cache, frames_to_views, in_shard
 from rocket_vla.teachers.vggt import VGGTConfig, VGGTTeacher
 
 CAMERAS = ("agentview_rgb", "eye_in_hand_rgb")

@@ -13,8 +13,8 @@ import torch
 
 from rocket_vla.cli import main
 from rocket_vla.teachers.base import TeacherInput
-from rocket_vla.teachers.cache import FeatureCache, frames_to_views
-from rocket_vla.teachers.fill import cache_episodes, episode_items
+from rocket_vla.teachers.cache import FeatureCache
+from rocket_vla.teachers.fill import cache_episodes, episode_items, frames_to_views
 from rocket_vla.teachers.vggt import VGGTConfig, VGGTTeacher
 
 CAMERAS = ("agentview_rgb", "eye_in_hand_rgb")

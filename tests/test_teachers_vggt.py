@@ -9,13 +9,8 @@ import torch
 
 from rocket_vla.errors import RocketError
 from rocket_vla.teachers.base import TeacherInput
-from rocket_vla.teachers.vggt import (
-    VGGTConfig,
-    VGGTTeacher,
-    apply_rope,
-    patch_positions,
-    rope_tables,
-)
+from rocket_vla.teachers.vggt import VGGTConfig, VGGTTeacher
+from rocket_vla.teachers.vggt_blocks import apply_rope, patch_positions, rope_tables
 
 TINY = VGGTConfig.tiny()
 

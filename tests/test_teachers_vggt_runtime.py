@@ -7,7 +7,8 @@ import torch
 
 from rocket_vla.errors import RocketError
 from rocket_vla.teachers.base import TeacherInput, TeacherRuntime
-from rocket_vla.teachers.vggt import VGGTConfig, VGGTTeacher, patch_positions, rope_tables
+from rocket_vla.teachers.vggt import VGGTConfig, VGGTTeacher
+from rocket_vla.teachers.vggt_blocks import patch_positions, rope_tables
 
 TINY = VGGTConfig.tiny()
 LAYERS = [0, 1, 3, 4]

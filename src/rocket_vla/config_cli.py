@@ -47,20 +47,39 @@ def resolve_config(value: str) -> str:
 _BOOL_WORDS = {"true", "false", "yes", "no", "1", "0", "on", "off"}
 
 
-def _typed_options(parser: Any) -> tuple[set[str], set[str]]:
-    """The parser's boolean options and its list options, as ``--name`` strings."""
+def _field_hints(cls: type, prefix: str = "") -> dict[str, Any]:
+    """The type hint of every option a dataclass generates, by flag name: the fields of a
+    nested dataclass under their dotted names (``train.steps``)."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if not f.init:
+            continue
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            out.update(_field_hints(hint, f"{prefix}{f.name}."))  # type: ignore[arg-type]
+        else:
+            out[prefix + f.name] = hint
+    return out
+
+
+def _typed_options(*classes: type | None) -> tuple[set[str], set[str]]:
+    """The boolean options and the list options of the dataclasses' flags, as ``--name``
+    strings (read from the dataclasses' own type hints)."""
+    import types
     from typing import Union, get_args, get_origin
 
     switches: set[str] = set()
     lists: set[str] = set()
-    for action in parser._actions:
-        hint = getattr(action, "_typehint", None)  # jsonargparse keeps each option's type here
-        options = [o for o in action.option_strings if o.startswith("--")]
-        if hint is bool:
-            switches.update(options)
-        kinds = get_args(hint) if get_origin(hint) is Union or type(hint).__name__ == "UnionType" else (hint,)
-        if any(get_origin(k) is list for k in kinds):
-            lists.update(options)
+    for cls in classes:
+        for name, hint in ({} if cls is None else _field_hints(cls)).items():
+            if hint is bool:
+                switches.add(f"--{name}")
+            kinds = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+            if any(get_origin(k) is list for k in kinds):
+                lists.add(f"--{name}")
     return switches, lists
 
 
@@ -80,13 +99,12 @@ def _is_number(text: str) -> bool:
     return text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity")
 
 
-def _normalise_argv(argv: Sequence[str], parser: Any) -> list[str]:
+def _normalise_argv(argv: Sequence[str], switches: set[str], lists: set[str]) -> list[str]:
     """Rewrite what argparse users type into what jsonargparse reads: ``--config NAME`` to
     the shipped file's path, a bare boolean switch (``--overwrite``) to ``--overwrite true``,
     and a list given as words (``--tasks 0,1`` or ``--merge a b``) to a YAML list."""
     out: list[str] = []
     args = list(argv)
-    switches, lists = _typed_options(parser)
     i = 0
     while i < len(args):
         arg = args[i]
@@ -155,7 +173,19 @@ def _preset_name(argv: Sequence[str], names: Sequence[str]) -> str:
 
 def _defaults(cls: type) -> dict[str, Any]:
     return {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+            for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+
+
+def dotted(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested values under dotted keys, as the flags name them: ``{"train": {"steps": 6}}``
+    -> ``{"train.steps": 6}``."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(dotted(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
 
 
 def parse_config(parser: Any, config_cls: type[T], argv: Sequence[str], options: type | None = None,
@@ -166,11 +196,12 @@ def parse_config(parser: Any, config_cls: type[T], argv: Sequence[str], options:
 
     if presets:  # every field some preset sets gets this preset's value or the dataclass's
         name = _preset_name(argv, list(presets))
-        base = _defaults(config_cls)
-        keys = {k for values in presets.values() for k in values}
-        parser.set_defaults(**{k: presets[name].get(k, base[k]) for k in keys})
+        base = dotted(dataclasses.asdict(config_cls()))
+        chosen = dotted(presets[name])
+        keys = {k for values in presets.values() for k in dotted(values)}
+        parser.set_defaults(**{k: chosen.get(k, base[k]) for k in keys})
     try:
-        ns = parser.parse_args(_normalise_argv(argv, parser))
+        ns = parser.parse_args(_normalise_argv(argv, *_typed_options(config_cls, options)))
     except ArgumentError as err:  # one line naming the fix, like every other user error
         detail = " ".join(str(err).split())
         raise RocketError(f"{detail}; see `{parser.prog} --help`.") from None
@@ -184,7 +215,9 @@ def parse_config(parser: Any, config_cls: type[T], argv: Sequence[str], options:
 def parse_command(argv: Sequence[str], config_cls: type[T], prog: str, description: str,
                   options: type | None = None, presets: dict[str, dict[str, Any]] | None = None,
                   shipped: bool = False) -> tuple[T, Any]:
-    """:func:`build_parser` + :func:`parse_config`: what a command's ``main(argv)`` calls."""
+    """:func:`build_parser` + :func:`parse_config`: what a command's ``main(argv)`` calls.
+    ``presets``: by default the config class's own ``PRESETS``, if it has them."""
+    presets = getattr(config_cls, "PRESETS", None) if presets is None else presets
     parser = build_parser(config_cls, prog, description, options, presets, shipped)
     return parse_config(parser, config_cls, argv, options, presets)
 

@@ -10,7 +10,7 @@ fix for each:
   a kill -9 never leaves a stale lock behind);
 * a kill mid-write leaves a torn last line, and the next record appended would be glued
   onto it and lost: :func:`open_for_append` cuts the torn tail before appending;
-* records written twice (by older versions, or a hand-merged folder) must not count twice:
+* records written twice (a hand-merged folder, say) must not count twice:
   :func:`unique` keeps the first record of each key.
 
 Settings and code version of a run folder are compared by :func:`check_settings`, which also
@@ -165,6 +165,7 @@ def unique(records: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Ha
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Replace a JSON settings file in one step: a kill mid-write leaves the old file whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with tmp.open("w", encoding="utf-8") as fh:
         fh.write(json.dumps(data, indent=2))

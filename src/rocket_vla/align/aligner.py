@@ -43,13 +43,11 @@ class Aligner(nn.Module):
     ``compile`` puts the loss (projectors + cosine + masked means, forward and backward)
     under ``torch.compile(fullgraph=True)``. ``None`` (the default) decides per device at
     the first call: on for CUDA (when Triton is available), off elsewhere. Why that default:
-    the H200 figures recorded in issue 13 put this loss at pi0's paper shapes at 15.7 ms
-    eager and 6.7 ms compiled per step (LayerNorm, GELU, casts and the cosine fuse into few
-    kernels around the matmuls) -- the CUDA default rests on those recorded figures, not on
-    a GPU measurement made with this code. On a CPU the compiled loss was also faster at
-    the tiny pi0 shapes of ``benchmarks/train_step.py --student pi0`` (docs/benchmarks.md),
-    but a cold compile took ~36 s for even a 3-pair toy config here, Inductor needs a C++
-    toolchain, and the project's CPU runs are short: opt in with ``compile=True``.
+    on a GPU the compiled loss fuses LayerNorm, GELU, casts and the cosine into few kernels
+    around the matmuls (docs/benchmarks.md, "ROCKET on pi0", gives the measured step times);
+    on a CPU a cold compile costs tens of seconds even for a toy config and Inductor needs a
+    C++ toolchain, which the project's short CPU runs do not repay: opt in with
+    ``compile=True``.
     Compilation never changes the parameters or the state dict.
     """
 
@@ -73,7 +71,7 @@ class Aligner(nn.Module):
 
     def targets(
         self,
-        teacher_features: Sequence[torch.Tensor] | torch.Tensor,
+        teacher_features: torch.Tensor | Sequence[torch.Tensor],
         grid: tuple[int, int],
         crop_boxes: torch.Tensor | None = None,
         *,
@@ -81,24 +79,30 @@ class Aligner(nn.Module):
     ) -> list[torch.Tensor]:
         """Resample per-layer teacher grids ``[B, S, h, w, C]`` onto the student tokens.
 
-        ``teacher_features``: one tensor per pair, or all of them stacked as
-        ``[L, B, S, h, w, C]``. ``dtype``: the step's compute dtype (e.g. bfloat16 under
-        autocast; default: the features' dtype); resampling runs at it. Returns one
-        contiguous ``[B, S * gh * gw, C]`` tensor per layer, without gradients.
+        ``teacher_features`` is either one tensor with every layer stacked,
+        ``[L, B, S, h, w, C]``, resampled in one call; or a sequence with one
+        ``[B, S, h, w, C]`` tensor per layer. A sequence of equal tensors is resampled layer
+        by layer with shared matrices -- unless it must be cast, in which case the cast
+        gathers the layers into one stacked buffer in the same pass -- because stacking
+        separate tensors would add a full pass over the step's largest tensor. ``dtype``:
+        the step's compute dtype (e.g. bfloat16 under autocast; default: the features'
+        dtype); resampling runs at it. Returns one contiguous ``[B, S * gh * gw, C]`` tensor
+        per layer, without gradients.
 
         See :func:`~rocket_vla.align.resample.resample_layers` for how (one interpolation
         call for full frames, two batched matmuls for crop boxes, the configured position
         embedding (``config.pos_embed``) from a table cached per kind, shape, device and
-        dtype). All layers go through one call when the features are stacked, are views of
-        one stacked buffer, or must be cast anyway (the cast then gathers them in the same
-        pass). Separate tensors already at ``dtype`` are
-        resampled layer by layer: stacking them would add a full pass over the step's
-        largest tensor (on the CPU box, for 10 layers of 4 x 37 x 37 x 512 floats, the copy
-        alone took 65 ms against 52 ms for the resampling).
+        dtype).
         """
         pos = {"pos_embed_scale": self.config.pos_embed_scale, "pos_embed": self.config.pos_embed}
         with torch.no_grad():
-            if isinstance(teacher_features, torch.Tensor) and teacher_features.dim() == 6:
+            if isinstance(teacher_features, torch.Tensor):
+                if teacher_features.dim() != 6:
+                    raise RocketError(
+                        f"stacked teacher features must be [L, B, S, h, w, C], got shape "
+                        f"{tuple(teacher_features.shape)}; stack the layers on a new first "
+                        "dimension or pass a list with one [B, S, h, w, C] tensor per layer."
+                    )
                 return resample_layers(teacher_features.to(dtype or teacher_features.dtype), grid,
                                        crop_boxes=crop_boxes, **pos)
             feats = list(teacher_features)
@@ -108,13 +112,7 @@ class Aligner(nn.Module):
                 return [resample_teacher(f.to(dtype or f.dtype), grid, crop_boxes=crop_boxes, **pos)
                         for f in feats]
             target = dtype or first.dtype
-            stacked = _stacked_view(feats)
-            if stacked is not None:
-                gathered: torch.Tensor | list[torch.Tensor] = stacked.to(target)
-            elif target != first.dtype:
-                gathered = _stack(feats, target)
-            else:
-                gathered = feats
+            gathered = _stack(feats, target) if target != first.dtype else feats
             return resample_layers(gathered, grid, crop_boxes=crop_boxes, **pos)
 
     def check_inputs(self, student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]) -> None:
@@ -205,23 +203,6 @@ class Aligner(nn.Module):
         state = self.__dict__.copy()
         state["_compiled"] = {}
         return state
-
-
-def _stacked_view(feats: list[torch.Tensor]) -> torch.Tensor | None:
-    """``[L, ...]`` view of tensors that are evenly spaced slices of one buffer (e.g. the
-    result of ``stacked.unbind(0)``), or None. Reads only metadata, never values."""
-    first = feats[0]
-    if len(feats) < 2 or any(f.stride() != first.stride() for f in feats):
-        return None
-    storage = first.untyped_storage().data_ptr()
-    if any(f.untyped_storage().data_ptr() != storage for f in feats):
-        return None
-    step = feats[1].storage_offset() - first.storage_offset()
-    if step <= 0 or any(f.storage_offset() - first.storage_offset() != i * step for i, f in enumerate(feats)):
-        return None
-    if step < max((n - 1) * st for n, st in zip(first.shape, first.stride(), strict=True)) + 1:
-        return None  # overlapping slices: not a stack
-    return first.as_strided((len(feats), *first.shape), (step, *first.stride()), first.storage_offset())
 
 
 def _stack(feats: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:

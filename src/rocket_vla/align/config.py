@@ -10,7 +10,8 @@ from rocket_vla.align.indices import resolve_layers
 from rocket_vla.align.matryoshka import matryoshka_widths
 from rocket_vla.align.pairing import balanced_pairs
 from rocket_vla.align.resample import POS_EMBEDS
-from rocket_vla.errors import DictConfig, RocketError
+from rocket_vla.dictconfig import DictConfig
+from rocket_vla.errors import RocketError
 
 ProjectorKind = Literal["none", "shared", "independent"]
 VARIANTS = ("baseline", "spatial_forcing", "naive", "shared", "rocket")
@@ -67,7 +68,6 @@ class AlignConfig(DictConfig):
     projector: ProjectorKind = "shared"
     matryoshka: bool = False
     matryoshka_ratios: list[float] | None = None
-    matryoshka_reverse: bool = False
     layernorm: bool = True
     ensemble: int = 1
     weight: float = 0.5
@@ -110,10 +110,7 @@ class AlignConfig(DictConfig):
         """Active projector width per pair, or ``None`` when every pair uses all of it."""
         if not self.matryoshka:
             return None
-        return matryoshka_widths(
-            self.hidden_dim, self.num_pairs, ratios=self.matryoshka_ratios,
-            reverse=self.matryoshka_reverse,
-        )
+        return matryoshka_widths(self.hidden_dim, self.num_pairs, ratios=self.matryoshka_ratios)
 
     def validate(self) -> None:
         """Raise a one-sentence :class:`RocketError` for the first problem found."""

@@ -41,12 +41,6 @@ from rocket_vla.errors import RocketError
 POS_EMBEDS = ("sincos", "vggt-uv")
 
 
-def check_pos_embed_flag(name: str | None) -> None:
-    """Refuse an unknown ``--pos_embed`` value before a run starts (None: the variant's default)."""
-    if name is not None and name not in POS_EMBEDS:
-        raise RocketError(f"unknown pos_embed {name!r}; pass --pos_embed {' or '.join(POS_EMBEDS)}.")
-
-
 def _axis_embed(positions: torch.Tensor, quarter: int, base: float) -> torch.Tensor:
     """1D sin-cos of ``positions [n]`` at ``quarter`` frequencies ``base ** (-i / quarter)``:
     ``[n, 2 * quarter]``, all sines then all cosines. Both 2D embeddings below are two of these."""
@@ -187,20 +181,30 @@ def crop_weights(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Interpolation matrices ``R_y [N, gh, h]``, ``R_x [N, gw, w]`` for boxes ``[N, 4]``.
 
-    The same lattice as :func:`_crop_grid` with ``grid_sample(align_corners=True,
-    padding_mode="border")``, computed on the boxes' device without leaving it.
+    The lattice of :func:`_box_lattice`, as :func:`_crop_grid` gives it to
+    ``grid_sample(align_corners=True, padding_mode="border")``, computed on the boxes'
+    device without leaving it.
     """
     work = boxes.dtype if boxes.dtype == torch.float64 else torch.float32
-    steps = []
-    for out in grid:
-        if out > 1:
-            steps.append(torch.linspace(0.0, 1.0, out, device=boxes.device, dtype=work))
-        else:
-            steps.append(torch.full((1,), 0.5, device=boxes.device, dtype=work))
-    b = boxes.to(work)
-    ys = (b[:, 1, None] + (b[:, 3, None] - b[:, 1, None]) * steps[0]) * (height - 1)
-    xs = (b[:, 0, None] + (b[:, 2, None] - b[:, 0, None]) * steps[1]) * (width - 1)
-    return axis_weights(ys, height).to(dtype), axis_weights(xs, width).to(dtype)
+    ys, xs = _box_lattice(boxes, grid, work)
+    return axis_weights(ys * (height - 1), height).to(dtype), axis_weights(xs * (width - 1), width).to(dtype)
+
+
+def _box_lattice(
+    boxes: torch.Tensor, grid: tuple[int, int], dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample positions ``(ys [N, gh], xs [N, gw])`` as fractions of the full frame for boxes
+    ``[N, 4]``: ``gh x gw`` points from corner to corner of each box (``align_corners=True``),
+    the box's centre on an axis of one point. Both resampling paths sample this lattice."""
+    steps = [
+        torch.linspace(0.0, 1.0, out, device=boxes.device, dtype=dtype) if out > 1
+        else torch.full((1,), 0.5, device=boxes.device, dtype=dtype)
+        for out in grid
+    ]
+    b = boxes.to(dtype)
+    ys = b[:, 1, None] + (b[:, 3, None] - b[:, 1, None]) * steps[0]
+    xs = b[:, 0, None] + (b[:, 2, None] - b[:, 0, None]) * steps[1]
+    return ys, xs
 
 
 def separable_resample(maps: torch.Tensor, ry: torch.Tensor, rx: torch.Tensor) -> torch.Tensor:
@@ -220,15 +224,7 @@ def _crop_grid(
     boxes: torch.Tensor, out_h: int, out_w: int, dtype: torch.dtype
 ) -> torch.Tensor:
     """Sampling grid for ``grid_sample(align_corners=True)`` from boxes ``[N, 4]``."""
-    steps_y = torch.linspace(0.0, 1.0, out_h, device=boxes.device, dtype=dtype) if out_h > 1 else (
-        torch.full((1,), 0.5, device=boxes.device, dtype=dtype)
-    )
-    steps_x = torch.linspace(0.0, 1.0, out_w, device=boxes.device, dtype=dtype) if out_w > 1 else (
-        torch.full((1,), 0.5, device=boxes.device, dtype=dtype)
-    )
-    x0, y0, x1, y1 = (boxes[:, i, None].to(dtype) for i in range(4))
-    xs = x0 + (x1 - x0) * steps_x[None]  # [N, out_w] in [0, 1]
-    ys = y0 + (y1 - y0) * steps_y[None]  # [N, out_h]
+    ys, xs = _box_lattice(boxes, (out_h, out_w), dtype)
     grid_x = xs[:, None, :].expand(-1, out_h, -1) * 2 - 1
     grid_y = ys[:, :, None].expand(-1, -1, out_w) * 2 - 1
     return torch.stack([grid_x, grid_y], dim=-1)  # [N, out_h, out_w, 2]
@@ -270,16 +266,9 @@ def resample_teacher(
         else:
             out = F.interpolate(maps, size=(gh, gw), mode="bilinear", align_corners=True)
     else:
-        boxes = crop_boxes
-        if boxes.dim() == 2 and boxes.shape == (b, 4):
-            boxes = boxes[:, None, :].expand(b, s, 4)
-        if boxes.shape != (b, s, 4):
-            raise RocketError(
-                f"crop boxes must be [B, S, 4] or [B, 4] for features {tuple(features.shape)}, "
-                f"got {tuple(crop_boxes.shape)}; give one (x0, y0, x1, y1) box per image."
-            )
+        boxes = _view_boxes(crop_boxes, b, s, tuple(features.shape))
         sample_dtype = maps.dtype if maps.dtype in (torch.float32, torch.float64) else torch.float32
-        grid_xy = _crop_grid(boxes.reshape(b * s, 4).to(maps.device), gh, gw, sample_dtype)
+        grid_xy = _crop_grid(boxes.to(maps.device), gh, gw, sample_dtype)
         out = F.grid_sample(
             maps.to(sample_dtype), grid_xy, mode="bilinear", padding_mode="border",
             align_corners=True,
@@ -288,6 +277,8 @@ def resample_teacher(
 
 
 def _view_boxes(crop_boxes: torch.Tensor, b: int, s: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """One box per image, ``[B * S, 4]``, from ``[B, S, 4]`` or ``[B, 4]`` (shared by the
+    views); ``shape`` is the features' shape, for the error message."""
     boxes = crop_boxes
     if boxes.dim() == 2 and boxes.shape == (b, 4):
         boxes = boxes[:, None, :].expand(b, s, 4)
@@ -304,8 +295,8 @@ def _interpolate_channels_last(maps: torch.Tensor, grid: tuple[int, int]) -> tor
 
     The permuted view ``[L*N, C, h, w]`` *is* channels-last memory, which the bilinear
     kernels read directly (no copy), and their output permuted back is again contiguous
-    ``[L, N, gh, gw, C]``. Measured on the CPU box this beat the two dense matmuls of
-    :func:`separable_resample` (0.44 vs 0.77 ms at 10 layers x 4 maps x 13x13x128 -> 8x8)."""
+    ``[L, N, gh, gw, C]``. On the CPU this beat the two dense matmuls of
+    :func:`separable_resample` (docs/benchmarks.md, "Resampling paths")."""
     layers, n, h, w, c = maps.shape
     nchw = maps.reshape(layers * n, h, w, c).permute(0, 3, 1, 2)
     out = F.interpolate(nchw, size=grid, mode="bilinear", align_corners=True)

@@ -6,10 +6,12 @@ given, else at the output of the last block. Reading the *input* of the next blo
 the same hook point works for models that call their blocks as modules and, through
 ``entry``, for models that call a block's parts by hand.
 
+A pass over the blocks starts when the first block is entered: a pre-hook there drops the
+previous pass's captures, so any method of the model that runs its blocks (a training loss, a
+sampling loop, a plain call) is captured without routing through the root's ``forward``.
 Gradient checkpointing re-runs blocks during backward; those re-runs would fire the hooks a
-second time. A tap keeps only the first capture of each layer per forward pass of the
-root model (pass boundaries come from a pre-hook on the root) and ignores anything that
-fires while autograd is running backward.
+second time. A tap keeps only the first capture of each layer per pass and ignores anything
+that fires while autograd is running backward (so a recomputed first block clears nothing).
 
 Capturing costs no copy: a hook keeps a reference to the stream tensor the block already
 holds for its backward, and :attr:`LayerTaps.states` returns a *view* of the image span
@@ -83,7 +85,7 @@ class LayerTaps:
     """Context manager that records visual-token hidden states at chosen depths.
 
     Args:
-        model: the unmodified model; its forward pass marks the start of a capture.
+        model: the unmodified model (paths are relative to it).
         layers: dotted path of the ``ModuleList`` of blocks (``"model.layers"``).
         indices: hidden-state indices in the project convention (see ``indices.py``).
         spans: ``(start, stop)`` token ranges of the visual tokens in the sequence,
@@ -95,7 +97,6 @@ class LayerTaps:
         final: path (from ``model``) of a module whose input is the stream after the
             last block (e.g. ``"model.norm"``); needed to tap the last block under
             reentrant checkpointing or with ``entry``.
-        token_dim: the sequence dimension of the stream (1 for ``[B, T, D]``).
 
     ``states`` returns one tensor ``[B, T_visual, D]`` per index, with its graph.
     """
@@ -109,7 +110,6 @@ class LayerTaps:
         spans: Sequence[Span] | None = None,
         entry: str | None = None,
         final: str | None = None,
-        token_dim: int = 1,
     ) -> None:
         self.model = model
         blocks = get_submodule(model, layers)
@@ -136,7 +136,6 @@ class LayerTaps:
                 "tapping the last block with `entry=` needs `final=` (the module whose input "
                 "is the stream after the last block, e.g. the final norm)."
             )
-        self.token_dim = token_dim
         self.token_index: torch.Tensor | None = None
         self._index_copy: tuple[torch.Tensor, torch.Tensor] | None = None
         self._captured: dict[int, torch.Tensor] = {}
@@ -158,7 +157,8 @@ class LayerTaps:
     def attach(self) -> None:
         if self._handles:
             return
-        self._handles.append(self.model.register_forward_pre_hook(self._on_root_forward))
+        first = self.blocks[0] if not self.entry else get_submodule(self.blocks[0], self.entry)
+        self._handles.append(first.register_forward_pre_hook(self._on_first_block))
         for k in self.indices:
             if k < self.depth:
                 module = self.blocks[k]
@@ -185,12 +185,13 @@ class LayerTaps:
         return bool(self._handles)
 
     # -- hooks -----------------------------------------------------------------------
-    def _on_root_forward(self, module: nn.Module, args: Any) -> None:
-        self._captured.clear()
+    def _on_first_block(self, module: nn.Module, args: Any) -> None:
+        if not _in_backward():  # a checkpointed first block recomputed in backward starts no pass
+            self._captured.clear()
 
     def _record(self, k: int, stream: torch.Tensor) -> None:
         if k in self._captured or _in_backward():
-            return  # checkpoint recomputation, or a block called twice: keep the first.
+            return  # checkpoint recomputation, or a block called twice in a pass: keep the first.
         self._captured[k] = stream
 
     def _pre_hook(self, k: int):
@@ -217,8 +218,6 @@ class LayerTaps:
 
     # -- results ---------------------------------------------------------------------
     def _select(self, stream: torch.Tensor) -> torch.Tensor:
-        if self.token_dim != 1:
-            stream = stream.movedim(self.token_dim, 1)
         if self.token_index is not None:
             index = self._device_index(stream.device)
             if index.dim() == 1:

@@ -23,7 +23,5 @@ def main(argv: Sequence[str]) -> int:
     from rocket_vla.demo.config import DemoConfig
     from rocket_vla.demo.run import run_demo
 
-    cfg, _ = parse_command(argv, DemoConfig, "rocket demo", DESCRIPTION, presets=DemoConfig.PRESETS)
-    cfg.validate()
-    run_demo(cfg)
+    run_demo(parse_command(argv, DemoConfig, "rocket demo", DESCRIPTION)[0])  # validated by run_demo
     return 0

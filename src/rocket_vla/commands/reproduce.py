@@ -23,7 +23,5 @@ def main(argv: Sequence[str]) -> int:
     from rocket_vla.study.config import StudyConfig
     from rocket_vla.study.run import run_study
 
-    cfg, _ = parse_command(argv, StudyConfig, "rocket reproduce", DESCRIPTION, presets=StudyConfig.PRESETS)
-    cfg.validate()
-    run_study(cfg)
+    run_study(parse_command(argv, StudyConfig, "rocket reproduce", DESCRIPTION)[0])  # validated by run_study
     return 0

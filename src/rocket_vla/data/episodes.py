@@ -245,7 +245,7 @@ def check_format(file_attrs: dict[str, Any], file: Path) -> None:
     """Refuse our own collections of an older format (official files carry no version).
 
     Format 1 stored ``ee_ori`` flipped to w >= 0, which differs from the official data
-    (and from what ``rocket eval`` now feeds a policy) at most steps of a LIBERO episode.
+    (and from what ``rocket eval`` feeds a policy) at most steps of a LIBERO episode.
     """
     version = file_attrs.get("rocket_format")
     if version is None:

@@ -8,9 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rocket_vla import records
 from rocket_vla.demo.config import DemoConfig
-from rocket_vla.study import stages
-from rocket_vla.study.stages import Log, stamped_log
+from rocket_vla.pipeline.log import Log, stamped_log
+from rocket_vla.pipeline.processes import map_processes
+from rocket_vla.pipeline.train import train_run
 
 #: The demo's default log.
 print_log = stamped_log("demo")
@@ -20,26 +22,17 @@ def train_variant(cfg: DemoConfig, variant: str, dataset: Path, run: Path,
                   log: Log = print_log, progress: bool = True,
                   teacher_cache: Path | None = None) -> dict[str, Any]:
     """Train one MiniVLA with one of the paper's variants; same data and seed for all."""
-    from rocket_vla.train.config import TrainConfig
-
     out = run / "train" / variant
-    tcfg = TrainConfig(
-        dataset=str(dataset), out_dir=str(out), student="minivla", student_preset=cfg.model,
-        variant=variant, num_pairs=cfg.num_pairs,
-        teacher=cfg.teacher, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-        decay_after=max(1, int(cfg.steps * 0.8)), save_every=max(1, cfg.steps // 2),
-        progress=progress,
-        teacher_cache=str(teacher_cache) if teacher_cache and variant != "baseline" else None,
-    )
+    tcfg = cfg.variant_config(variant, str(dataset), str(out),
+                              str(teacher_cache) if teacher_cache else None, progress)
     record = _train_record(run, variant)
     if record.is_file():  # finished in an earlier run of the demo: reuse it
         log(f"training {variant}: already done in {out}")
         return json.loads(record.read_text(encoding="utf-8"))
     resuming = (out / "checkpoints" / "latest").is_file()
-    log(f"training {variant}: {cfg.steps} steps x batch {cfg.batch_size} ({cfg.model} MiniVLA)"
-        + (" -- resuming" if resuming else ""))
-    summary = stages.train_run(tcfg, log)
-    stages.write_json_atomic(record, summary)
+    log(f"training {variant}: {_recipe(cfg)}" + (" -- resuming" if resuming else ""))
+    summary = train_run(tcfg)
+    records.write_json_atomic(record, summary)
     return summary
 
 
@@ -60,17 +53,21 @@ def train_all(cfg: DemoConfig, dataset: Path, run: Path, log: Log = print_log,
     if not cfg.parallel_train or workers < 2:
         return {v: train_variant(cfg, v, dataset, run, log, teacher_cache=teacher_cache)
                 for v in cfg.variants}
-    log(f"training {', '.join(todo)} at the same time, one process each: {cfg.steps} steps x batch "
-        f"{cfg.batch_size} ({cfg.model} MiniVLA)")
+    log(f"training {', '.join(todo)} at the same time, one process each: {_recipe(cfg)}")
     quiet: Log = _no_log
-    results = stages.map_processes(
+    results = map_processes(
         train_variant, [(cfg, v, dataset, run, quiet, False, teacher_cache) for v in todo], workers,
         cfg.threads, poll_seconds=cfg.log_seconds,
-        on_wait=lambda: log("  " + " | ".join(_train_progress(run / "train" / v, v, cfg.steps)
+        on_wait=lambda: log("  " + " | ".join(_train_progress(run / "train" / v, v, cfg.train.steps)
                                               for v in todo)))
     finished = dict(zip(todo, results, strict=True))
     return {v: finished.get(v) or train_variant(cfg, v, dataset, run, log, teacher_cache=teacher_cache)
             for v in cfg.variants}
+
+
+def _recipe(cfg: DemoConfig) -> str:
+    """``steps x batch (preset MiniVLA)`` for the progress log."""
+    return f"{cfg.train.steps} steps x batch {cfg.train.batch_size} ({cfg.train.student_preset} MiniVLA)"
 
 
 def _train_record(run: Path, variant: str) -> Path:
@@ -98,12 +95,13 @@ def evaluate_variant(cfg: DemoConfig, variant: str, checkpoint: str, run: Path,
     """Closed-loop LIBERO evaluation with the paper's protocol (init state k for trial k)."""
     from rocket_vla.envs.runner import EvalConfig, run_evaluation
 
-    log(f"evaluating {variant}: {len(cfg.tasks)} task(s) x {cfg.eval_trials} trials on {cfg.suite}")
+    data = cfg.data
+    log(f"evaluating {variant}: {len(data.tasks)} task(s) x {cfg.eval_trials} trials on {data.suite}")
     return run_evaluation(EvalConfig(
-        out_dir=str(run / "eval" / variant), suites=[cfg.suite], tasks=[str(t) for t in cfg.tasks],
+        out_dir=str(run / "eval" / variant), suites=[data.suite], tasks=[str(t) for t in data.tasks],
         trials=cfg.eval_trials, policy="rocket_vla.policies.student_policy:load_policy",
-        policy_kwargs={"checkpoint": checkpoint}, workers=cfg.workers, image_size=cfg.image_size,
-        seed=cfg.seed,
+        policy_kwargs={"checkpoint": checkpoint}, workers=cfg.workers, image_size=data.image_size,
+        seed=data.seed,
     ))
 
 

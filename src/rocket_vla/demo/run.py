@@ -7,12 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rocket_vla.config_cli import dotted
 from rocket_vla.demo import pipeline, report
 from rocket_vla.demo.config import DemoConfig
 from rocket_vla.demo.pipeline import Log, print_log
 from rocket_vla.errors import RocketError
 from rocket_vla.fingerprint import compared_code_version
-from rocket_vla.study import stages
+from rocket_vla.pipeline import data as pipeline_data
+from rocket_vla.pipeline.processes import set_threads
 
 
 def run_demo(cfg: DemoConfig, log: Log = print_log) -> dict[str, Any]:
@@ -21,10 +23,7 @@ def run_demo(cfg: DemoConfig, log: Log = print_log) -> dict[str, Any]:
     from rocket_vla.data.episodes import read_episodes
 
     cfg.validate()
-    if cfg.threads:
-        import torch
-
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     start = time.perf_counter()
     run = Path(cfg.out_dir)
     identity = run_identity(cfg)
@@ -34,7 +33,7 @@ def run_demo(cfg: DemoConfig, log: Log = print_log) -> dict[str, Any]:
     log(f"run folder: {run.resolve()}")
 
     t0 = time.perf_counter()
-    train_dir, heldout_dir = stages.collect(cfg, log)
+    train_dir, heldout_dir = pipeline_data.collect(cfg.data, cfg.cache_dir, cfg.workers, log)
     collect_seconds = time.perf_counter() - t0
     check_data(run, train_dir, heldout_dir)
     train_eps, heldout_eps = read_episodes(train_dir), read_episodes(heldout_dir)
@@ -43,7 +42,10 @@ def run_demo(cfg: DemoConfig, log: Log = print_log) -> dict[str, Any]:
     results: dict[str, Any] = {"config": cfg.to_dict(), "variants": {},
                                "collect_seconds": round(collect_seconds, 1)}
     t0 = time.perf_counter()
-    teacher_cache = stages.cache_teacher(cfg, train_dir, log, episodes=train_eps)
+    teacher_cache = None
+    if cfg.cache_teacher and cfg.aligned:
+        teacher_cache = pipeline_data.cache_teacher(cfg.train.teacher, cfg.train.teacher_size, train_dir,
+                                                    cfg.data.image_size, log, episodes=train_eps)
     results["teacher_cache_seconds"] = round(time.perf_counter() - t0, 1)
     trained = pipeline.train_all(cfg, train_dir, run, log, teacher_cache=teacher_cache)
     layers = _probe_layers(trained)
@@ -65,7 +67,8 @@ def run_demo(cfg: DemoConfig, log: Log = print_log) -> dict[str, Any]:
 
 
 # Settings that only change how fast or where a run goes, not what it computes.
-_RUN_ONLY = {"out_dir", "cache_dir", "workers", "threads", "parallel_train", "log_seconds", "overwrite"}
+_RUN_ONLY = {"out_dir", "cache_dir", "workers", "threads", "parallel_train", "log_seconds", "overwrite",
+             "train.tensorboard"}
 #: The demonstrations' content fingerprints the run's stages were made from.
 DATA_FILE = "data_fingerprint.json"
 #: What a demo run folder holds besides demo_config.json (cleared by ``overwrite``).
@@ -74,17 +77,15 @@ _STAGE_OUTPUTS = ("train", "eval", "summary.json", "summary.md", "training_curve
 
 
 def run_identity(cfg: DemoConfig) -> dict[str, Any]:
-    """What a run folder's results depend on: the settings, plus the fingerprint of the
-    teacher the aligned variants use (``cfg.teacher`` is a name; the weights behind
-    ``tiny`` change when the bundled teacher is retrained, and a resumed run must not pair
-    new alignment results with old ones)."""
-    from rocket_vla.teachers.build import teacher_from_spec
-    from rocket_vla.train.config import TrainConfig
-
-    identity = cfg.to_dict()
-    aligned = any(v != "baseline" for v in cfg.variants)
+    """What a run folder's results depend on: the settings (nested ones as dotted keys, so a
+    refusal names ``train.steps``), plus the fingerprint of the teacher the aligned variants
+    use (``train.teacher`` is a name; the weights behind ``tiny`` change when the bundled
+    teacher is retrained, and a resumed run must not pair new alignment results with old
+    ones)."""
+    identity = dotted(cfg.to_dict())
     identity["teacher_fingerprint"] = (
-        teacher_from_spec(cfg.teacher, TrainConfig.teacher_size).fingerprint() if aligned else None)
+        pipeline_data.teacher_fingerprint(cfg.train.teacher, cfg.train.teacher_size) if cfg.aligned
+        else None)
     # The code that made the stages: a rerun with other code must not reuse them.
     identity["code"] = compared_code_version()
     return identity
@@ -116,7 +117,7 @@ def check_resumable(run: Path, cfg: DemoConfig, identity: dict[str, Any] | None 
 def check_data(run: Path, train_dir: Path, heldout_dir: Path) -> None:
     """Record the content fingerprints of the demonstrations the run uses; refuse a resume
     whose demonstrations differ from those its finished stages were made from."""
-    data = stages.data_fingerprint(train_dir, heldout_dir)
+    data = pipeline_data.data_fingerprint(train_dir, heldout_dir)
     path = run / DATA_FILE
     if path.is_file():
         try:

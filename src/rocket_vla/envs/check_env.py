@@ -64,7 +64,7 @@ class CheckEnvConfig:
     init_states: list[int] = field(default_factory=lambda: [0, 1])
     """init states measured per task (a reference holds these)"""
     quick: bool = False
-    """check only libero_spatial 5 and 4 and libero_object 0, init state 0 (~30 s)"""
+    """check only libero_spatial 5 and 4 and libero_object 0, init state 0 (a fast smoke check)"""
     image_size: int = 128
     """camera resolution of the fingerprints"""
     num_wait: int = 10
@@ -76,8 +76,8 @@ class CheckEnvConfig:
     write_reference: str | None = None
     """measure and write a new reference file here instead of checking"""
     premises: bool = False
-    """also evaluate the :init relations of ALL init states of every task (no cameras;
-    ~40 min of one core for the four suites) and write the premise table to --out_dir"""
+    """also evaluate the :init relations of ALL init states of every task (no cameras; the
+    longest part, timed in docs/benchmarks.md) and write the premise table to --out_dir"""
     out_dir: str | None = None
     """write check_env.json (and premises.{json,md}) here"""
     tolerances: Tolerances = field(default_factory=Tolerances)

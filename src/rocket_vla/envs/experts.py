@@ -19,6 +19,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rocket_vla.envs.expert_geometry import (
+    hand_overlap,
+    local_top,
+    mat_to_axis_angle,
+    object_box,
+    obstacles,
+    quat_to_mat,
+    region_owner,
+    rot_z,
+)
 from rocket_vla.envs.policy import TaskInfo
 from rocket_vla.errors import RocketError
 
@@ -74,67 +84,6 @@ def plan_for_task(suite: str, task_id: int) -> PickPlacePlan:
     return PickPlacePlan(rel, obj, target)
 
 
-# -- small rotation helpers (numpy only) ---------------------------------------------------
-def quat_to_mat(q: np.ndarray) -> np.ndarray:
-    x, y, z, w = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
-
-
-def mat_to_axis_angle(r: np.ndarray) -> np.ndarray:
-    cos = np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)
-    angle = np.arccos(cos)
-    if angle < 1e-6:
-        return np.zeros(3)
-    if np.pi - angle < 1e-3:  # near 180 degrees the antisymmetric part vanishes
-        axis = np.sqrt(np.maximum((np.diag(r) + 1.0) / 2.0, 0.0))
-        k = int(np.argmax(axis))
-        axis[k] = axis[k] if axis[k] > 0 else 1.0
-        for j in range(3):
-            if j != k:
-                axis[j] = np.copysign(axis[j], r[k, j] + r[j, k])
-        return axis / np.linalg.norm(axis) * angle
-    axis = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]]) / (2 * np.sin(angle))
-    return axis * angle
-
-
-def rot_z(yaw: float) -> np.ndarray:
-    c, s = np.cos(yaw), np.sin(yaw)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def hand_overlap(point: np.ndarray, axis: int, boxes: np.ndarray) -> float:
-    """Volume (m^3) by which an open Panda hand at grasp ``point`` intersects ``boxes``.
-
-    The hand is modelled as two fingers (open, along ``axis``) plus the palm above them;
-    sizes are the Panda gripper's, with a small margin.
-    """
-    if boxes.size == 0:
-        return 0.0
-    across = 1 - axis
-    parts = []
-    for sign in (1.0, -1.0):  # fingers: 1.6 cm x 2.2 cm, from tip to palm
-        c = point.copy()
-        c[axis] += sign * 0.05
-        half = np.zeros(3)
-        half[axis], half[across], half[2] = 0.012, 0.013, 0.03
-        c[2] += 0.025
-        parts.append((c - half, c + half))
-    palm_c = point.copy()
-    palm_c[2] += 0.10
-    half = np.zeros(3)
-    half[axis], half[across], half[2] = 0.11, 0.035, 0.045
-    parts.append((palm_c - half, palm_c + half))
-    total = 0.0
-    for p_lo, p_hi in parts:
-        ext = np.clip(np.minimum(p_hi, boxes[:, 3:]) - np.maximum(p_lo, boxes[:, :3]), 0, None)
-        total += float(np.prod(ext, 1).sum())
-    return total
-
-
 @dataclass
 class _Episode:
     phase: str = "start"
@@ -164,35 +113,17 @@ class PickPlaceExpert:
         self.plan = plan_for_task(task.suite, task.task_id)
         self._ep = _Episode()
 
-    # -- geometry from privileged state -------------------------------------------------
-    @staticmethod
-    def _box(obs: dict[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            return obs[f"state/{name}_bbox_min"], obs[f"state/{name}_bbox_max"]
-        except KeyError as err:
-            raise RocketError(
-                f"the expert needs privileged state for {name!r}; run it through the runner, "
-                "which passes state to policies with needs_state = True."
-            ) from err
-
-    def _resolve(self, obs: dict[str, np.ndarray], region: str) -> str:
-        """Map a BDDL region name (``basket_1_contain_region``) to the object that owns it."""
-        names = sorted({k[6:-9] for k in obs if k.endswith("_bbox_min")}, key=len, reverse=True)
-        for n in names:
-            if region == n or region.startswith(n + "_"):
-                return n
-        raise RocketError(f"cannot find the object of region {region!r} in the scene.")
-
+    # -- grasp planning -------------------------------------------------------------------
     def _choose_grasp(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
         """Grasp point (eef target) and gripper yaw for the goal object."""
         plan = self.plan
-        lo, hi = self._box(obs, plan.obj)
+        lo, hi = object_box(obs, plan.obj)
         centre, size = (lo + hi) / 2, hi - lo
         if "bowl" in plan.obj:
             # Straddle the rim with the closing axis radial; of the four sides, take the one
             # where the hand collides least with the scene (e.g. drawer walls, nearby boxes).
             off = 0.44 * min(size[0], size[1])
-            boxes = self._obstacles(obs, lo, hi)
+            boxes = obstacles(obs, lo, hi)
             cands = []
             blocked = self._ep.extra.get("blocked_sides", set())
             for axis, yaw in ((1, 0.0), (0, np.pi / 2)):
@@ -201,7 +132,7 @@ class PickPlaceExpert:
                         continue
                     p = centre.copy()
                     p[axis] += sign * off
-                    p[2] = self._local_top(obs, lo, hi, p) - 0.02
+                    p[2] = local_top(obs, lo, hi, p) - 0.02
                     cands.append((hand_overlap(p, axis, boxes), p, yaw, (axis, sign)))
             # Least collision first; among (near-)ties the side closest to the robot base,
             # since the far side can lie beyond the reach of a downward-pointing hand.
@@ -227,7 +158,7 @@ class PickPlaceExpert:
         the axis the fingers do not span keeps the grip on the object and the hand clear.
         Grasps that already fit are returned unchanged.
         """
-        boxes = self._obstacles(obs, lo, hi)
+        boxes = obstacles(obs, lo, hi)
         best = hand_overlap(point, axis, boxes)
         if best <= 0.0:
             return point
@@ -244,26 +175,6 @@ class PickPlaceExpert:
             if overlap < best - 1e-7:
                 best, out = overlap, p
         return out
-
-    @staticmethod
-    def _local_top(obs: dict[str, np.ndarray], lo: np.ndarray, hi: np.ndarray, p: np.ndarray) -> float:
-        """Top of the object's own geoms near ``p`` (a tilted bowl's rim is not level)."""
-        boxes = obs.get("state/obstacle_boxes", np.zeros((0, 6)))
-        inside = np.all(boxes[:, :3] >= lo - 1e-3, 1) & np.all(boxes[:, 3:] <= hi + 1e-3, 1)
-        own = boxes[inside]
-        if own.size == 0:
-            return float(hi[2])
-        d = np.linalg.norm(np.maximum(np.maximum(own[:, :2] - p[:2], p[:2] - own[:, 3:5]), 0), axis=1)
-        near = own[d < 0.015]
-        return float(near[:, 5].max()) if near.size else float(hi[2])
-
-    @staticmethod
-    def _obstacles(obs: dict[str, np.ndarray], lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Scene collision boxes minus the object's own geoms and the support below it."""
-        boxes = obs.get("state/obstacle_boxes", np.zeros((0, 6)))
-        inside = np.all(boxes[:, :3] >= lo - 1e-3, 1) & np.all(boxes[:, 3:] <= hi + 1e-3, 1)
-        below = boxes[:, 5] <= lo[2] + 0.005
-        return boxes[~inside & ~below]
 
     # -- control --------------------------------------------------------------------------
     def _servo(self, obs: dict[str, np.ndarray], target: np.ndarray, grip: float,
@@ -293,7 +204,7 @@ class PickPlaceExpert:
         eef = obs["state/robot0_eef_pos"]
         ep.phase_steps += 1
         timeout = ep.phase_steps > cfg.phase_timeout
-        lo, hi = self._box(obs, self.plan.obj)
+        lo, hi = object_box(obs, self.plan.obj)
         obj_centre = (lo + hi) / 2
 
         if ep.phase == "start":
@@ -349,7 +260,7 @@ class PickPlaceExpert:
                     ep.events.append("lift_stalled")
                 self._goto("carry")
             return self._servo(obs, target, CLOSED)
-        t_lo, t_hi = self._box(obs, self._resolve(obs, self.plan.target))
+        t_lo, t_hi = object_box(obs, region_owner(obs, self.plan.target))
         t_centre = (t_lo + t_hi) / 2
         over = np.array([t_centre[0], t_centre[1], carry_z]) + np.array([*ep.grasp_offset[:2], 0])
         if ep.phase == "carry":
@@ -472,9 +383,9 @@ class PickPlaceExpert:
         if ep.grasp_offset is None:
             return float(eef[2])
         if "carry_top" not in ep.extra:
-            t_lo, t_hi = self._box(obs, self._resolve(obs, self.plan.target))
+            t_lo, t_hi = object_box(obs, region_owner(obs, self.plan.target))
             start, goal = ep.grasp_point[:2], (t_lo[:2] + t_hi[:2]) / 2
-            boxes = self._obstacles(obs, lo, hi)
+            boxes = obstacles(obs, lo, hi)
             half = (hi[:2] - lo[:2]).max() / 2 + 0.03
             tops = [t_hi[2]]
             for b in boxes:
@@ -500,7 +411,7 @@ class PickPlaceExpert:
             ep.regrasps += 1
             point, yaw = self._choose_grasp(obs)
             ep.target_rot = rot_z(yaw) @ ep.extra["base_rot"]
-            ep.grasp_point, ep.obj_lo0, ep.grasp_offset = point, self._box(obs, self.plan.obj)[0][2], None
+            ep.grasp_point, ep.obj_lo0, ep.grasp_offset = point, object_box(obs, self.plan.obj)[0][2], None
             ep.extra.pop("carry_top", None)
             self._goto("approach")
         return self._servo(obs, obs["state/robot0_eef_pos"] + np.array([0, 0, 0.03]), OPEN)

@@ -46,16 +46,16 @@ class EnvConfig:
     depth: also render depth maps (for demonstrations feeding a 3D teacher).
     gl_backend: MUJOCO_GL override ("egl" default, "osmesa" fallback).
     start: how an episode starts. "official" (default) does what the official LIBERO clients
-        do: a hard reset (the MuJoCo model is rebuilt, 0.9 s without cameras, 2.5 s with),
+        do: a hard reset (the MuJoCo model is rebuilt; docs/benchmarks.md times it),
         ``set_init_state``, nothing else -- so the controller keeps the goal it got at the
         reset (robot at home) and the first no-op steps pull the arm toward it, exactly as
-        in the data and the papers' evaluations. "clean" is a soft reset (0.3 s) followed by
+        in the data and the papers' evaluations. "clean" is a soft reset followed by
         clearing the solver's warm start and re-syncing the controllers to the init state: a
         start that does not depend on the reset, but not the official one (fixture
         placement draws differ on scenes with a drawer, and the arm does not drift).
     cameras: build the offscreen renderer and camera observables; False for policies that
         read no image (scripted experts, premise checks): the physics, the fixture stream
-        and the sim states are identical, and a hard reset is 3x cheaper.
+        and the sim states are identical, and a hard reset costs a fraction (no renderer).
     """
 
     image_size: int = 256
@@ -180,9 +180,9 @@ class LiberoEnv:
     def advance_to(self, trial: int) -> None:
         """Draw resets from the stream until the next reset is trial ``trial``'s.
 
-        Under the official start a reset is a hard one (0.9 s without cameras, 2.5 s with), so
-        a shard starting at trial 40 spends 40-100 s here; the stream cannot go backwards
-        (re-seed for that).
+        Under the official start a reset is a hard one (the model is rebuilt), so a shard
+        starting at a late trial spends a reset's time per earlier trial here; the stream
+        cannot go backwards (re-seed for that).
         """
         if self._stream is None:
             raise RocketError("advance_to needs a seeded stream; call env.seed(0) first.")

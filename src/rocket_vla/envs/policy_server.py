@@ -260,8 +260,8 @@ def cores_left_to_simulators(workers: int) -> Any:
     """Let torch in this process use only the cores the simulator workers leave (at least one).
 
     Each worker keeps one core busy with physics and rendering; torch's intra-op threads on the
-    same cores spin against them and slow every forward pass many times over (measured on 2
-    cores: pi0-tiny 0.4 s per pass alone, 3 s beside two simulators with 2 threads)."""
+    same cores spin against them and slow every forward pass many times over (docs/benchmarks.md,
+    batched evaluation, gives the figures)."""
     import sys
 
     torch = sys.modules.get("torch")

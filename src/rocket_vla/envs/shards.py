@@ -164,7 +164,7 @@ def _shard_records(shard: dict[str, Any], recs: list[dict[str, Any]],
                 f"{key[0]} task {key[1]} trial {key[2]} is in both {seen[key]} and {d}; merge "
                 "folders of disjoint shards."
             )
-        own.setdefault(key, rec)  # a record written twice (older runs) counts once
+        own.setdefault(key, rec)  # a record written twice counts once
     missing = shard["planned_episodes"] - len(own)
     if missing > 0:
         raise RocketError(

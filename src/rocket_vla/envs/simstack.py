@@ -76,7 +76,7 @@ def require_pinned(allow_unpinned: bool, command: str = "rocket eval") -> dict[s
 def stack_changes(recorded: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:
     """What differs between a recorded stack and the current one (empty: the same stack).
 
-    A folder without a record was made before stacks were recorded (on an unpinned MuJoCo):
+    A folder without a record says nothing about the stack it was made on:
     it counts as a different stack.
     """
     if not recorded:

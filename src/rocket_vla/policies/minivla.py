@@ -35,11 +35,13 @@ import torch.utils.checkpoint
 from torch import nn
 
 from rocket_vla.data.text import BYTE_VOCAB, PAD_TOKEN, TOKENIZERS, WORD_VOCAB, tokenize, word_id
-from rocket_vla.errors import DictConfig, RocketError
-from rocket_vla.policies.student import Student
+from rocket_vla.dictconfig import DictConfig
+from rocket_vla.errors import RocketError
+from rocket_vla.policies.losses import action_l1
+from rocket_vla.policies.student import Student, register_student
 
-__all__ = ["BYTE_VOCAB", "PAD_TOKEN", "TOKENIZERS", "WORD_VOCAB", "MiniVLA", "MiniVLAConfig", "action_l1",
-           "tokenize", "word_id"]
+__all__ = ["BYTE_VOCAB", "PAD_TOKEN", "TOKENIZERS", "WORD_VOCAB", "MiniVLA", "MiniVLAConfig", "tokenize",
+           "word_id"]
 
 
 
@@ -158,6 +160,7 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+@register_student("minivla")
 class MiniVLA(Student):
     """The student. ``forward`` returns normalised action chunks ``[B, chunk, action_dim]``.
 
@@ -167,7 +170,6 @@ class MiniVLA(Student):
     :meth:`prepare` does the tokenisation and :meth:`action_loss` is OFT's masked L1.
     """
 
-    kind = "minivla"
     config_class = MiniVLAConfig
     blocks_path = "blocks"
     final_path = "norm"
@@ -261,13 +263,6 @@ class MiniVLA(Student):
     def predict(self, inputs: dict[str, Any]) -> torch.Tensor:
         return self(inputs["images"], inputs["proprio"], inputs["text"])
 
-    def config_dict(self) -> dict[str, Any]:
-        return self.config.to_dict()
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> MiniVLA:
-        return cls(MiniVLAConfig.from_dict(config))
-
     @classmethod
     def build(cls, preset: str | None = None, path: str | None = None, **overrides: Any) -> MiniVLA:
         """``preset`` is one of :attr:`MiniVLAConfig.PRESETS` (default ``demo``); MiniVLA has
@@ -325,11 +320,4 @@ class MiniVLA(Student):
                 x = block(x, keep)
         x = self.norm(x)
         return self.action_head(x[:, -c.chunk :])
-
-
-def action_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """L1 over valid chunk steps only (``mask`` ``[B, chunk]``, False past an episode's end)."""
-    weights = mask.to(pred.dtype).unsqueeze(-1)
-    total = (pred - target).abs().mul(weights).sum()
-    return total / (weights.sum() * pred.shape[-1]).clamp_min(1.0)
 

@@ -21,7 +21,7 @@ Sequence fed to the VLM (static positions)::
   patch rows + ``image_grid_thw``, Idefics3's ``[B, S, ...]``, else ``[B*S, ...]``).
 * text: the checkpoint's tokenizer (``tokenizer="checkpoint"``) or, for models built from a
   config (no tokenizer files offline), the deterministic hashed-word tokenizer of
-  :mod:`~rocket_vla.policies.pi0_inputs`; right-padded to ``max_text_len`` (masked out).
+  :mod:`~rocket_vla.policies.prompt`; right-padded to ``max_text_len`` (masked out).
 * proprio: **a projected token** (OFT's proprio projector: a 2-layer MLP of the 8-dim state
   to the model width) placed before the queries.
 * the VLM's token-logit head is dropped (never used; see :func:`_drop_lm_head`).
@@ -38,8 +38,6 @@ PaliGemma gets its prefix-LM ``token_type_ids`` (prompt bidirectional, proprio+q
 
 Prompt wording beyond this layout (chat templates, ``<fake_token_around_image>`` wrappers) is
 not reproduced: fine-tuning adapts to it, but a zero-shot pretrained prompt format is not kept.
-``forward(inputs)`` is the action loss and ``forward(inputs, actions_only=True)`` the chunk
-(what :meth:`predict` calls), so taps rooted at the student see every pass.
 """
 
 from __future__ import annotations
@@ -48,16 +46,23 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rocket_vla.errors import DictConfig, RocketError
-from rocket_vla.policies.minivla import action_l1
-from rocket_vla.policies.pi0_inputs import TextEncoder, image_token_index, pad_rows
-from rocket_vla.policies.student import Student, load_local_pretrained
+from rocket_vla.errors import RocketError
+from rocket_vla.policies.losses import action_l1
+from rocket_vla.policies.pretrained import load_local_pretrained
+from rocket_vla.policies.prompt import (
+    TextEncoder,
+    VLMStudentConfig,
+    image_token_index,
+    instruction_rows,
+    pad_rows,
+)
+from rocket_vla.policies.student import Student, register_student
 
 
 def _flat_pixels(images: torch.Tensor, grid: tuple[int, int], config: Any) -> dict[str, torch.Tensor]:
@@ -204,23 +209,18 @@ OFT_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class OFTStudentConfig(DictConfig):
+class OFTStudentConfig(VLMStudentConfig):
     """What rebuilds an OFT-style student: the VLM's transformers config plus the OFT parts."""
 
     CONFIG_WHAT = "OFT student"
 
     vlm: dict[str, Any] = field(default_factory=dict)
-    student_path: str | None = None
-    tokenizer: str = "words"
-    num_cameras: int = 2
     chunk: int = 8  # OFT's LIBERO chunk
     max_text_len: int = 24
     image_size: int | None = None  # side for vision towers without a fixed size (Qwen2.5-VL)
     head_hidden: int = 0  # 0: the VLM's width
     image_mean: list[float] | None = None  # None: the family's processor default
     image_std: list[float] | None = None
-    action_dim: int = 7
-    proprio_dim: int = 8
 
 
 
@@ -255,11 +255,11 @@ def _drop_lm_head(vlm: nn.Module) -> None:
     setattr(vlm.get_submodule(parent), name, None)
 
 
+@register_student("oft")
 class OFTStudent(Student):
     """OFT-style action regression on a transformers VLM (see the module docstring)."""
 
-    kind: ClassVar[str] = "oft"
-    config_class: ClassVar[type] = OFTStudentConfig
+    config_class = OFTStudentConfig
 
     def __init__(self, config: OFTStudentConfig, vlm: nn.Module | None = None) -> None:
         super().__init__()
@@ -359,13 +359,6 @@ class OFTStudent(Student):
             overrides.setdefault("image_size", 64)
         return cls(OFTStudentConfig.from_dict({**overrides, "vlm": OFT_PRESETS[name]}))
 
-    def config_dict(self) -> dict[str, Any]:
-        return self.config.to_dict()
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> OFTStudent:
-        return cls(OFTStudentConfig.from_dict(dict(config)))
-
     def full_train(self) -> list[str]:
         """OFT's new parts: the proprio projector, the action queries and the head."""
         return ["proprio_proj.", "action_queries", "action_head."]
@@ -391,8 +384,7 @@ class OFTStudent(Student):
                                    mode="bilinear", antialias=True, align_corners=False
                                    ).view(b, s, 3, self.image_size, self.image_size)
         pixels = ((images - self.image_mean) / self.image_std).to(dtype)
-        text = [(self.text.bos + self.text.encode(t))[: self.config.max_text_len - len(self.text.newline)]
-                + self.text.newline for t in batch["instructions"]]
+        text = instruction_rows(self.text, batch["instructions"], self.config.max_text_len)
         text_ids, text_mask = pad_rows(text, self.config.max_text_len, self.text.pad)
         run = [self.image_token_id] * self.tokens_per_image
         if self.wrap_ids:
@@ -457,20 +449,12 @@ class OFTStudent(Student):
         queries = out.last_hidden_state[:, -self.chunk:]
         return self.action_head(queries.to(own)).float()
 
-    def forward(self, inputs: dict[str, Any], *, actions_only: bool = False) -> torch.Tensor:
-        """OFT's L1 over valid chunk steps, or with ``actions_only`` the action chunk.
-
-        Both go through ``forward`` so taps rooted at the student see every pass (see the
-        module docstring)."""
-        if actions_only:
-            return self.actions_from(inputs)
+    def action_loss(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """OFT's L1 over valid chunk steps."""
         if "actions" not in inputs:
             raise RocketError("the OFT action loss needs `actions` in the batch; prepare a training batch.")
         return action_l1(self.actions_from(inputs), inputs["actions"], inputs["action_mask"])
 
-    def action_loss(self, inputs: dict[str, Any]) -> torch.Tensor:
-        return self(inputs)
-
     @torch.no_grad()
     def predict(self, inputs: dict[str, Any]) -> torch.Tensor:
-        return self(inputs, actions_only=True)
+        return self.actions_from(inputs)

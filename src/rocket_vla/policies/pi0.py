@@ -12,7 +12,7 @@ the student only translates our LIBERO batches into its inputs and back:
   config's ``vlm_config.image_token_id`` and the tokens per camera are the vision tower's
   patch count. Text uses the checkpoint's tokenizer when ``student_path`` holds one
   (``tokenizer="checkpoint"``); configs built offline have no tokenizer files, so the tiny
-  preset uses the deterministic hashed-word tokenizer of :mod:`pi0_inputs` (``"words"``).
+  preset uses the deterministic hashed-word tokenizer of :mod:`prompt` (``"words"``).
 * **state / actions**: the 8-dim proprio is zero-padded to ``max_state_dim`` and the 7-dim
   action chunk to ``max_action_dim``; the chunk length is the model's ``chunk_size``.
   ``action_dim``/``proprio_dim`` record which leading dims are real.
@@ -25,36 +25,32 @@ the student only translates our LIBERO batches into its inputs and back:
   official openpi LIBERO client replans every 5 steps (``replan_steps = 5`` in openpi's
   ``examples/libero/main.py``).
 * **taps**: the PaliGemma language-model blocks ``model.vlm.language_model.layers`` over the
-  image-token span read from ``input_ids``; ``align_layout = "pi0"`` selects the paper's
-  pairs and Spatial Forcing layer, ``align_weight = 0.125`` the paper's pi0 lambda.
+  image-token span read from ``input_ids``. The paper's pairs and lambda for pi0 are the
+  ``paper_pi0`` config's, not the student's.
 
-``forward(inputs)`` is the action loss and ``forward(inputs, sample=True)`` the sampled chunk
-(what :meth:`predict` calls), so a :class:`~rocket_vla.align.LayerTaps` whose root is the
-student sees every pass.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from rocket_vla.errors import DictConfig, RocketError
-from rocket_vla.policies.pi0_inputs import (
+from rocket_vla.errors import RocketError
+from rocket_vla.policies.losses import masked_mean
+from rocket_vla.policies.paligemma import (
+    PaliGemmaStudentConfig,
     flow_targets,
-    image_token_index,
-    pad_rows,
+    image_prompt,
+    padded_state,
     paligemma_pixels,
+    refuse_checkpointing,
     set_paligemma_layout,
 )
-from rocket_vla.policies.student import Student, load_local_pretrained
-
-#: The paper's alignment weight for pi0 (method.md: lambda 0.125 in the pi0 settings).
-PI0_ALIGN_WEIGHT = 0.125
-#: Actions of a chunk the official openpi LIBERO client executes before replanning.
-OPENPI_LIBERO_REPLAN_STEPS = 5
+from rocket_vla.policies.pretrained import load_local_pretrained
+from rocket_vla.policies.prompt import image_token_index, instruction_rows
+from rocket_vla.policies.student import Student, register_student
 
 _TINY_VOCAB = 1024
 #: ``pi0-tiny``: the real layout (SigLIP -> PaliGemma with 18 Gemma blocks, an 18-block Gemma
@@ -93,7 +89,7 @@ PI0_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class PI0StudentConfig(DictConfig):
+class PI0StudentConfig(PaliGemmaStudentConfig):
     """What rebuilds a pi0 student: the transformers config plus our prompt/eval settings.
 
     ``model`` is ``PI0Config.to_dict()``; ``student_path`` records where pretrained weights
@@ -102,15 +98,7 @@ class PI0StudentConfig(DictConfig):
 
     CONFIG_WHAT = "pi0 student"
 
-    model: dict[str, Any] = field(default_factory=dict)
-    student_path: str | None = None
-    tokenizer: str = "words"
-    num_cameras: int = 2
     max_text_len: int = 48  # openpi's max_token_len for pi0
-    execute: int = OPENPI_LIBERO_REPLAN_STEPS
-    num_inference_steps: int | None = None
-    action_dim: int = 7
-    proprio_dim: int = 8
 
 
 
@@ -124,15 +112,13 @@ def _pi0_config(model: dict[str, Any]):
         raise RocketError(f"the recorded pi0 config is invalid ({err}); rebuild it from a preset.") from None
 
 
+@register_student("pi0")
 class PI0Student(Student):
     """pi0 (transformers) through the Student interface; see the module docstring."""
 
-    kind: ClassVar[str] = "pi0"
-    config_class: ClassVar[type] = PI0StudentConfig
+    config_class = PI0StudentConfig
     blocks_path = "model.model.vlm.language_model.layers"
     final_path = "model.model.vlm.language_model.norm"
-    #: The paper's pi0 lambda, the default alignment weight of this student.
-    align_weight: ClassVar[float] = PI0_ALIGN_WEIGHT
 
     def __init__(self, config: PI0StudentConfig, model: Any | None = None) -> None:
         super().__init__()
@@ -151,14 +137,6 @@ class PI0Student(Student):
                              image_token_id=cfg.vlm_config.image_token_id,
                              max_state_dim=cfg.max_state_dim, max_action_dim=cfg.max_action_dim,
                              chunk=cfg.chunk_size)
-
-    @property
-    def align_layout(self) -> str | None:
-        """``"pi0"`` when the language model has pi0's 18 blocks (pi0-tiny and real pi0), else
-        ``None`` (balanced pairs). The official pi0 run (openpi-ROCKET's JAX trainer) aligned
-        block *outputs* "2..10, -1", i.e. our 3..11 and 18 before the final norm, and Spatial
-        Forcing at our 13 (``align.config.PAPER_PAIRS`` / ``PAPER_SF_LAYER``)."""
-        return "pi0" if self.depth == 18 else None
 
     # -- building ------------------------------------------------------------------------
     @classmethod
@@ -187,20 +165,11 @@ class PI0Student(Student):
         config = PI0StudentConfig.from_dict({**overrides, "model": {**PI0_PRESETS[name], **model_overrides}})
         return cls(config)
 
-    def config_dict(self) -> dict[str, Any]:
-        return self.config.to_dict()
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> PI0Student:
-        return cls(PI0StudentConfig.from_dict(dict(config)))
-
     # -- LoRA ----------------------------------------------------------------------------
     def lora_targets(self) -> list[str]:
         """Linear layers of both transformers of pi0: the PaliGemma language model and the
         action expert (openpi's pi0 LoRA recipe adapts both Gemmas)."""
-        prefixes = (self.blocks_path + ".", "model.model.dit.layers.")
-        return [name for name, module in self.named_modules()
-                if name.startswith(prefixes) and isinstance(module, torch.nn.Linear)]
+        return self.linear_layers(self.blocks_path, "model.model.dit.layers")
 
     def full_train(self) -> list[str]:
         """pi0's action head: the state/action/time embeddings and the velocity projection."""
@@ -210,37 +179,23 @@ class PI0Student(Student):
         """Refused: transformers' checkpointed layers drop the key/value cache (``cache=None``) in
         training, and pi0's action expert attends to the PaliGemma prefix through that cache, so
         the first step would fail. Replaying cache writers would append the prefix twice."""
-        raise RocketError(
-            "transformers' pi0 cannot train with gradient checkpointing (checkpointed layers drop the "
-            "prefix key/value cache its action expert reads); drop --gradient_checkpointing and "
-            "lower the batch size or use LoRA instead."
-        )
+        refuse_checkpointing("transformers' pi0")
 
     # -- batches -------------------------------------------------------------------------
-    def _prompt(self, instructions: list[str], cameras: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = [self.image_token_id] * (self.tokens_per_image * cameras)
-        rows = [(self.text.bos + self.text.encode(t))[: self.config.max_text_len - len(self.text.newline)]
-                + self.text.newline for t in instructions]
-        ids, mask = pad_rows(rows, self.config.max_text_len, self.text.pad)
-        lead = torch.tensor(image, dtype=torch.long).expand(len(rows), -1)
-        return torch.cat([lead, ids], 1), torch.cat([torch.ones_like(lead), mask], 1)
-
     def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
         device, dtype = self.device, next(self.parameters()).dtype
         pixels = paligemma_pixels(self, batch["images"], "pi0")
         b, s = pixels.shape[:2]
-        input_ids, attention_mask = self._prompt(list(batch["instructions"]), s)
-        proprio = batch["proprio"].to(device=device, dtype=torch.float32)
-        if proprio.shape[-1] != self.proprio_dim:
-            raise RocketError(f"pi0 was set up for {self.proprio_dim}-dim proprio, got {proprio.shape[-1]}; "
-                              "set proprio_dim to the data's.")
+        rows = instruction_rows(self.text, list(batch["instructions"]), self.config.max_text_len)
+        input_ids, attention_mask = image_prompt(self, rows, s)
         cfg = self.model.config
+        state = padded_state(self, batch, "pi0", cfg.max_state_dim)
         inputs: dict[str, Any] = {
             "input_ids": input_ids.to(device),
             "attention_mask": attention_mask.to(device),
             "pixel_values": pixels.to(dtype),
             "pixel_attention_mask": torch.ones(b, s, dtype=torch.bool, device=device),
-            "state": F.pad(proprio, (0, cfg.max_state_dim - self.proprio_dim)).to(dtype),
+            "state": state.to(device=device, dtype=dtype),
         }
         inputs.update(flow_targets(self, batch, "pi0", cfg.max_action_dim, dtype))
         return inputs
@@ -250,17 +205,7 @@ class PI0Student(Student):
         return image_token_index(inputs["input_ids"], [self.image_token_id], self.tokens_per_image * cameras)
 
     # -- loss and actions ------------------------------------------------------------------
-    def forward(self, inputs: dict[str, Any], *, sample: bool = False) -> torch.Tensor:
-        """The action loss, or with ``sample`` the chunk from ``sample_actions``; both go through
-        ``forward`` so taps rooted at the student see every pass (module docstring)."""
-        if sample:
-            chunk = self.model.sample_actions(
-                state=inputs["state"], input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"],
-                noise=inputs.get("noise"), attention_mask=inputs["attention_mask"],
-                pixel_attention_mask=inputs["pixel_attention_mask"],
-                num_steps=self.config.num_inference_steps,
-            )
-            return chunk[..., : self.action_dim].float()
+    def action_loss(self, inputs: dict[str, Any]) -> torch.Tensor:
         if "actions" not in inputs:
             raise RocketError("pi0's action loss needs `actions` in the batch; prepare a training batch.")
         out = self.model(
@@ -269,15 +214,18 @@ class PI0Student(Student):
             actions=inputs["actions"], noise=inputs.get("noise"), timestep=inputs.get("timestep"),
         )
         per_element = out.loss[..., : self.action_dim].float()  # [B, chunk, real action dims]
-        valid = inputs["action_mask"][..., None].expand_as(per_element).float()
-        return (per_element * valid).sum() / valid.sum().clamp_min(1.0)
-
-    def action_loss(self, inputs: dict[str, Any]) -> torch.Tensor:
-        return self(inputs)
+        return masked_mean(per_element, inputs["action_mask"])
 
     @torch.no_grad()
     def predict(self, inputs: dict[str, Any]) -> torch.Tensor:
-        return self(inputs, sample=True)
+        """The chunk from ``sample_actions`` (Euler integration of the flow)."""
+        chunk = self.model.sample_actions(
+            state=inputs["state"], input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"],
+            noise=inputs.get("noise"), attention_mask=inputs["attention_mask"],
+            pixel_attention_mask=inputs["pixel_attention_mask"],
+            num_steps=self.config.num_inference_steps,
+        )
+        return chunk[..., : self.action_dim].float()
 
     def prediction_noise(self, generator: torch.Generator) -> torch.Tensor:
         """One sample's flow-matching start noise ``[chunk_size, max_action_dim]`` from its own

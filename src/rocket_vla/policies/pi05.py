@@ -21,8 +21,8 @@ token) lives in :mod:`pi05_model`; this module turns our LIBERO batches into its
 * **taps**: the PaliGemma language-model blocks over the image-token span. The official
   pi0.5 run (openpi-ROCKET's PyTorch trainer) takes its last pair *after* the final norm, so
   ``final_path`` names ``final_tap``: an identity that the final norm's output passes through
-  (a forward hook), whose input the taps read. ``align_layout = "pi05"`` selects the official
-  pairs, ``align_weight = 0.5`` the official pi0.5 LIBERO lambda.
+  (a forward hook), whose input the taps read. The official pairs and lambda are the
+  ``paper_pi05`` config's, not the student's.
 * **weights**: ``--student_path DIR`` with a ``model.safetensors`` in LeRobot's ``pi05`` layout
   (keys ``model.paligemma_with_expert.…``) or openpi's PyTorch conversion (the same keys
   without ``model.``); other layouts are refused with the keys that did not map.
@@ -30,30 +30,29 @@ token) lives in :mod:`pi05_model`; this module turns our LIBERO batches into its
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from rocket_vla.errors import DictConfig, RocketError
-from rocket_vla.policies.pi0_inputs import (
+from rocket_vla.errors import RocketError
+from rocket_vla.policies.losses import masked_mean
+from rocket_vla.policies.paligemma import (
+    PaliGemmaStudentConfig,
     flow_targets,
-    image_token_index,
-    pad_rows,
+    image_prompt,
+    padded_state,
     paligemma_pixels,
+    refuse_checkpointing,
     set_paligemma_layout,
 )
 from rocket_vla.policies.pi05_model import PI05Model
-from rocket_vla.policies.student import Student
+from rocket_vla.policies.prompt import image_token_index
+from rocket_vla.policies.student import Student, register_student
 
-#: The official pi0.5 LIBERO lambda (openpi-ROCKET ``pi05_libero_align10_rocket_64bsz``).
-PI05_ALIGN_WEIGHT = 0.5
-#: Actions of a chunk the official openpi LIBERO client executes before replanning.
-OPENPI_LIBERO_REPLAN_STEPS = 5
 #: State bins of the discretised-state prompt (openpi ``PaligemmaTokenizer``).
 STATE_BINS = 256
 
@@ -103,21 +102,13 @@ PI05_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class PI05StudentConfig(DictConfig):
+class PI05StudentConfig(PaliGemmaStudentConfig):
     """What rebuilds a pi0.5 student: the network spec plus prompt/eval settings."""
 
     CONFIG_WHAT = "pi0.5 student"
 
-    model: dict[str, Any] = field(default_factory=dict)
-    student_path: str | None = None
-    tokenizer: str = "words"
-    num_cameras: int = 2
     max_text_len: int = 200  # openpi's max_token_len for pi05
     discrete_state: bool = True
-    execute: int = OPENPI_LIBERO_REPLAN_STEPS
-    num_inference_steps: int | None = None
-    action_dim: int = 7
-    proprio_dim: int = 8
 
 
 def discretize_state(state: torch.Tensor) -> list[list[int]]:
@@ -131,15 +122,14 @@ def clean_instruction(text: str) -> str:
     return text.strip().replace("_", " ").replace("\n", " ")
 
 
+@register_student("pi05")
 class PI05Student(Student):
     """pi0.5 through the Student interface; see the module docstring."""
 
-    kind: ClassVar[str] = "pi05"
-    config_class: ClassVar[type] = PI05StudentConfig
+    config_class = PI05StudentConfig
     blocks_path = "model.vlm.language_model.layers"
     #: the identity the final norm's output passes through: taps read the normed stream.
     final_path = "final_tap"
-    align_weight: ClassVar[float] = PI05_ALIGN_WEIGHT
 
     def __init__(self, config: PI05StudentConfig, model: PI05Model | None = None) -> None:
         super().__init__()
@@ -158,12 +148,6 @@ class PI05Student(Student):
         """Forward hook on the final norm: its output passes through ``final_tap`` (a bound
         method, so a deep copy of the student hooks its own tap)."""
         return self.final_tap(out)
-
-    @property
-    def align_layout(self) -> str | None:
-        """``"pi05"`` (the official pairs, ``align.config.PAPER_PAIRS``) for an 18-block
-        PaliGemma (tiny and real size); else ``None`` (balanced pairs)."""
-        return "pi05" if self.depth == 18 else None
 
     # -- building ------------------------------------------------------------------------
     @classmethod
@@ -185,19 +169,10 @@ class PI05Student(Student):
             load_pi05_weights(student, Path(path))
         return student
 
-    def config_dict(self) -> dict[str, Any]:
-        return self.config.to_dict()
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> PI05Student:
-        return cls(PI05StudentConfig.from_dict(dict(config)))
-
     # -- LoRA and memory -------------------------------------------------------------------
     def lora_targets(self) -> list[str]:
         """Linear layers of both Gemmas (openpi's LoRA variants adapt both)."""
-        prefixes = (self.blocks_path + ".", "model.expert.layers.")
-        return [name for name, module in self.named_modules()
-                if name.startswith(prefixes) and isinstance(module, nn.Linear)]
+        return self.linear_layers(self.blocks_path, "model.expert.layers")
 
     def full_train(self) -> list[str]:
         """pi0.5's action head: action in/out projections, the time MLP and the final AdaRMS norm
@@ -207,11 +182,7 @@ class PI05Student(Student):
 
     def enable_gradient_checkpointing(self) -> None:
         """Refused: checkpointed VLM layers drop the prefix key/value cache that the expert reads."""
-        raise RocketError(
-            "pi0.5 cannot train with gradient checkpointing (checkpointed layers drop the prefix "
-            "key/value cache its action expert reads); drop --gradient_checkpointing and lower the "
-            "batch size or use LoRA instead."
-        )
+        refuse_checkpointing("pi0.5")
 
     # -- batches -------------------------------------------------------------------------
     def _prompt_text(self, instruction: str, state: list[int] | None) -> list[int]:
@@ -225,28 +196,16 @@ class PI05Student(Student):
         head, _, tail = full.partition("\n")
         return self.text.bos + self.text.encode(head) + self.text.newline + self.text.encode(tail)
 
-    def _prompt(self, instructions: list[str], states: list[list[int]] | None, cameras: int
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        image = [self.image_token_id] * (self.tokens_per_image * cameras)
-        rows = [self._prompt_text(t, None if states is None else states[i])
-                for i, t in enumerate(instructions)]
-        ids, mask = pad_rows(rows, self.config.max_text_len, self.text.pad)
-        lead = torch.tensor(image, dtype=torch.long).expand(len(rows), -1)
-        return torch.cat([lead, ids], 1), torch.cat([torch.ones_like(lead), mask], 1)
-
     def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
         device, dtype = self.device, next(self.parameters()).dtype
         pixels = paligemma_pixels(self, batch["images"], "pi0.5")
         s = pixels.shape[1]
-        proprio = batch["proprio"].to(dtype=torch.float32)
-        if proprio.shape[-1] != self.proprio_dim:
-            raise RocketError(f"pi0.5 was set up for {self.proprio_dim}-dim proprio, got "
-                              f"{proprio.shape[-1]}; set proprio_dim to the data's.")
         spec = self.config.model
-        states = None
-        if self.config.discrete_state:
-            states = discretize_state(F.pad(proprio, (0, spec["max_state_dim"] - self.proprio_dim)))
-        input_ids, attention_mask = self._prompt(list(batch["instructions"]), states, s)
+        state = padded_state(self, batch, "pi0.5", spec["max_state_dim"])
+        states = discretize_state(state) if self.config.discrete_state else None
+        rows = [self._prompt_text(t, None if states is None else states[i])
+                for i, t in enumerate(batch["instructions"])]
+        input_ids, attention_mask = image_prompt(self, rows, s)
         inputs: dict[str, Any] = {
             "input_ids": input_ids.to(device),
             "attention_mask": attention_mask.to(device),
@@ -260,24 +219,16 @@ class PI05Student(Student):
         return image_token_index(inputs["input_ids"], [self.image_token_id], self.tokens_per_image * cameras)
 
     # -- loss and actions ------------------------------------------------------------------
-    def forward(self, inputs: dict[str, Any], *, sample: bool = False) -> torch.Tensor:
-        """The action loss, or with ``sample`` the sampled chunk (both through ``forward`` so
-        taps rooted at the student see every pass)."""
-        if sample:
-            steps = self.config.num_inference_steps or int(self.config.model["num_inference_steps"])
-            return self.model.sample(inputs, steps)[..., : self.action_dim].float()
+    def action_loss(self, inputs: dict[str, Any]) -> torch.Tensor:
         if "actions" not in inputs:
             raise RocketError("pi0.5's action loss needs `actions` in the batch; prepare a training batch.")
-        per_element = self.model.loss(inputs)[..., : self.action_dim]
-        valid = inputs["action_mask"][..., None].expand_as(per_element).float()
-        return (per_element * valid).sum() / valid.sum().clamp_min(1.0)
-
-    def action_loss(self, inputs: dict[str, Any]) -> torch.Tensor:
-        return self(inputs)
+        return masked_mean(self.model.loss(inputs)[..., : self.action_dim], inputs["action_mask"])
 
     @torch.no_grad()
     def predict(self, inputs: dict[str, Any]) -> torch.Tensor:
-        return self(inputs, sample=True)
+        """The chunk sampled by Euler integration of the flow in ``num_inference_steps``."""
+        steps = self.config.num_inference_steps or int(self.config.model["num_inference_steps"])
+        return self.model.sample(inputs, steps)[..., : self.action_dim].float()
 
     def prediction_noise(self, generator: torch.Generator) -> torch.Tensor:
         """One sample's flow-matching start noise ``[chunk, max_action_dim]`` from its own (CPU)

@@ -2,16 +2,21 @@
 
 Why one small base class: the trainer, ``rocket eval``, ``rocket profile`` and the demo must
 work for MiniVLA, pi0 and OFT-style students alike, so they talk to a student only through
-the members below. A new student is one file in ``policies/`` (a subclass) plus one line in
-:data:`REGISTRY`.
+the members below. A new student is one file: a subclass that sets ``config_class`` (a
+:class:`~rocket_vla.dictconfig.DictConfig` dataclass), builds itself from that config in
+``__init__``, fills in :meth:`~Student.prepare`, :meth:`~Student.visual_index`,
+:meth:`~Student.action_loss` and :meth:`~Student.predict`, and registers itself with
+``@register_student("kind")``. A file under ``rocket_vla/policies/`` is found by its kind
+without editing anything else; a file elsewhere is registered by importing it.
 
 Conventions shared by every student:
 
 * the batch handed to :meth:`Student.prepare` is the library's, not the model's: images
   float ``[B, S, 3, H, W]`` in [0, 1] at ``image_size`` (already cropped/augmented),
-  proprio ``[B, 8]`` and actions ``[B, chunk, 7]`` *normalised* (q01/q99, ``data.normalize``),
-  ``action_mask`` ``[B, chunk]`` and the raw instruction strings. The student tokenises and
-  pads to its own widths there; it returns and predicts *normalised* 7-dim actions.
+  proprio ``[B, proprio_dim]`` and actions ``[B, chunk, action_dim]`` *normalised* (q01/q99,
+  ``data.normalize``), ``action_mask`` ``[B, chunk]`` and the raw instruction strings. The
+  student tokenises and pads to its own widths there; it returns and predicts *normalised*
+  actions of the data's ``action_dim`` (LIBERO: 7, gripper last).
 * hidden-state index ``k`` is the stream after block ``k`` of ``blocks_path`` (0 = the
   embeddings), as everywhere in rocket-vla; :meth:`visual_index` says which tokens of that
   stream are the image tokens.
@@ -23,17 +28,20 @@ Conventions shared by every student:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
+import pkgutil
 import re
-from abc import ABC, abstractmethod
-from collections.abc import Collection
+from abc import ABCMeta, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
 
+from rocket_vla.dictconfig import DictConfig
 from rocket_vla.errors import RocketError
 
 #: Tokenizer and processor files a pretrained folder may hold (transformers' names); the
@@ -42,41 +50,106 @@ ASSET_NAMES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "sp
                "added_tokens.json", "vocab.json", "merges.txt", "preprocessor_config.json",
                "processor_config.json", "chat_template.json", "chat_template.jinja")
 
-#: kind -> "module:Class". Import paths, so that listing students imports no model code
-#: (pi0 and OFT pull in transformers' VLM classes).
-REGISTRY: dict[str, str] = {
-    "minivla": "rocket_vla.policies.minivla:MiniVLA",
-    "pi0": "rocket_vla.policies.pi0:PI0Student",
-    "pi05": "rocket_vla.policies.pi05:PI05Student",
-    "oft": "rocket_vla.policies.oft:OFTStudent",
-}
+class _Registry(dict[str, str]):
+    """kind -> the module that registers it. ``kind in REGISTRY`` looks through the package's
+    modules when the kind is not listed yet, so a student in a new file answers every check
+    (``rocket train --student KIND`` included) without an edit elsewhere."""
+
+    def __contains__(self, kind: object) -> bool:
+        if not dict.__contains__(self, kind):
+            discover_students()
+        return dict.__contains__(self, kind)
 
 
-class Student(nn.Module, ABC):
+#: The built-in students are listed by module so that listing kinds imports no model code (pi0
+#: and OFT pull in transformers' VLM classes) and asking for one imports only its own module;
+#: :func:`register_student` adds every other kind it sees.
+REGISTRY = _Registry({
+    "minivla": "rocket_vla.policies.minivla",
+    "pi0": "rocket_vla.policies.pi0",
+    "pi05": "rocket_vla.policies.pi05",
+    "oft": "rocket_vla.policies.oft",
+})
+_CLASSES: dict[str, type[Student]] = {}
+_KIND = re.compile(r"[a-z][a-z0-9_.-]*")
+
+#: What the trainer, the taps and evaluation read from every student; each must be set (as an
+#: attribute or a property) by the end of ``__init__``, which construction checks by name.
+REQUIRED_MEMBERS = ("blocks_path", "depth", "width", "num_cameras", "image_size", "image_grid",
+                    "chunk", "action_dim", "proprio_dim")
+
+S = TypeVar("S", bound="type[Student]")
+
+
+class _StudentMeta(ABCMeta):
+    """Checks a student right after its ``__init__``, so a member it forgot to set is named
+    at construction instead of failing deep inside the trainer."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        student = super().__call__(*args, **kwargs)
+        student.check_members()
+        return student
+
+
+def _is_abstract(cls: type) -> bool:
+    """Whether ``cls`` still leaves one of :class:`Student`'s abstract methods unimplemented
+    (``ABCMeta`` computes ``__abstractmethods__`` only after ``__init_subclass__`` runs)."""
+    return any(getattr(getattr(cls, name, None), "__isabstractmethod__", False)
+               for name in Student.__abstractmethods__)
+
+
+class Student(nn.Module, metaclass=_StudentMeta):
     """Abstract base of every student (see the module docstring for the batch conventions).
 
-    Subclasses set the class/instance attributes below (plain attributes or properties) and
-    implement the abstract methods. ``lora_targets`` and ``full_train`` have defaults that
-    suit a model whose language model *is* ``blocks_path``.
+    A subclass sets ``config_class``, builds itself from an instance of it in ``__init__``
+    (storing it as ``self.config``), sets the :data:`REQUIRED_MEMBERS` (plain attributes or
+    properties) and implements the four abstract methods. Everything else has a default that
+    suits a model whose language model *is* ``blocks_path``.
     """
 
-    kind: ClassVar[str]
+    kind: ClassVar[str]  # set by @register_student
     #: the dataclass of the student's settings (what ``config_dict`` holds); its fields are the
     #: keys ``rocket train --student_config.KEY VALUE`` may set
-    config_class: ClassVar[type]
+    config_class: ClassVar[type[DictConfig]]
+    config: Any  # the config_class instance the student was built from
     blocks_path: str  # dotted path from self to the ModuleList of blocks (LayerTaps)
     final_path: str | None = None  # module whose input is the stream after the last block
     depth: int  # number of blocks
     width: int  # residual width
-    num_cameras: int  # images per sample (LIBERO: agentview + wrist)
+    num_cameras: int  # images per sample
     image_size: int  # square side of the images prepare() takes
     image_grid: tuple[int, int]  # visual tokens per camera (rows, cols), row-major
     chunk: int  # actions predicted per call
-    action_dim: int = 7  # the REAL dims of the data (a model may pad internally)
-    proprio_dim: int = 8
+    action_dim: int  # the REAL dims of the data (a model may pad internally)
+    proprio_dim: int
     default_execute: int | None = None  # actions of a chunk run before replanning (None: all)
-    align_weight: float = 0.5  # default lambda when TrainConfig.align_weight is None (paper: 0.5)
-    align_layout: str | None = None  # key of align.config.PAPER_PAIRS with this student's pairs
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if _is_abstract(cls):
+            return
+        config = getattr(cls, "config_class", None)
+        if not (isinstance(config, type) and dataclasses.is_dataclass(config)
+                and issubclass(config, DictConfig)):
+            raise TypeError(f"{cls.__qualname__} must set config_class to a DictConfig dataclass "
+                            "(the settings it is built from and checkpoints record).")
+
+    def check_members(self) -> None:
+        """Refuse a student whose ``__init__`` left a required member unset, naming it."""
+        missing = [name for name in REQUIRED_MEMBERS if not hasattr(self, name)]
+        if not isinstance(getattr(self, "config", None), self.config_class):
+            missing.insert(0, "config")
+        if missing:
+            raise TypeError(f"{type(self).__qualname__}.__init__ does not set "
+                            f"{', '.join(missing)}; every Student sets {', '.join(REQUIRED_MEMBERS)} "
+                            "and self.config.")
+        try:
+            blocks = self.get_submodule(self.blocks_path)
+        except AttributeError:
+            blocks = None
+        if not isinstance(blocks, nn.ModuleList) or len(blocks) != self.depth:
+            raise TypeError(f"{type(self).__qualname__}.blocks_path {self.blocks_path!r} must name a "
+                            f"ModuleList of depth={self.depth} blocks.")
 
     # -- batches ---------------------------------------------------------------------
     @abstractmethod
@@ -101,14 +174,14 @@ class Student(nn.Module, ABC):
         """Normalised action chunk ``[B, chunk, action_dim]`` (no gradients; for evaluation)."""
 
     # -- rebuilding ------------------------------------------------------------------
-    @abstractmethod
     def config_dict(self) -> dict[str, Any]:
         """JSON-able description that :meth:`from_config` rebuilds the architecture from."""
+        return self.config.to_dict()
 
     @classmethod
-    @abstractmethod
     def from_config(cls, config: dict[str, Any]) -> Student:
         """A randomly initialised student of the architecture ``config`` describes."""
+        return cls(cls.config_class.from_dict(dict(config)))
 
     @classmethod
     def build(cls, preset: str | None = None, path: str | None = None, **overrides: Any) -> Student:
@@ -138,9 +211,13 @@ class Student(nn.Module, ABC):
     def lora_targets(self) -> list[str]:
         """Full names of the ``nn.Linear`` modules that get LoRA adapters: by default every
         linear layer inside the blocks (the language model's linear layers)."""
-        prefix = self.blocks_path + "."
+        return self.linear_layers(self.blocks_path)
+
+    def linear_layers(self, *paths: str) -> list[str]:
+        """Full names of the ``nn.Linear`` modules under any of the module ``paths``."""
+        prefixes = tuple(path + "." for path in paths)
         return [name for name, module in self.named_modules()
-                if name.startswith(prefix) and isinstance(module, nn.Linear)]
+                if name.startswith(prefixes) and isinstance(module, nn.Linear)]
 
     def full_train(self) -> list[str]:
         """Parameter-name prefixes trained in full under LoRA (the action head and the other
@@ -176,22 +253,55 @@ class Student(nn.Module, ABC):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable)
 
 
+def register_student(kind: str) -> Callable[[S], S]:
+    """Class decorator: make ``kind`` (``rocket train --student KIND``) build this student.
+
+    Put it on the class in the student's own file; a file under ``rocket_vla/policies/`` is
+    found without further edits, any other file is registered by importing it."""
+    if not isinstance(kind, str) or not _KIND.fullmatch(kind):
+        raise TypeError(f"student kind {kind!r} must be lower-case letters, digits, '_', '.' or '-'.")
+
+    def decorate(cls: S) -> S:
+        if not (isinstance(cls, type) and issubclass(cls, Student)) or _is_abstract(cls):
+            raise TypeError(f"@register_student({kind!r}) decorates {cls!r}, which is not a concrete "
+                            "Student subclass.")
+        known = _CLASSES.get(kind)
+        if known is not None and known.__qualname__ != cls.__qualname__:
+            raise TypeError(f"student kind {kind!r} is taken by {known.__module__}.{known.__qualname__}; "
+                            f"register {cls.__qualname__} under another kind.")
+        cls.kind = kind
+        _CLASSES[kind] = cls
+        REGISTRY.setdefault(kind, cls.__module__)
+        return cls
+
+    return decorate
+
+
+def discover_students() -> list[str]:
+    """Import every module of this package (finding students added as new files) and return
+    every registered kind, sorted."""
+    package = importlib.import_module("rocket_vla.policies")
+    for info in pkgutil.iter_modules(package.__path__, "rocket_vla.policies."):
+        try:
+            importlib.import_module(info.name)
+        except ImportError:
+            continue  # an optional student whose extra is not installed: the others still answer
+    return sorted(REGISTRY)
+
+
 def student_class(kind: str) -> type[Student]:
-    """The class registered under ``kind`` (imported on first use)."""
-    path = REGISTRY.get(kind)
-    if path is None:
-        raise RocketError(f"unknown student {kind!r}; choose one of {', '.join(sorted(REGISTRY))}.")
-    module, _, name = path.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise RocketError(
-            f"cannot import the {kind} student ({err}); install rocket-vla[students] or fix "
-            "the registry entry."
-        ) from err
-    if not (isinstance(cls, type) and issubclass(cls, Student)):
-        raise RocketError(f"registry entry {path!r} is not a Student subclass; fix the registry.")
-    return cls
+    """The class registered under ``kind``: its module is imported on first use; a kind that no
+    known module registers is looked for in every module of the package."""
+    if kind not in _CLASSES and kind in REGISTRY:  # `in` looks through the package
+        try:
+            importlib.import_module(REGISTRY[kind])
+        except ImportError as err:
+            raise RocketError(f"cannot import the {kind} student ({err}); install "
+                              "rocket-vla[students].") from err
+    if kind not in _CLASSES:
+        kinds = ", ".join(sorted(REGISTRY))
+        raise RocketError(f"unknown student {kind!r}; choose one of {kinds}.")
+    return _CLASSES[kind]
 
 
 def build_student(kind: str, preset: str | None = None, path: str | None = None,
@@ -202,8 +312,6 @@ def build_student(kind: str, preset: str | None = None, path: str | None = None,
     the config lacks is refused here, by name, before anything is built."""
     cls = student_class(kind)
     if overrides:
-        import dataclasses
-
         if "student_path" in overrides:
             raise RocketError("give the pretrained folder with --student_path DIR, not as a "
                               "--student_config key.")
@@ -240,9 +348,10 @@ def apply_lora(student: Student, rank: int, alpha: float | None = None, dropout:
             f"the {student.kind} student names no linear layers for LoRA; train it with "
             "--lora_rank 0."
         )
-    pattern = "^(" + "|".join(re.escape(t) for t in targets) + ")$"
+    # full module names: PEFT matches a name or a dotted suffix, and no module's full name is
+    # a dotted suffix of another's, so exactly these modules are adapted
     config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank,
-                        lora_dropout=dropout, target_modules=pattern, bias="none")
+                        lora_dropout=dropout, target_modules=list(targets), bias="none")
     inject_adapter_in_model(config, student)
     full = tuple(student.full_train())
     for name, p in student.named_parameters():
@@ -262,8 +371,6 @@ def lora_settings(rank: int, alpha: float | None = None) -> dict[str, Any] | Non
 #: {"format", "student": {"kind", "config", "lora"}, "train", "align", "stats", "step"} and
 #: model.safetensors the weights, the student's under "policy." and the aligner's under "aligner.".
 CHECKPOINT_FORMAT = "rocket-vla/checkpoint/2"
-#: MiniVLA-only checkpoints written before the Student interface ("model" = MiniVLA config).
-LEGACY_FORMAT = "rocket-vla/minivla-checkpoint/1"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
@@ -276,13 +383,11 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def student_spec(saved: dict[str, Any], where: Any = "the checkpoint") -> dict[str, Any]:
-    """``{"kind", "config", "lora"}`` of a checkpoint's config.json (either format)."""
+    """``{"kind", "config", "lora"}`` of a checkpoint's config.json."""
     fmt = saved.get("format")
     if fmt == CHECKPOINT_FORMAT and isinstance(saved.get("student"), dict):
         spec = saved["student"]
         return {"kind": spec["kind"], "config": spec["config"], "lora": spec.get("lora")}
-    if fmt == LEGACY_FORMAT and isinstance(saved.get("model"), dict):
-        return {"kind": "minivla", "config": saved["model"], "lora": None}
     raise RocketError(
         f"{where} is not a `rocket train` checkpoint (format {fmt!r}); pass one written by "
         "`rocket train`."
@@ -337,48 +442,3 @@ def load_student(path: str | Path, device: str | torch.device = "cpu"
     load_strict(student, state, f"{ckpt} (its recorded {student.kind} config)",
                 "the checkpoint is damaged or from another version.")
     return student.to(device).eval(), saved
-
-
-def load_local_pretrained(model_cls: Any, path: str, what: str, fix: str,
-                          model_types: Collection[str] | None = None) -> Any:
-    """``model_cls.from_pretrained(path, local_files_only=True)`` (nothing is downloaded), checked.
-
-    Why the checks: transformers builds whatever ``config.json`` describes and fills every
-    weight the folder lacks with random values, printing only a warning. A folder of another
-    model (a Llama given as pi0) would build a random model of that size and train it; a
-    badly converted checkpoint would train with random layers. So the folder's ``model_type``
-    must be one of ``model_types`` (read before any weight is allocated), and every weight the
-    model has must come from the folder with nothing left over (after transformers' own key
-    renaming, e.g. LeRobot's ``paligemma_with_expert.*`` names for pi0).
-    """
-    folder = Path(path)
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise RocketError(f"{folder} has no config.json, so it is not a transformers checkpoint "
-                          f"folder; {fix}")
-    try:
-        model_type = json.loads(config_file.read_text()).get("model_type")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        raise RocketError(f"{config_file} is not a valid JSON object; re-download or re-export the "
-                          f"checkpoint ({fix})") from None
-    if model_types is not None and model_type not in model_types:
-        raise RocketError(f"{folder} holds a {model_type!r} model, not {what} (model_type must be "
-                          f"{' or '.join(repr(t) for t in sorted(model_types))}); {fix}")
-    try:
-        # mismatched shapes are collected (not raised) so that one message lists every difference
-        model, info = model_cls.from_pretrained(path, local_files_only=True, output_loading_info=True,
-                                                ignore_mismatched_sizes=True)
-    except (OSError, ValueError) as err:
-        raise RocketError(f"cannot load {what} from {path} ({type(err).__name__}: {err}); {fix}") from None
-    problems = []
-    for label, key in (("missing", "missing_keys"), ("unexpected", "unexpected_keys"),
-                       ("of another shape", "mismatched_keys")):
-        names = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(key) or ())
-        if names:
-            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-            problems.append(f"{len(names)} weights {label} ({shown})")
-    if problems:
-        raise RocketError(f"{folder} does not hold a complete {what}: {'; '.join(problems)}; convert "
-                          "the checkpoint to the transformers layout or point --student_path at the "
-                          "right folder.")
-    return model

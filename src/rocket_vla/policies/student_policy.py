@@ -25,6 +25,7 @@ Use: ``rocket eval --policy checkpoint --checkpoint RUN`` (or ``--policy <kind>`
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +38,9 @@ from rocket_vla.data.preprocess import get_preset
 from rocket_vla.errors import RocketError
 from rocket_vla.policies.student import Student, load_student
 
-#: Observation keys of the cameras, in the order the dataset stacks them (agentview, wrist).
-CAMERA_KEYS = ("agentview", "wrist")
+#: Observation keys of LIBERO's rendered cameras, in the order the dataset stacks them: the
+#: default camera list of a policy (another environment passes its own ``cameras``).
+LIBERO_CAMERAS = ("agentview", "wrist")
 
 
 def eval_crop_box(train_config: dict[str, Any]) -> torch.Tensor:
@@ -79,7 +81,7 @@ class StudentPolicy:
     gripper = "signed"
 
     def __init__(self, student: Student, config: dict[str, Any], *, execute: int | None = None,
-                 preprocess: str = "none") -> None:
+                 preprocess: str = "none", cameras: Sequence[str] = LIBERO_CAMERAS) -> None:
         self.student = student.eval()
         self._prepare_frame = get_preset(preprocess)
         self.stats = DatasetStats.from_dict(config["stats"])
@@ -92,19 +94,15 @@ class StudentPolicy:
                 f"execute must be in 1..{chunk} (the student's chunk), got {execute}; pass "
                 "--policy_kwargs.execute N with N in that range."
             )
-        if student.num_cameras > len(CAMERA_KEYS):
+        if student.num_cameras > len(cameras):
             raise RocketError(
-                f"the student takes {student.num_cameras} cameras but LIBERO renders "
-                f"{len(CAMERA_KEYS)}; train it with num_cameras <= {len(CAMERA_KEYS)}."
+                f"the student takes {student.num_cameras} cameras but the environment renders "
+                f"{len(cameras)}; train it with num_cameras <= {len(cameras)}."
             )
+        self.cameras = tuple(cameras)[: student.num_cameras]
         self._next_seed = 0
         self.episode = EpisodeState("", episode_generator(0))
         self.last_inputs: dict[str, Any] = {}
-
-    @property
-    def model(self) -> Student:
-        """The student (kept under the old name for callers that read ``policy.model``)."""
-        return self.student
 
     @property
     def instruction(self) -> str:
@@ -127,7 +125,7 @@ class StudentPolicy:
         return crop_resize(x, self.box, self.student.image_size)[0]
 
     def _check_keys(self, obs: dict[str, np.ndarray]) -> None:
-        keys = (*CAMERA_KEYS[: self.student.num_cameras], "proprio")
+        keys = (*self.cameras, "proprio")
         for key in keys:
             if key not in obs:
                 raise RocketError(
@@ -141,10 +139,9 @@ class StudentPolicy:
         if len(observations) != len(episodes) or not observations:
             raise RocketError(f"act_batch needs one episode state per observation, got "
                               f"{len(observations)} observations and {len(episodes)} states.")
-        cams = CAMERA_KEYS[: self.student.num_cameras]
         for obs in observations:
             self._check_keys(obs)
-        images = torch.stack([torch.stack([self._image(o[k]) for k in cams]) for o in observations])
+        images = torch.stack([torch.stack([self._image(o[k]) for k in self.cameras]) for o in observations])
         proprio = torch.from_numpy(np.stack([self.stats.proprio.normalize(o["proprio"])
                                              for o in observations])).float()
         batch: dict[str, Any] = {"images": images, "proprio": proprio,
@@ -163,7 +160,7 @@ class StudentPolicy:
         chunks = []
         for row in pred:
             actions = self.stats.action.unnormalize(row)
-            actions[:, 6] = -actions[:, 6]  # env convention (+1 close) -> signed model (+1 open)
+            actions[:, -1] = -actions[:, -1]  # gripper, last: env (+1 close) -> signed model (+1 open)
             chunks.append(actions[: self.execute].astype(np.float32))
         return chunks
 

@@ -1,161 +1,166 @@
-"""What `rocket reproduce` runs: variants x seeds on one dataset and teacher, and how it is
-evaluated. The command line is generated from this dataclass (one place for each default)."""
+"""What `rocket reproduce` runs: success against training compute, variants x seeds on one
+dataset and teacher. The command line is generated from this dataclass (one place for each
+default)."""
 
 from __future__ import annotations
 
-import dataclasses
-import math
+import json
 from dataclasses import dataclass, field
-from typing import Any
+from importlib import resources
+from typing import Any, ClassVar
 
-from rocket_vla.align.config import VARIANTS
-from rocket_vla.align.resample import check_pos_embed_flag
 from rocket_vla.errors import RocketError
+from rocket_vla.pipeline.config import DataConfig, PipelineConfig
+from rocket_vla.study.convergence import eval_points
+from rocket_vla.train.config import TrainConfig
 
-SPLITS = ("test", "validation")
+#: The teacher spec of the control: ROCKET against a teacher of random weights.
+CONTROL_TEACHER = "random-tiny"
+
+
+def study_data() -> DataConfig:
+    """LIBERO-Spatial tasks 1 and 2 (the bundled tiny teacher was picked by the demo's success
+    on task 0); demonstrations from init states 18-39, after the test (0-7) and validation
+    (8-17) states and before the tiny teacher's own training states (40-49), so the held-out
+    demonstrations (38-39) were seen by no model, the teacher included."""
+    return DataConfig(tasks=[1, 2], train_demos=20, heldout_demos=2, demo_first_init=18)
+
+
+def study_train() -> TrainConfig:
+    """The demo's recipe (a demo-size MiniVLA, the bundled tiny teacher, 4 balanced pairs) at a
+    constant learning rate: every checkpoint along a long run is then what a run stopped there
+    would be, so one run per (variant, seed) gives the whole success-vs-compute curve."""
+    return TrainConfig(student_preset="demo", teacher="tiny", num_pairs=4, batch_size=32, lr=1e-3,
+                       schedule="constant")
+
+
+def teacher_training_states(spec: str, suite: str) -> set[int]:
+    """Init states the teacher ``spec`` was trained on in ``suite`` (empty when unknown: only
+    the bundled tiny teacher records them, in ``assets/tiny_teacher/training_data.json``)."""
+    if spec != "tiny":
+        return set()
+    record = resources.files("rocket_vla") / "assets" / "tiny_teacher" / "training_data.json"
+    data = json.loads(record.read_text(encoding="utf-8"))
+    return set(data["init_states"]) if data["suite"] == suite else set()
 
 
 @dataclass
-class StudyConfig:
-    """The paper's ablation in miniature (defaults: about 1.5-2 hours on a 2-core CPU).
+class StudyConfig(PipelineConfig):
+    """Success against training compute, the paper's question in miniature.
 
-    Init states of each task are split three ways and never overlap: ``test`` =
-    ``0 .. eval_trials-1`` (what results are reported on), ``validation`` = the next
-    ``val_trials`` (where choices are made), demonstrations after both. The default tasks
-    are LIBERO-Spatial 1 and 2 because the bundled tiny teacher was once picked by the demo's
-    success on task 0.
+    One long run per (variant, seed) at a constant learning rate. The budget is found first, on
+    the validation init states: the first seed's baseline is trained in steps of
+    ``check_every`` and evaluated after each until its success stops rising (``patience``
+    checks without a gain above ``min_gain``) or ``max_budget`` is reached. The test init
+    states are evaluated only after that, at ``eval_points`` checkpoints fixed by the budget
+    alone. Init states of each task never overlap: ``test`` = ``0 .. eval_trials-1``,
+    ``validation`` = the next ``val_trials``, demonstrations after both.
     """
 
     out_dir: str = "runs/study"
-    """study folder: one sub-folder per (variant, seed), results.json, report.md, plots"""
-    cache_dir: str = ".rocket_cache"
-    """where collected demonstrations and teacher features are cached"""
-    suite: str = "libero_spatial"
-    """LIBERO suite of the tasks"""
-    tasks: list[int] = field(default_factory=lambda: [1, 2])
-    """task ids; one multi-task policy is trained on all of them"""
-    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
-    """the paper's variants to compare (baseline first: its final success is the threshold)"""
+    """study folder: budget.json, one sub-folder per run, results.json, report.md, plots"""
+    data: DataConfig = field(default_factory=study_data)
+    """the demonstrations (data.seed also seeds closed-loop evaluation, the same for every run)"""
+    train: TrainConfig = field(default_factory=study_train)
+    """the training recipe of every run (the study sets dataset, out_dir, variant, seed, steps and
+    checkpointing per run); train.teacher and train.pos_embed are used by the aligned variants"""
+    variants: list[str] = field(default_factory=lambda: ["baseline", "spatial_forcing", "rocket"])
+    """the paper's variants to compare; the baseline is required (its converged success sets the
+    levels)"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """training seeds (initialisation and data order); data, teacher and evaluation are shared"""
-    split: str = "test"
-    """init states evaluated: test (reported results) or validation (for choosing settings)"""
-    eval_trials: int = 6
-    """test init states per task (0 .. eval_trials-1)"""
+    eval_trials: int = 8
+    """test init states per task (0 .. eval_trials-1), evaluated at every evaluation point"""
     val_trials: int = 10
-    """validation init states per task, right after the test ones"""
-    curve_points: int = 3
-    """checkpoints evaluated per run, evenly spaced; the last is the final one"""
-    curve_trials: int = 2
-    """trials per task at the earlier checkpoints (the first ones of the split)"""
-    train_demos: int = 20
-    """demonstrations per task for training"""
-    heldout_demos: int = 2
-    """demonstrations per task held out (action L1)"""
-    demo_first_init: int = 20
-    """first init state used for demonstrations (after the test and validation ones)"""
-    image_size: int = 64
-    frame_stride: int = 2
-    after_success: int = 16
-    model: str = "demo"
-    """MiniVLA size preset"""
-    steps: int = 800
-    batch_size: int = 32
-    lr: float = 1e-3
-    num_pairs: int = 4
-    teacher: str = "tiny"
-    """teacher for the aligned variants: tiny (bundled) or a local VGGT checkpoint path"""
-    cache_teacher: bool = True
-    """compute the teacher's features once and train from the cache"""
-    pos_embed: str | None = None
-    """position embedding added to the aligned variants' targets: sincos or vggt-uv (None: the
-    variant's default for the MiniVLA, sincos)"""
+    """validation init states per task, right after the test ones (the budget search)"""
+    check_every: int = 500
+    """training steps between the budget search's validation checks; checkpoints every as many"""
+    patience: int = 2
+    """validation checks without a gain that end the budget search"""
+    min_gain: float = 0.05
+    """a validation success gain at most this large is no gain (one trial of 20 is 0.05)"""
+    max_budget: int = 8000
+    """the most steps the budget search trains; the budget if the baseline is still rising"""
+    eval_points: int = 5
+    """checkpoints per run evaluated on the test states, spaced geometrically up to the budget"""
+    levels: list[float] = field(default_factory=lambda: [0.5, 0.9])
+    """success levels compared, as fractions of the baseline's converged success"""
+    control_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """seeds of the control (ROCKET against a random-weight teacher, at the budget); [] for none"""
     max_steps: int | None = None
     """episode step budget (None: the paper's budget for the suite)"""
     grad_batches: int = 4
     """batches averaged for the gradient-conflict matrices (first seed's final checkpoints)"""
-    workers: int = 2
-    """processes for training runs and simulator workers"""
-    threads: int = 1
-    """torch threads per process (0: torch's default)"""
-    seed: int = 0
-    """seed of collection and evaluation (the same for every run)"""
     log_seconds: float = 60.0
-    overwrite: bool = False
-    """redo (variant, seed) runs made with other settings, data, teacher or code instead of refusing"""
+    """progress line interval while runs train in parallel"""
 
-    PRESETS = {
+    NAME: ClassVar[str] = "study"
+    RUN_FIELDS: ClassVar[tuple[str, ...]] = (*PipelineConfig.RUN_FIELDS, "seed", "steps")
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "default": {},
         # every stage at the smallest size (the test suite)
-        "smoke": dict(tasks=[0], variants=["baseline", "rocket"], seeds=[0, 1], eval_trials=1,
-                      val_trials=1, curve_points=2, curve_trials=1, train_demos=2, heldout_demos=2,
-                      demo_first_init=2, steps=4, batch_size=4, model="tiny", frame_stride=4,
-                      max_steps=30, grad_batches=1, workers=1),
+        "smoke": {"data": {"tasks": [0], "train_demos": 2, "heldout_demos": 2, "demo_first_init": 2,
+                           "frame_stride": 4},
+                  "train": {"batch_size": 4, "student_preset": "tiny"},
+                  "variants": ["baseline", "rocket"], "seeds": [0], "eval_trials": 1, "val_trials": 1,
+                  "check_every": 2, "patience": 1, "max_budget": 4, "eval_points": 2,
+                  "control_seeds": [0], "max_steps": 20, "grad_batches": 1, "workers": 1},
     }
 
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> StudyConfig:
-        if name not in cls.PRESETS:
-            raise RocketError(f"unknown study preset {name!r}; choose one of {', '.join(cls.PRESETS)}.")
-        cfg = cls(**{**cls.PRESETS[name], **overrides})
-        cfg.validate()
-        return cfg
+    def budget_key_seed(self) -> int:
+        """The seed whose baseline run searches the budget (and is then that seed's baseline)."""
+        return self.seeds[0]
 
-    @property
-    def first_trial(self) -> int:
-        """The first init state of the evaluated split."""
-        return 0 if self.split == "test" else self.eval_trials
+    def points(self, budget: int) -> list[int]:
+        """The evaluated checkpoints of every run once the budget is known."""
+        return eval_points(budget, self.check_every, self.eval_points)
 
-    @property
-    def trials(self) -> int:
-        """Trials per task at the final checkpoint."""
-        return self.eval_trials if self.split == "test" else self.val_trials
-
-    @property
-    def save_every(self) -> int:
-        """Checkpoint spacing: every curve point is a saved checkpoint."""
-        return self.steps // self.curve_points
-
-    def curve_steps(self) -> list[int]:
-        """Training steps whose checkpoints are evaluated: multiples of :attr:`save_every`,
-        then the final step."""
-        return sorted({*(k * self.save_every for k in range(1, self.curve_points)), self.steps})
+    def run_train_config(self, variant: str, seed: int, steps: int, dataset: str, out_dir: str,
+                         teacher: str, teacher_cache: str | None) -> TrainConfig:
+        """One run's TrainConfig: the template with the run's variant, seed and teacher, trained
+        to ``steps`` with a checkpoint every ``check_every`` steps (all kept: any may become an
+        evaluation point). ``steps`` grows while the budget is searched; a constant schedule
+        makes that the same as one run to the end."""
+        return self.run_config(dataset=dataset, out_dir=out_dir, variant=variant, seed=seed, steps=steps,
+                               teacher=teacher, save_every=self.check_every,
+                               keep_last=self.max_budget // self.check_every + 1, progress=False,
+                               teacher_cache=teacher_cache if variant != "baseline" else None)
 
     def validate(self) -> None:
-        if self.split not in SPLITS:
-            raise RocketError(f"unknown split {self.split!r}; use test or validation.")
-        unknown = [v for v in self.variants if v not in VARIANTS]
-        if unknown or not self.variants:
-            raise RocketError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}.")
-        if len(set(self.variants)) != len(self.variants) or len(set(self.seeds)) != len(self.seeds):
-            raise RocketError("variants and seeds must not repeat; list each once.")
-        if not self.seeds or not self.tasks:
-            raise RocketError("the study needs at least one seed and one task, e.g. --seeds [0,1,2].")
-        for name in ("eval_trials", "curve_points", "curve_trials", "train_demos", "steps", "batch_size",
-                     "num_pairs", "workers", "image_size", "frame_stride", "grad_batches"):
+        super().validate()
+        if "baseline" not in self.variants:
+            raise RocketError("the study compares against the baseline; add baseline to --variants.")
+        for name, values in (("seeds", self.seeds), ("control_seeds", self.control_seeds)):
+            if len(set(values)) != len(values):
+                raise RocketError(f"{name} must not repeat; list each once.")
+        if not self.seeds:
+            raise RocketError("the study needs at least one seed, e.g. --seeds [0,1,2].")
+        for name in ("eval_trials", "val_trials", "check_every", "patience", "eval_points", "grad_batches"):
             if getattr(self, name) < 1:
                 raise RocketError(f"the study's {name} must be at least 1, got {getattr(self, name)}.")
-        check_pos_embed_flag(self.pos_embed)
-        if self.heldout_demos < 2:
-            raise RocketError("the study needs at least 2 held-out demonstrations per task.")
-        if self.val_trials < 0 or (self.split == "validation" and self.val_trials < 1):
-            raise RocketError("val_trials must be >= 0, and >= 1 to evaluate on the validation split.")
-        if self.curve_trials > self.trials:
-            raise RocketError(f"curve_trials ({self.curve_trials}) cannot exceed the split's trials "
-                              f"({self.trials}); lower curve_trials.")
-        if self.demo_first_init < self.eval_trials + self.val_trials:
+        if self.max_budget < self.check_every:
+            raise RocketError(f"max_budget ({self.max_budget}) must be at least check_every "
+                              f"({self.check_every}); raise --max_budget.")
+        if not 0.0 <= self.min_gain < 1.0:
+            raise RocketError(f"min_gain is a success-rate gain in [0, 1), got {self.min_gain}.")
+        if not self.levels or any(not 0.0 < lv <= 1.0 for lv in self.levels):
+            raise RocketError("levels are fractions of the baseline's converged success in (0, 1], "
+                              "e.g. --levels 0.5,0.9.")
+        if self.train.schedule != "constant":
+            raise RocketError("the study evaluates checkpoints along one run, which needs a schedule "
+                              "that does not depend on the run's length; use --train.schedule constant.")
+        if self.data.demo_first_init < self.eval_trials + self.val_trials:
             raise RocketError(
-                f"demonstrations start at init state {self.demo_first_init} but test and validation "
-                f"use 0..{self.eval_trials + self.val_trials - 1}; raise demo_first_init.")
-        if self.demo_first_init + self.train_demos + self.heldout_demos > 50:
-            raise RocketError("LIBERO has 50 init states per task; ask for fewer demonstrations.")
+                f"demonstrations start at init state {self.data.demo_first_init} but test and validation "
+                f"use 0..{self.eval_trials + self.val_trials - 1}; raise data.demo_first_init.")
+        seen = teacher_training_states(self.train.teacher, self.data.suite)
+        demos = set(range(self.data.demo_first_init,
+                          self.data.demo_first_init + self.data.train_demos + self.data.heldout_demos))
+        if seen & demos:
+            raise RocketError(
+                f"the teacher {self.train.teacher!r} was trained on init states {min(seen)}-{max(seen)} of "
+                f"{self.data.suite}, which the demonstrations {min(demos)}-{max(demos)} overlap; move them "
+                "below with data.demo_first_init and data.train_demos.")
         if self.max_steps is not None and self.max_steps < 1:
             raise RocketError(f"max_steps must be >= 1 (or null for the paper's budget), got "
                               f"{self.max_steps}.")
-        if self.steps < self.curve_points:
-            raise RocketError("steps must be at least curve_points; lower curve_points.")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise RocketError(f"the study's lr must be a positive finite number, got {self.lr}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)

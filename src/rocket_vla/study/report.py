@@ -1,4 +1,6 @@
-"""The study's aggregation over runs, its Markdown report and plots."""
+"""The study's aggregation over runs, its Markdown report and plots: success against compute
+(:mod:`rocket_vla.study.compute_report`), converged success per task, held-out action L1, the
+random-teacher control and gradient conflict."""
 
 from __future__ import annotations
 
@@ -6,177 +8,130 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from rocket_vla.align.config import AlignConfig
-from rocket_vla.study import stats
+from rocket_vla.study import compute_report, stats
 from rocket_vla.study.config import StudyConfig
 
 
-def _rates(episodes: list[dict[str, Any]], task: int | None = None, below: int | None = None
-           ) -> tuple[int, int]:
-    chosen = [e for e in episodes if (task is None or e["task_id"] == task)
-              and (below is None or e["trial"] < below)]
-    return sum(e["success"] for e in chosen), len(chosen)
+def _final_counts(run: dict[str, Any], task: int | None = None) -> tuple[int, int]:
+    episodes = [e for e in run["points"][-1]["episodes"] if task is None or e["task_id"] == task]
+    return sum(e["success"] for e in episodes), len(episodes)
 
 
 def _plain(value: Any) -> Any:
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
-def aggregate(cfg: StudyConfig, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Per variant: final success over seeds (mean, std, t-interval, pooled Wilson), per task,
-    the success-vs-step curve (first ``curve_trials`` trials of each task at every evaluated
-    checkpoint), steps to reach the baseline's final success on that curve, the paired
-    difference to the baseline, held-out action L1 and training speed."""
-    final = str(cfg.steps)
-    subset = cfg.first_trial + cfg.curve_trials
-    by_variant: dict[str, dict[int, dict[str, Any]]] = {}
-    for run in runs.values():
-        by_variant.setdefault(run["variant"], {})[run["seed"]] = run
-    out: dict[str, Any] = {}
+def aggregate(cfg: StudyConfig, runs: list[dict[str, Any]], controls: list[dict[str, Any]],
+              budget: dict[str, Any], points: list[int]) -> dict[str, Any]:
+    """Everything the report shows, as plain data (``results.json``)."""
+    axes = ["samples"] + (["flops"] if all(p["flops"] for r in runs for p in r["points"]) else [])
+    compute = {axis: compute_report.summarise(runs, cfg.variants, cfg.levels, axis) for axis in axes}
+    per_variant: dict[str, Any] = {}
     for variant in cfg.variants:
-        seeds = by_variant.get(variant, {})
-        counts = {s: _rates(r["evals"][final]) for s, r in seeds.items()}
-        curve_seeds = {s: {int(step): _ratio(_rates(eps, below=subset)) for step, eps in r["evals"].items()}
-                       for s, r in seeds.items()}
-        steps = sorted({st for c in curve_seeds.values() for st in c})
+        seeds = {r["seed"]: r for r in runs if r["variant"] == variant}
         l1_mean, l1_std = stats.mean_std([r["action_l1"] for r in seeds.values()])
-        out[variant] = {
-            "final": _plain(stats.summarise_seeds(counts)),
-            "per_seed": {str(s): _ratio(c) for s, c in counts.items()},
-            "per_task": {str(t): _plain(stats.summarise_seeds({s: _rates(r["evals"][final], task=t)
-                                                               for s, r in seeds.items()}))
-                         for t in cfg.tasks},
-            "curve": {str(st): stats.mean_std([c[st] for c in curve_seeds.values()])[0] for st in steps},
+        per_variant[variant] = {
+            "per_task": {str(t): _plain(stats.summarise_seeds(
+                {s: _final_counts(r, t) for s, r in seeds.items()})) for t in cfg.data.tasks},
+            "per_seed": {str(s): _final_counts(r) for s, r in sorted(seeds.items())},
             "action_l1": {"mean": l1_mean, "std": l1_std},
-            "train_seconds": stats.mean_std([r["train_seconds"] for r in seeds.values()])[0],
-            "samples_per_s": stats.mean_std([r["samples_per_s"] for r in seeds.values()])[0],
         }
-    if "baseline" in out:
-        threshold = out["baseline"]["curve"][final]
-        base = {int(s): v for s, v in out["baseline"]["per_seed"].items()}
-        for variant, row in out.items():
-            row["steps_to_baseline"] = stats.steps_to_threshold(
-                {int(k): v for k, v in row["curve"].items()}, threshold)
-            if variant != "baseline":
-                diff, ci = stats.paired_difference({int(s): v for s, v in row["per_seed"].items()}, base)
-                row["vs_baseline"] = {"mean": diff, "ci95": _plain(ci)}
+    control = None
+    if controls:
+        rocket = {r["seed"]: _final_counts(r) for r in runs if r["variant"] == "rocket"}
+        counts = {r["seed"]: _final_counts(r) for r in controls}
+        control = {"teacher": controls[0]["teacher"],
+                   "converged": _plain(stats.summarise_seeds(counts)),
+                   "action_l1": stats.mean_std([r["action_l1"] for r in controls])[0]}
+        if rocket:
+            diff, ci = stats.paired_difference({s: a / n for s, (a, n) in rocket.items()},
+                                               {s: a / n for s, (a, n) in counts.items()})
+            control["rocket_minus_control"] = {"mean": diff, "ci95": _plain(ci)}
+    data = cfg.data
     return {
-        "config": cfg.to_dict(), "split": cfg.split,
+        "config": cfg.to_dict(), "budget": budget, "points": points, "compute": compute,
+        "variants": per_variant, "control": control,
         "init_states": {"test": [0, cfg.eval_trials - 1],
                         "validation": [cfg.eval_trials, cfg.eval_trials + cfg.val_trials - 1],
-                        "demonstrations": [cfg.demo_first_init,
-                                           cfg.demo_first_init + cfg.train_demos + cfg.heldout_demos - 1],
-                        "evaluated": [cfg.first_trial, cfg.first_trial + cfg.trials - 1]},
-        "curve_steps": cfg.curve_steps(), "curve_trials": cfg.curve_trials,
-        "variants": out,
+                        "demonstrations": [data.demo_first_init,
+                                           data.demo_first_init + data.train_demos + data.heldout_demos - 1]},
     }
 
 
-def _ratio(count: tuple[int, int]) -> float:
-    return count[0] / count[1]
+def table(results: dict[str, Any]) -> str:
+    """The compute-to-success table (training samples) in Markdown."""
+    return compute_report.table(results["compute"]["samples"]) + "\n"
+
+
+def _span(pair: list[int]) -> str:
+    return f"{pair[0]}-{pair[1]}"
 
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
-def _steps(row: dict[str, Any]) -> str:
-    """Steps to the baseline's success: '-' without a baseline in the study."""
-    if "steps_to_baseline" not in row:
-        return "-"
-    return "not reached" if row["steps_to_baseline"] is None else str(row["steps_to_baseline"])
-
-
-def table(results: dict[str, Any]) -> str:
-    """The results table in Markdown."""
+def _details(results: dict[str, Any]) -> list[str]:
+    """Per-task converged success and held-out action L1 per variant."""
     rows = results["variants"]
     tasks = list(next(iter(rows.values()))["per_task"])
-    head = ["variant", "success % (mean of seeds)", "std", "95% CI (t, seeds)", "95% CI (Wilson, trials)",
-            *[f"task {t} %" for t in tasks], "vs baseline (paired)", "steps to baseline", "action L1"]
+    head = ["variant", *[f"task {t} % (seeds' mean)" for t in tasks], "per seed (successes, trials)",
+            "held-out action L1 (mean, std)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for variant, r in rows.items():
-        f = r["final"]
-        ci = f["ci95"]
-        vs = r.get("vs_baseline")
-        vs_txt = "-" if vs is None else f"{100 * vs['mean']:+.1f}"
-        if vs is not None and vs["ci95"] is not None:
-            vs_txt += f" [{100 * vs['ci95']['low']:+.1f}, {100 * vs['ci95']['high']:+.1f}]"
-        cells = [
-            variant, f"{_pct(f['mean'])} ({f['successes']}/{f['trials']})", _pct(f["std"]),
-            "-" if ci is None else f"{_pct(ci['low'])}-{_pct(ci['high'])}",
-            f"{_pct(f['pooled']['low'])}-{_pct(f['pooled']['high'])}",
-            *[_pct(r["per_task"][t]["mean"]) for t in tasks], vs_txt,
-            _steps(r),
-            f"{r['action_l1']['mean']:.4f}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        l1 = r["action_l1"]
+        lines.append("| " + " | ".join([
+            variant, *[_pct(r["per_task"][t]["mean"]) for t in tasks],
+            ", ".join(f"{s}: {a}/{n}" for s, (a, n) in r["per_seed"].items()),
+            f"{l1['mean']:.4f}" + ("" if l1["std"] is None else f" ({l1['std']:.4f})")]) + " |")
+    return lines
 
 
 def write(results: dict[str, Any], out: Path) -> None:
-    """``report.md`` with the table, curves, gradient-conflict matrices and provenance."""
-    plots = plot(results, out)
+    """``report.md`` with the tables, plots, the budget search and provenance."""
     cfg = results["config"]
-    states = results["init_states"]
+    data, train = cfg["data"], cfg["train"]
+    budget, states = results["budget"], results["init_states"]
     t = results.get("timings", {})
+    plots = [compute_report.plot(summary, out / f"success_vs_{axis}.png")
+             for axis, summary in results["compute"].items()]
+    checks = ", ".join(f"{c['step']}: {c['successes']}/{c['trials']}" for c in budget["checks"])
     lines = [
-        "# rocket reproduce: the paper's variants in miniature", "",
-        f"{len(cfg['variants'])} variants x seeds {cfg['seeds']} on {cfg['suite']} tasks {cfg['tasks']}; "
-        f"MiniVLA `{cfg['model']}`, {cfg['steps']} steps x batch {cfg['batch_size']}, teacher "
-        f"`{cfg['teacher']}` (fingerprint {str(results.get('teacher_fingerprint'))[:16]}), "
-        f"target position embedding `{cfg.get('pos_embed') or AlignConfig().pos_embed}`, "
-        f"{cfg['train_demos']} demonstrations per task.", "",
-        f"Evaluated split: **{results['split']}**, init states {states['evaluated'][0]}-"
-        f"{states['evaluated'][1]} per task (test {states['test']}, validation {states['validation']}, "
-        f"demonstrations {states['demonstrations']}).", "",
+        "# rocket reproduce: success against training compute", "",
+        f"Variants {cfg['variants']} x seeds {cfg['seeds']} on {data['suite']} tasks {data['tasks']}; "
+        f"MiniVLA `{train['student_preset']}`, batch {train['batch_size']}, lr {train['lr']} "
+        f"({train['schedule']}), teacher `{train['teacher']}`, {data['train_demos']} demonstrations per task "
+        f"(init states {_span(states['demonstrations'])}).", "",
+        f"**Budget: {budget['budget']} steps**, found on the validation init states "
+        f"{_span(states['validation'])} with the first seed's baseline ({budget['reason']}); validation "
+        f"success by step: {checks}. Test init states {_span(states['test'])} evaluated at steps "
+        f"{results['points']} (fixed by the budget alone, before any test evaluation).", "",
+        "## Compute to reach a fraction of the baseline's converged success", "",
         table(results),
-        "Success-vs-step curve: first "
-        f"{results['curve_trials']} trials per task at steps {results['curve_steps']}; 'steps to "
-        "baseline' is the first evaluated step reaching the baseline's final success on those trials.",
-        "",
     ]
+    if "flops" in results["compute"]:
+        lines += ["Estimated training FLOPs (student, 6 x parameters x tokens per sample; the teacher "
+                  "cache is filled once and not counted per run):", "",
+                  compute_report.table(results["compute"]["flops"]), ""]
+    lines += ["## Converged success per task and held-out action L1", "", *_details(results), ""]
+    control = results.get("control")
+    if control:
+        conv = control["converged"]
+        diff = control.get("rocket_minus_control")
+        lines += [f"**Control** (ROCKET against `{control['teacher']}`, a teacher of random weights, at the "
+                  f"budget): {_pct(conv['mean'])}% ({conv['successes']}/{conv['trials']}), held-out action "
+                  f"L1 {control['action_l1']:.4f}"
+                  + ("" if diff is None else f"; ROCKET minus control {100 * diff['mean']:+.1f} points")
+                  + ".", ""]
     lines += [f"![{Path(p).stem}]({Path(p).relative_to(out).as_posix()})" for p in plots]
     if results.get("grad"):
         lines += ["", "Mean inter-pair gradient cosine (first seed, final checkpoints): " + ", ".join(
             f"{c['label']} {c['mean_inter_pair_cosine']:+.3f}" for c in results["grad"]["checkpoints"]),
             "", "![grad](grad/grad.png)"]
     lines += ["", f"Wall time: {t.get('wall_s', 0) / 60:.1f} min (collect {t.get('collect_s', 0):.0f} s, "
-              f"teacher cache {t.get('teacher_cache_s', 0):.0f} s, training {t.get('train_s', 0):.0f} s, "
-              f"evaluation {t.get('eval_s', 0):.0f} s, gradients {t.get('grad_s', 0):.0f} s); "
-              f"code {results.get('code', {}).get('git')} ({results.get('code', {}).get('source')}).", ""]
+              f"teacher caches {t.get('teacher_cache_s', 0):.0f} s, "
+              f"budget search {t.get('budget_s', 0):.0f} s, "
+              f"training {t.get('train_s', 0):.0f} s, evaluation {t.get('eval_s', 0):.0f} s, gradients "
+              f"{t.get('grad_s', 0):.0f} s); code {results.get('code', {}).get('git')} "
+              f"({results.get('code', {}).get('source')}).", ""]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
-
-
-def plot(results: dict[str, Any], out: Path) -> list[str]:
-    """Success per variant (mean, t-interval, each seed) and success-vs-step curves."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from rocket_vla.analysis.plots import plot_curves
-
-    rows = results["variants"]
-    names = list(rows)
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(names), 3.4))
-    for i, name in enumerate(names):
-        f = rows[name]["final"]
-        ax.bar(i, 100 * f["mean"], color="#8fb3d9")
-        if f["ci95"] is not None:
-            ax.errorbar(i, 100 * f["mean"], yerr=[[100 * (f["mean"] - f["ci95"]["low"])],
-                                                  [100 * (f["ci95"]["high"] - f["mean"])]],
-                        color="black", capsize=4)
-        seeds = list(rows[name]["per_seed"].values())
-        ax.scatter([i] * len(seeds), [100 * s for s in seeds], color="black", s=10, zorder=3)
-    ax.set_xticks(range(len(names)), names, rotation=20)
-    ax.set_ylabel("success % (bars: mean, 95% CI; dots: seeds)")
-    ax.set_ylim(0, 105)
-    ax.set_title(f"closed-loop success, {results['split']} init states", fontsize=10)
-    success = out / "success.png"
-    fig.savefig(success, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    steps = results["curve_steps"]
-    curves = plot_curves(steps, {n: [rows[n]["curve"].get(str(s)) for s in steps] for n in names},
-                         out / "curves.png", title="success vs training step (mean over seeds)",
-                         xlabel="training step", ylabel="success rate")
-    return [str(success), str(curves)]

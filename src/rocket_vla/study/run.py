@@ -1,6 +1,7 @@
-"""`rocket reproduce` from start to finish: collect once, cache the teacher once, train every
-(variant, seed) in parallel processes, evaluate each run's checkpoints closed-loop, measure
-gradient conflict, aggregate and write the report. Every stage resumes."""
+"""`rocket reproduce` from start to finish: collect once, cache each teacher once, search the
+budget on the validation states, train every run to it (parallel processes), evaluate each
+run's checkpoints on the test states, run the control, measure gradient conflict, and write
+the report. Every stage resumes."""
 
 from __future__ import annotations
 
@@ -9,18 +10,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rocket_vla.study import report, stages
-from rocket_vla.study.config import StudyConfig
+from rocket_vla.pipeline import data as pipeline_data
+from rocket_vla.pipeline.log import Log, print_log
+from rocket_vla.pipeline.processes import map_processes, set_threads
+from rocket_vla.pipeline.train import train_run
+from rocket_vla.records import write_json_atomic
+from rocket_vla.study import report
+from rocket_vla.study.budget import budget_identity, find_budget
+from rocket_vla.study.config import CONTROL_TEACHER, StudyConfig
 from rocket_vla.study.runs import (
     RunKey,
     check_settings,
+    checkpoint_dir,
     claim,
     eval_dir,
     result_file,
     run_dir,
     run_identity,
+    run_teacher,
 )
-from rocket_vla.study.stages import Log, print_log
 
 POLICY = "rocket_vla.policies.student_policy:load_policy"
 GRAD_VARIANTS = ("naive", "shared", "rocket")
@@ -32,83 +40,102 @@ def run_study(cfg: StudyConfig, log: Log = print_log) -> dict[str, Any]:
     from rocket_vla.fingerprint import code_version, compared_code_version
 
     cfg.validate()
-    stages.set_threads(cfg.threads)
+    set_threads(cfg.threads)
     out = Path(cfg.out_dir)
     start = time.perf_counter()
     timings: dict[str, float] = {}
     keys = [RunKey(v, s) for s in cfg.seeds for v in cfg.variants]
+    controls = [RunKey("rocket", s, CONTROL_TEACHER) for s in cfg.control_seeds]
     with records.FolderLock(out, "rocket reproduce"):
-        check_settings(cfg, keys)  # before collecting anything
+        check_settings(cfg, keys + controls)  # before collecting anything
         t0 = time.perf_counter()
-        train_dir, heldout_dir = stages.collect(cfg, log)
+        train_dir, heldout_dir = pipeline_data.collect(cfg.data, cfg.cache_dir, cfg.workers, log)
         timings["collect_s"] = time.perf_counter() - t0
-        data = stages.data_fingerprint(train_dir, heldout_dir)
-        aligned = any(v != "baseline" for v in cfg.variants)
-        teacher = stages.teacher_fingerprint(cfg.teacher) if aligned else None
+        data = pipeline_data.data_fingerprint(train_dir, heldout_dir)
+        specs = sorted({run_teacher(cfg, k) for k in keys + controls if k.variant != "baseline"})
+        teachers = {s: pipeline_data.teacher_fingerprint(s, cfg.train.teacher_size) for s in specs}
         code = compared_code_version()
-        finished = {k: claim(cfg, k, run_identity(cfg, k, data, teacher, code)) for k in keys}
-        todo = [k for k in keys if not finished[k]]
-        log(f"{len(keys)} runs ({len(cfg.variants)} variants x {len(cfg.seeds)} seeds), "
-            f"{len(keys) - len(todo)} already finished")
+        for key in keys + controls:
+            claim(cfg, key, run_identity(cfg, key, data, teachers.get(run_teacher(cfg, key)), code))
         t0 = time.perf_counter()
-        cache = stages.cache_teacher(cfg, train_dir, log) if todo else None
+        caches = {s: str(pipeline_data.cache_teacher(s, cfg.train.teacher_size, train_dir,
+                                                     cfg.data.image_size, log))
+                  for s in specs if cfg.cache_teacher}
         timings["teacher_cache_s"] = time.perf_counter() - t0
+
         t0 = time.perf_counter()
-        train_runs(cfg, [k for k in todo if not _train_record(cfg, k).is_file()], train_dir, cache, log)
+        searcher = RunKey("baseline", cfg.seeds[0])  # validate() requires the baseline
+        budget = find_budget(
+            cfg, budget_identity(cfg, run_identity(cfg, searcher, data, None, code)),
+            train_to=lambda step: train_one(cfg, searcher, step, train_dir, caches),
+            validate_at=lambda step: _count(evaluate(cfg, searcher, "validation", step)), log=log)
+        steps = int(budget["budget"])
+        points = cfg.points(steps)
+        timings["budget_s"] = time.perf_counter() - t0
+        log(f"budget {steps} steps; test evaluation at steps {points}")
+
+        t0 = time.perf_counter()
+        train_runs(cfg, [k for k in keys + controls if trained_step(cfg, k) < steps], steps, train_dir,
+                   caches, log)
         timings["train_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        for i, key in enumerate(todo):
-            log(f"evaluating {key.name} ({i + 1}/{len(todo)}) on the {cfg.split} init states")
-            finish_run(cfg, key, heldout_dir)
+        todo = [(k, points) for k in keys if not result_file(cfg, k, points).is_file()]
+        todo += [(k, [steps]) for k in controls if not result_file(cfg, k, [steps]).is_file()]
+        for i, (key, at) in enumerate(todo):
+            log(f"evaluating {key.name} ({i + 1}/{len(todo)}) on the test init states at steps {at}")
+            finish_run(cfg, key, at, heldout_dir)
         timings["eval_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        grad = gradient_conflict(cfg, train_dir, out / "grad")
+        grad = gradient_conflict(cfg, steps, train_dir, out / "grad")
         timings["grad_s"] = time.perf_counter() - t0
-        runs = {k.name: json.loads(result_file(cfg, k).read_text(encoding="utf-8")) for k in keys}
+        runs = [_read(result_file(cfg, k, points)) for k in keys]
+        control_runs = [_read(result_file(cfg, k, [steps])) for k in controls]
         timings["wall_s"] = time.perf_counter() - start
-        results = report.aggregate(cfg, runs)
-        results.update(data=data, teacher_fingerprint=teacher, code=code_version(), grad=grad,
+        results = report.aggregate(cfg, runs, control_runs, budget, points)
+        results.update(data=data, teacher_fingerprints=teachers, code=code_version(), grad=grad,
                        timings={k: round(v, 1) for k, v in timings.items()})
-        stages.write_json_atomic(out / "results.json", results)
+        write_json_atomic(out / "results.json", results)
         report.write(results, out)
     log(f"done in {timings['wall_s'] / 60:.1f} min -> {out / 'report.md'}\n" + report.table(results))
     return results
 
 
-def _train_record(cfg: StudyConfig, key: RunKey) -> Path:
-    return run_dir(cfg, key) / "train.json"
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
-def train_config(cfg: StudyConfig, key: RunKey, dataset: Path, teacher_cache: Path | None) -> Any:
-    """The run's ``rocket train`` configuration: the demo's recipe with the run's seed."""
-    from rocket_vla.train.config import TrainConfig
-
-    return TrainConfig(
-        dataset=str(dataset), out_dir=str(run_dir(cfg, key) / "train"), student="minivla",
-        student_preset=cfg.model, variant=key.variant, num_pairs=cfg.num_pairs, teacher=cfg.teacher,
-        steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=key.seed, pos_embed=cfg.pos_embed,
-        decay_after=max(1, int(cfg.steps * 0.8)), save_every=cfg.save_every,
-        keep_last=cfg.curve_points + 1, progress=False,
-        teacher_cache=str(teacher_cache) if teacher_cache and key.variant != "baseline" else None,
-    )
+def _count(episodes: list[dict[str, Any]]) -> tuple[int, int]:
+    return sum(e["success"] for e in episodes), len(episodes)
 
 
-def train_one(cfg: StudyConfig, key: RunKey, dataset: Path, teacher_cache: Path | None) -> None:
-    """Train one run (resuming its last checkpoint) and mark it trained."""
-    summary = stages.train_run(train_config(cfg, key, dataset, teacher_cache))
-    stages.write_json_atomic(_train_record(cfg, key), summary)
+def trained_step(cfg: StudyConfig, key: RunKey) -> int:
+    """The step of the run's newest complete checkpoint (0 before the first)."""
+    latest = run_dir(cfg, key) / "train" / "checkpoints" / "latest"
+    if not latest.is_file():
+        return 0
+    name = latest.read_text(encoding="utf-8").strip()
+    return int(name.removeprefix("step_")) if name.removeprefix("step_").isdigit() else 0
 
 
-def train_runs(cfg: StudyConfig, keys: list[RunKey], dataset: Path, teacher_cache: Path | None,
+def train_one(cfg: StudyConfig, key: RunKey, steps: int, dataset: Path, caches: dict[str, str]) -> None:
+    """Train one run to ``steps`` (resuming its last checkpoint; nothing to do once there)."""
+    if trained_step(cfg, key) >= steps:
+        return
+    teacher = run_teacher(cfg, key)
+    train_run(cfg.run_train_config(key.variant, key.seed, steps, str(dataset),
+                                   str(run_dir(cfg, key) / "train"), teacher, caches.get(teacher)))
+
+
+def train_runs(cfg: StudyConfig, keys: list[RunKey], steps: int, dataset: Path, caches: dict[str, str],
                log: Log) -> None:
-    """Train ``keys``, ``cfg.workers`` single-threaded processes at a time."""
+    """Train ``keys`` to ``steps``, ``cfg.workers`` single-threaded processes at a time."""
     if not keys:
         return
-    log(f"training {len(keys)} runs, {min(cfg.workers, len(keys))} at a time: {cfg.steps} steps x "
-        f"batch {cfg.batch_size} ({cfg.model} MiniVLA)")
+    log(f"training {len(keys)} runs to step {steps}, {min(cfg.workers, len(keys))} at a time "
+        f"(batch {cfg.train.batch_size}, {cfg.train.student_preset} MiniVLA)")
     if cfg.workers == 1 or len(keys) == 1:
         for key in keys:
-            train_one(cfg, key, dataset, teacher_cache)
+            train_one(cfg, key, steps, dataset, caches)
             log(f"  trained {key.name}")
         return
     done = []
@@ -117,46 +144,58 @@ def train_runs(cfg: StudyConfig, keys: list[RunKey], dataset: Path, teacher_cach
         done.append(i)
         log(f"  trained {keys[i].name} ({len(done)}/{len(keys)})")
 
-    stages.map_processes(train_one, [(cfg, k, dataset, teacher_cache) for k in keys],
-                         min(cfg.workers, len(keys)), cfg.threads, on_done=finished,
-                         poll_seconds=cfg.log_seconds)
+    map_processes(train_one, [(cfg, k, steps, dataset, caches) for k in keys], min(cfg.workers, len(keys)),
+                  cfg.threads, on_done=finished, poll_seconds=cfg.log_seconds)
 
 
-def evaluate(cfg: StudyConfig, key: RunKey, step: int) -> list[dict[str, Any]]:
-    """Closed-loop episodes of the run's checkpoint at ``step`` on the configured split."""
+def evaluate(cfg: StudyConfig, key: RunKey, split: str, step: int) -> list[dict[str, Any]]:
+    """Closed-loop episodes of the run's checkpoint at ``step`` on the test init states
+    (``0 .. eval_trials-1``) or the validation ones (the next ``val_trials``)."""
     from rocket_vla.envs.runner import EvalConfig, read_results, run_evaluation
 
-    trials = cfg.trials if step == cfg.steps else cfg.curve_trials
-    out = eval_dir(cfg, key, step, trials)
-    ckpt = run_dir(cfg, key) / "train" / "checkpoints" / f"step_{step:06d}"
+    first, trials = (0, cfg.eval_trials) if split == "test" else (cfg.eval_trials, cfg.val_trials)
+    out = eval_dir(cfg, key, split, step, first, trials)
     run_evaluation(EvalConfig(
-        out_dir=str(out), suites=[cfg.suite], tasks=[str(t) for t in cfg.tasks], trials=trials,
-        first_trial=cfg.first_trial, policy=POLICY, policy_kwargs={"checkpoint": str(ckpt)},
-        workers=cfg.workers, image_size=cfg.image_size, seed=cfg.seed, max_steps=cfg.max_steps,
+        out_dir=str(out), suites=[cfg.data.suite], tasks=[str(t) for t in cfg.data.tasks], trials=trials,
+        first_trial=first, policy=POLICY, policy_kwargs={"checkpoint": str(checkpoint_dir(cfg, key, step))},
+        workers=cfg.workers, image_size=cfg.data.image_size, seed=cfg.data.seed, max_steps=cfg.max_steps,
     ), progress=False)
     return [{"task_id": r["task_id"], "trial": r["trial"], "success": bool(r["success"])}
             for r in read_results(out / "episodes.jsonl")]
 
 
-def finish_run(cfg: StudyConfig, key: RunKey, heldout_dir: Path) -> None:
-    """Evaluate a trained run's checkpoints and its held-out action L1; write its result."""
+def point_record(cfg: StudyConfig, key: RunKey, step: int) -> dict[str, Any]:
+    """One evaluated checkpoint: the compute the run had spent there (from the checkpoint's
+    own record) and its test episodes."""
+    from rocket_vla.train.compute import training_flops
+
+    saved = _read(checkpoint_dir(cfg, key, step) / "config.json")["compute"]
+    episodes = evaluate(cfg, key, "test", step)
+    tokens = saved.get("tokens_per_sample")
+    flops = (training_flops(saved["params_total"], saved["params_trainable"], tokens, saved["samples_seen"])
+             if tokens else None)
+    successes, trials = _count(episodes)
+    return {"step": step, "samples": saved["samples_seen"], "wall_s": saved["train_wall_s"],
+            "cpu_s": saved["train_cpu_s"], "flops": flops, "params": saved["params_total"],
+            "aligner_params": saved["aligner_params"], "successes": successes, "trials": trials,
+            "episodes": episodes}
+
+
+def finish_run(cfg: StudyConfig, key: RunKey, points: list[int], heldout_dir: Path) -> None:
+    """Evaluate a trained run at ``points`` and its held-out action L1 at the last; write its
+    result."""
     from rocket_vla.data.episodes import read_episodes
     from rocket_vla.envs.offline import heldout_action_l1
     from rocket_vla.policies.student_policy import load_policy
 
-    trained = json.loads(_train_record(cfg, key).read_text(encoding="utf-8"))
-    evals = {str(step): evaluate(cfg, key, step) for step in cfg.curve_steps()}
-    final = run_dir(cfg, key) / "train" / "checkpoints" / f"step_{cfg.steps:06d}"
-    l1 = heldout_action_l1(load_policy(str(final)), read_episodes(heldout_dir))
-    history = [{k: row[k] for k in ("step", "action", "align") if k in row} for row in trained["history"]]
-    stages.write_json_atomic(result_file(cfg, key), {
-        "variant": key.variant, "seed": key.seed, "split": cfg.split, "first_trial": cfg.first_trial,
-        "evals": evals, "action_l1": l1, "train_seconds": trained["train_seconds"],
-        "samples_per_s": trained["samples_per_s"], "history": history,
-    })
+    records = [point_record(cfg, key, step) for step in points]
+    l1 = heldout_action_l1(load_policy(str(checkpoint_dir(cfg, key, points[-1]))), read_episodes(heldout_dir))
+    teacher = run_teacher(cfg, key) if key.variant != "baseline" else None
+    write_json_atomic(result_file(cfg, key, points), {
+        "variant": key.variant, "seed": key.seed, "teacher": teacher, "points": records, "action_l1": l1})
 
 
-def gradient_conflict(cfg: StudyConfig, train_dir: Path, out: Path) -> dict[str, Any] | None:
+def gradient_conflict(cfg: StudyConfig, steps: int, train_dir: Path, out: Path) -> dict[str, Any] | None:
     """Cosines between per-pair (and action) gradients of the first seed's final naive,
     shared and ROCKET checkpoints, on the same training batches (``rocket profile grad``)."""
     from rocket_vla.analysis.profiles import GradSettings, profile_grad
@@ -168,8 +207,8 @@ def gradient_conflict(cfg: StudyConfig, train_dir: Path, out: Path) -> dict[str,
         return None
     episodes = read_episodes(train_dir)
     seed = cfg.seeds[0]
-    subjects = [StudentSubject.load(run_dir(cfg, RunKey(v, seed)) / "train" / "checkpoints"
-                                    / f"step_{cfg.steps:06d}", episodes=episodes, seed=cfg.seed)
-                for v in variants]
-    data = profile_grad(subjects, GradSettings(batches=cfg.grad_batches, batch_size=cfg.batch_size), out)
+    subjects = [StudentSubject.load(checkpoint_dir(cfg, RunKey(v, seed), steps), episodes=episodes,
+                                    seed=cfg.data.seed) for v in variants]
+    settings = GradSettings(batches=cfg.grad_batches, batch_size=cfg.train.batch_size)
+    data = profile_grad(subjects, settings, out)
     return {"seed": seed, "png": str(out / "grad.png"), **data}

@@ -7,7 +7,9 @@ convention (``k`` = after block ``k``, ``0`` = embeddings, ``-1`` = last block).
 
 from rocket_vla.teachers.base import Teacher, TeacherInput
 from rocket_vla.teachers.build import TeacherConfig, build_teacher, teacher_from_spec
-from rocket_vla.teachers.cache import CacheSpec, FeatureCache, FillReport, fill_cache, spec_for
+from rocket_vla.teachers.cache import FeatureCache
+from rocket_vla.teachers.cache_format import CacheSpec, spec_for
+from rocket_vla.teachers.fill import FillReport, fill_cache
 from rocket_vla.teachers.hf import HFTeacher
 from rocket_vla.teachers.tiny import load_tiny_teacher
 from rocket_vla.teachers.vggt import VGGTConfig, VGGTTeacher

@@ -65,18 +65,17 @@ class TeacherRuntime:
 
     ``dtype`` is the dtype the weights are *stored* in and the network runs at, with no
     autocast around it: ``"float32"`` keeps the full-precision weights and lets
-    ``TeacherInput.autocast`` decide the matmul precision (the behaviour before this
-    option); ``"bfloat16"``/``"float16"`` cast the weights once and run natively, which
-    removes autocast's per-call weight casts (2.4 GB of writes per VGGT-1B call) and halves
-    the teacher's memory. ``"auto"`` is float32: the official ROCKET recipe keeps VGGT's
-    weights in float32 and runs it under ``torch.autocast("cuda", dtype=torch.bfloat16)``
+    ``TeacherInput.autocast`` decide the matmul precision; ``"bfloat16"``/``"float16"`` cast
+    the weights once and run natively, which removes autocast's per-call weight casts
+    (2.4 GB of writes per VGGT-1B call) and halves the teacher's memory. ``"auto"`` is float32:
+    the official ROCKET recipe keeps VGGT's weights in float32 and runs it under
+    ``torch.autocast("cuda", dtype=torch.bfloat16)``
     (``openvla-ROCKET/vla-scripts/finetune_rocket.py``, ``openpi-ROCKET/src/openpi/
     models_pytorch/pi0_align_pytorch.py``), so targets match the official ones up to
-    autocast's own rounding (7.6e-3 relative to float32 on a CPU check). bfloat16 weights
-    are an opt-in (``dtype="bfloat16"``) for speed and memory: they also round the residual
-    stream, norms and RoPE, which measured 4.7e-2 relative to float32 -- six times further
-    from the official targets. Only teachers with ``supports_reduced_weights`` accept a
-    reduced dtype.
+    autocast's own rounding. bfloat16 weights are an opt-in (``dtype="bfloat16"``) for speed
+    and memory: they also round the residual stream, norms and RoPE, which puts the targets
+    several times further from the official ones (docs/students.md gives the measured errors
+    of both). Only teachers with ``supports_reduced_weights`` accept a reduced dtype.
 
     ``cache_constants`` keeps per-(shape, device, dtype) constants -- normalisation
     tensors, RoPE tables, token positions, the resized position table -- across calls

@@ -3,8 +3,10 @@
 VGGT is on neither PyPI nor in transformers, so this is our own implementation of the
 network the paper aligns to. Module and parameter names follow the published checkpoint
 layout exactly (``aggregator.patch_embed.blocks.3.attn.qkv.weight``, ...), because the
-point of this file is to load the official ``model.pt`` with *strict* matching: a weight
-that silently fails to load would give a plausible-looking but wrong teacher.
+official ``model.pt`` is loaded with *strict* matching (:mod:`.vggt_checkpoint`): a weight
+that silently fails to load would give a plausible-looking but wrong teacher. The blocks
+and RoPE live in :mod:`.vggt_blocks`; this module assembles them into the aggregator and
+the teacher.
 
 The network, per sample of S views [S, 3, H, W] in [0, 1]:
 
@@ -25,10 +27,9 @@ token stream entering the first pair, duplicated to 2C so every layer has the sa
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -43,12 +44,8 @@ from rocket_vla.teachers.base import (
     TeacherInput,
     TeacherRuntime,
 )
-
-log = logging.getLogger(__name__)
-
-# Top-level modules of the full VGGT model that are not the aggregator. Their keys are
-# skipped (and reported) when loading, because a teacher needs the aggregator only.
-HEAD_PREFIXES = ("camera_head", "depth_head", "point_head", "track_head")
+from rocket_vla.teachers.vggt_blocks import Block, BlockCaller, PatchConv, patch_positions, rope_tables
+from rocket_vla.teachers.vggt_checkpoint import LoadReport, load_aggregator, read_checkpoint
 
 
 @dataclass
@@ -106,166 +103,6 @@ class VGGTConfig:
         )
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]
-
-
-# --------------------------------------------------------------------------- RoPE
-def rope_frequencies(half_dim: int, base: float) -> torch.Tensor:
-    """Inverse frequencies for one axis: ``base ** (-2i / half_dim)``, i < half_dim/2."""
-    return 1.0 / (base ** (torch.arange(0, half_dim, 2, dtype=torch.float32) / half_dim))
-
-
-def rope_tables(
-    positions: torch.Tensor, head_dim: int, base: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables ``[N, head_dim]`` for integer (row, col) ``positions`` [N, 2].
-
-    The first half of the head dim encodes the row, the second the column; inside each
-    half the frequencies are laid out twice (``[f, f]``) to pair channel ``j`` with
-    ``j + quarter`` -- the rotate-half layout the published weights were trained with.
-    """
-    half = head_dim // 2
-    inv = rope_frequencies(half, base).to(positions.device)
-    tables_cos, tables_sin = [], []
-    for axis in (0, 1):
-        angles = positions[:, axis].to(torch.float32)[:, None] * inv[None, :]  # [N, half/2]
-        angles = torch.cat([angles, angles], dim=-1)  # [N, half]
-        tables_cos.append(angles.cos())
-        tables_sin.append(angles.sin())
-    return torch.cat(tables_cos, dim=-1), torch.cat(tables_sin, dim=-1)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` [..., N, head_dim] by the tables; each half rotates independently."""
-    half = x.shape[-1] // 2
-    quarter = half // 2
-    pieces = []
-    for part in (x[..., :half], x[..., half:]):
-        pieces.append(torch.cat([-part[..., quarter:], part[..., :quarter]], dim=-1))
-    rotated = torch.cat(pieces, dim=-1)
-    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
-
-
-def patch_positions(rows: int, cols: int, num_special: int, device: torch.device) -> torch.Tensor:
-    """(row, col) per token of one view: special tokens at (0, 0), patches from (1, 1)."""
-    r = torch.arange(rows, device=device)
-    c = torch.arange(cols, device=device)
-    grid = torch.stack(torch.meshgrid(r, c, indexing="ij"), dim=-1).reshape(-1, 2) + 1
-    special = torch.zeros(num_special, 2, dtype=grid.dtype, device=device)
-    return torch.cat([special, grid], dim=0)
-
-
-# --------------------------------------------------------------------------- blocks
-class LayerScale(nn.Module):
-    def __init__(self, dim: int, init_values: float) -> None:
-        super().__init__()
-        self.gamma = nn.Parameter(torch.full((dim,), float(init_values)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention with optional qk-LayerNorm and optional 2D RoPE."""
-
-    def __init__(self, dim: int, num_heads: int, qk_norm: bool) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.q_norm: nn.Module = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
-        self.k_norm: nn.Module = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(
-        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
-    ) -> torch.Tensor:
-        b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        q, k = self.q_norm(q), self.k_norm(k)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block with layer scale on both residual branches."""
-
-    def __init__(
-        self, dim: int, num_heads: int, mlp_ratio: float, init_values: float, eps: float,
-        qk_norm: bool,
-    ) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, num_heads, qk_norm)
-        self.ls1 = LayerScale(dim, init_values)
-        self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.ls2 = LayerScale(dim, init_values)
-
-    def forward(
-        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None
-    ) -> torch.Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x), rope))
-        return x + self.ls2(self.mlp(self.norm2(x)))
-
-
-class PatchConv(nn.Module):
-    """Non-overlapping patchify as a strided convolution (``patch_embed.proj`` in DINOv2)."""
-
-    def __init__(self, patch_size: int, dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
-
-
-class BlockCaller:
-    """Runs blocks eagerly or through ``torch.compile`` and keeps per-shape constants.
-
-    Both are execution state, not parameters: nothing here enters the state dict, so a
-    compiled or cache-holding model saves and loads exactly like a fresh one.
-    ``compile_blocks``/``compile_mode``/``cache_constants`` are set by the teacher from
-    its :class:`~rocket_vla.teachers.base.TeacherRuntime` before each forward.
-    """
-
-    compile_blocks: bool = False
-    compile_mode: str | None = None
-    cache_constants: bool = True
-
-    def _call_block(self, block: nn.Module, *args: object) -> torch.Tensor:
-        if not self.compile_blocks:
-            return block(*args)
-        compiled: dict[tuple[int, str | None], Callable] = self.__dict__.setdefault("_compiled", {})
-        key = (id(block), self.compile_mode)
-        fn = compiled.get(key)
-        if fn is None:
-            # dynamic=False: one static graph per token shape (frame / global / DINO blocks,
-            # per input size), shared by every block of that shape.
-            fn = compiled[key] = torch.compile(block, mode=self.compile_mode, dynamic=False)
-        return fn(*args)
-
-    def _constant(self, key: tuple, build: Callable[[], object]) -> object:
-        """``build()``, memoised under ``key`` when constants are cached."""
-        if not self.cache_constants:
-            return build()
-        store: dict[tuple, object] = self.__dict__.setdefault("_constants", {})
-        if key not in store:
-            store[key] = build()
-        return store[key]
 
 
 class DinoEncoder(BlockCaller, nn.Module):
@@ -458,122 +295,6 @@ def init_vggt_weights(model: nn.Module, seed: int | None = None) -> None:
             elif isinstance(module, Aggregator):
                 normal(module.camera_token, 1e-6)
                 normal(module.register_token, 1e-6)
-
-
-# --------------------------------------------------------------------------- loading
-@dataclass
-class LoadReport:
-    """What a checkpoint load did: how many aggregator tensors, which head keys were skipped."""
-
-    path: str
-    loaded: int
-    ignored: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        heads = sorted({k.split(".", 1)[0] for k in self.ignored})
-        extra = f"; ignored {len(self.ignored)} head keys ({', '.join(heads)})" if heads else ""
-        return f"loaded {self.loaded} aggregator tensors from {self.path}{extra}"
-
-
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from ``.safetensors`` or a pickle read with ``weights_only=True``."""
-    path = Path(path)
-    if not path.is_file():
-        raise RocketError(f"VGGT checkpoint {path} does not exist; pass the path of model.pt.")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except RocketError:
-        raise
-    except Exception as err:  # noqa: BLE001 - any reader failure is a bad file for the user
-        raise RocketError(
-            f"could not read the checkpoint {path} ({type(err).__name__}: {err}); "
-            "re-download it or pass a .pt/.safetensors state dict."
-        ) from err
-    if isinstance(state, Mapping) and len(state) == 1:
-        (only,) = state.values()
-        if isinstance(only, Mapping):  # {"model": state_dict} style wrappers
-            state = only
-    tensors_only = isinstance(state, Mapping) and all(
-        isinstance(v, torch.Tensor) for v in state.values()
-    )
-    if not tensors_only:
-        raise RocketError(f"{path} does not hold a state dict of tensors; pass VGGT's model.pt.")
-    return dict(state)
-
-
-def split_checkpoint(
-    state: Mapping[str, torch.Tensor],
-) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
-    """Split a full or aggregator-only state dict into (aggregator, head keys, foreign keys).
-
-    Aggregator keys come back *without* the ``aggregator.`` prefix. A full model is
-    recognised by that prefix; without it the dict is taken to be the aggregator alone.
-    """
-    if state and all(k.startswith("module.") for k in state):  # saved from a DDP wrapper
-        state = {k[len("module."):]: v for k, v in state.items()}
-    full = any(k.startswith("aggregator.") for k in state)
-    agg: dict[str, torch.Tensor] = {}
-    heads: list[str] = []
-    foreign: list[str] = []
-    for key, value in state.items():
-        top = key.split(".", 1)[0]
-        if top in HEAD_PREFIXES:
-            heads.append(key)
-        elif full and key.startswith("aggregator."):
-            agg[key[len("aggregator."):]] = value
-        elif full:
-            foreign.append(key)
-        else:
-            agg[key] = value
-    return agg, sorted(heads), sorted(foreign)
-
-
-def _listing(keys: list[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
-
-
-def load_aggregator(
-    aggregator: Aggregator, state: Mapping[str, torch.Tensor], source: str
-) -> LoadReport:
-    """Strictly load ``state`` (full model or aggregator-only) into ``aggregator``.
-
-    Head keys are skipped and listed in the report; any other difference -- a missing
-    or unexpected aggregator key, or a shape that does not match the config -- raises a
-    RocketError naming the keys, so a wrong file or config never loads half-way.
-    """
-    agg, heads, foreign = split_checkpoint(state)
-    expected = aggregator.state_dict()
-    missing = sorted(set(expected) - set(agg))
-    unexpected = sorted(set(agg) - set(expected)) + foreign
-    wrong_shape = sorted(
-        f"{k} {tuple(agg[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in set(agg) & set(expected)
-        if tuple(agg[k].shape) != tuple(expected[k].shape)
-    )
-    if missing or unexpected or wrong_shape:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_listing(['aggregator.' + k for k in missing])}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_listing(unexpected)}")
-        if wrong_shape:
-            parts.append(f"shape mismatches: {_listing(wrong_shape)}")
-        raise RocketError(
-            f"checkpoint {source} does not match the VGGT aggregator config ("
-            + "; ".join(parts)
-            + "); pass the official VGGT checkpoint or a VGGTConfig matching the file."
-        )
-    on_meta = any(t.device.type == "meta" for t in expected.values())
-    aggregator.load_state_dict(agg, strict=True, assign=on_meta)
-    report = LoadReport(path=source, loaded=len(agg), ignored=heads)
-    log.info(report.summary())
-    return report
 
 
 # --------------------------------------------------------------------------- teacher

@@ -5,8 +5,10 @@ Layout of a run folder::
     checkpoints/step_000500/model.safetensors   student ("policy.*") + aligner weights
     checkpoints/step_000500/config.json         format rocket-vla/checkpoint/2: the student's
                                                 kind, config and LoRA settings, TrainConfig,
-                                                align config, normalisation statistics, step
-    checkpoints/step_000500/trainer_state.pt    optimizer, scheduler, RNG, data position
+                                                align config, normalisation statistics, step,
+                                                compute record (:mod:`rocket_vla.train.compute`)
+    checkpoints/step_000500/trainer_state.pt    optimizer, scheduler, RNG, data position,
+                                                compute spent (samples, wall and CPU seconds)
     checkpoints/latest                          name of the newest complete checkpoint
 
 Why a temp dir + rename: the three files are written into ``.tmp-step_X-<pid>``, fsynced,
@@ -247,7 +249,8 @@ def verify_file(ckpt: Path, name: str, config: dict[str, Any] | None = None) -> 
     """Refuse a checkpoint file whose bytes differ from the digest its config.json records
     (written at save time), so flipped bits are refused instead of trained on.
 
-    Checkpoints written before digests were recorded carry none and are not checked.
+    A config that records no digest for ``name`` leaves it unchecked (a resume refuses such
+    configs first: :func:`require_config_digest`).
     """
     config = read_config(ckpt) if config is None else config
     expected = (config.get("digests") or {}).get(name)
@@ -296,7 +299,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def read_config(ckpt: Path) -> dict[str, Any]:
     """A checkpoint's config.json, refused when it does not parse or differs from the
-    digest recorded in it (configs written before that digest are read unchecked)."""
+    digest recorded in it (a config without that digest is read unchecked)."""
     try:
         data = json.loads((ckpt / CONFIG).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -313,8 +316,8 @@ def read_config(ckpt: Path) -> dict[str, Any]:
 
 
 def require_config_digest(ckpt: Path, saved: dict[str, Any]) -> None:
-    """Refuse to resume a checkpoint whose config.json records no digest of its content: it
-    was written by older code, and nothing says its statistics are the ones trained with."""
+    """Refuse to resume a checkpoint whose config.json records no digest of its content:
+    nothing then says that its statistics are the ones the weights were trained with."""
     check_config_digest(saved, ckpt / CONFIG, "resume with the rocket-vla code that wrote it, or "
                         "start a new run (a new --out_dir folder, or --overwrite).", required=True)
 
@@ -336,7 +339,7 @@ def load_trainer_state(ckpt: Path) -> dict[str, Any]:
             f"{ckpt / STATE} is truncated or damaged ({type(err).__name__}); resume from another "
             "checkpoint (step_*) or start a new run with --overwrite."
         ) from err
-    missing = [k for k in ("optimizer", "scheduler", "rng", "step") if not isinstance(state, dict)
+    missing = [k for k in ("optimizer", "scheduler", "rng", "step", "compute") if not isinstance(state, dict)
                or k not in state]
     if missing:
         raise RocketError(f"{ckpt / STATE} lacks {missing}; it is not a `rocket train` trainer state -- "

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rocket_vla.align.config import VARIANTS
-from rocket_vla.align.resample import check_pos_embed_flag
+from rocket_vla.align.resample import POS_EMBEDS
 from rocket_vla.data.augment import AugmentConfig
 from rocket_vla.errors import RocketError, reject_unknown_keys
 
@@ -27,6 +27,12 @@ RESUMABLE_CHANGES = frozenset(
     {"steps", "save_every", "log_every", "keep_last", "out_dir", "progress", "tensorboard",
      "overwrite", "log_samples"}
 )
+
+
+def check_pos_embed_flag(name: str | None) -> None:
+    """Refuse an unknown ``--pos_embed`` value before a run starts (None: the variant's default)."""
+    if name is not None and name not in POS_EMBEDS:
+        raise RocketError(f"unknown pos_embed {name!r}; pass --pos_embed {' or '.join(POS_EMBEDS)}.")
 
 
 def check_out_dir(out_dir: str) -> None:

@@ -32,8 +32,6 @@ leaves a checkpoint of them to resume or evaluate.
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import time
 import weakref
 from collections.abc import Sequence
@@ -41,30 +39,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from rocket_vla.align import AlignConfig, Aligner
+from rocket_vla.align import Aligner
 from rocket_vla.data.augment import augment_views
 from rocket_vla.data.dataset import ChunkDataset, fit_stats, images_to_float
 from rocket_vla.data.normalize import DatasetStats
 from rocket_vla.errors import RocketError
-from rocket_vla.fingerprint import check_same_code, code_version
+from rocket_vla.fingerprint import code_version
 from rocket_vla.optim import build_optimizer, build_scheduler
-from rocket_vla.policies.student import (
-    CHECKPOINT_FORMAT,
-    apply_lora,
-    build_student,
-    lora_settings,
-    student_spec,
-)
+from rocket_vla.policies.student import CHECKPOINT_FORMAT, apply_lora, build_student, lora_settings
 from rocket_vla.train import checkpoint as ckpt_io
+from rocket_vla.train.compute import TOTALS, ComputeClock, model_size
 from rocket_vla.train.config import TrainConfig
+from rocket_vla.train.finite import refuse_non_finite_last, stop_if_not_finite
 from rocket_vla.train.inputs import check_same_inputs, dataset_fingerprint, input_fingerprints
 from rocket_vla.train.model import RocketModel, build_align_config
+from rocket_vla.train.resume import check_resume, check_same_alignment, check_same_student
 from rocket_vla.train.run_lock import RunLease
-from rocket_vla.train.run_log import log_row, progress_bar, tensorboard, trim_metrics
+from rocket_vla.train.run_log import RunLog, describe_run, log_samples
 from rocket_vla.train.setup import (
     clip_by_groups,
     load_episodes,
@@ -79,11 +73,15 @@ from rocket_vla.train.teacher_source import LiveTeacher, TeacherSource
 # ----------------------------------------------------------------------------- results
 @dataclass
 class TrainResult:
+    """What ``fit`` reached: ``seconds`` and ``samples_per_s`` cover this call only, while
+    ``compute`` holds the run's totals across resumes (:mod:`rocket_vla.train.compute`)."""
+
     step: int
     checkpoint: Path | None
     history: list[dict[str, float]] = field(default_factory=list)
     samples_per_s: float = 0.0
     seconds: float = 0.0
+    compute: dict[str, Any] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -126,7 +124,7 @@ class Trainer:
 
     def _build(self, cfg: TrainConfig, episodes: Sequence[Any] | None, teacher: Any,
                resume: str | Path | None) -> None:
-        resume_ckpt, saved = self._check_resume(resume)
+        resume_ckpt, saved = check_resume(cfg, resume)
         if resume is None:  # refuse early (cheap); clearing with --overwrite waits, see below
             ckpt_io.prepare_fresh_run(cfg.out_dir, cfg.overwrite, clear=False)
         eps = list(episodes) if episodes is not None else load_episodes(cfg.dataset)
@@ -141,33 +139,15 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         policy = build_student(cfg.student, cfg.student_preset, cfg.student_path, **cfg.student_config)
         if saved is not None:  # a resumed run must rebuild the very architecture it saved
-            spec = student_spec(saved, resume_ckpt)
-            # where the pretrained folder lies is not architecture: a run resumed on another
-            # machine passes its own --student_path
-            def arch(config: Any) -> Any:
-                return {k: v for k, v in config.items() if k != "student_path"} \
-                    if isinstance(config, dict) else config
-
-            if spec["kind"] != policy.kind or arch(spec["config"]) != arch(json.loads(
-                    json.dumps(policy.config_dict()))):
-                raise RocketError(
-                    f"{resume_ckpt} holds a {spec['kind']} student of another configuration; "
-                    "resume with the checkpoint's --student/--student_preset or start a new run."
-                )
+            check_same_student(saved, resume_ckpt, policy)
         if cfg.lora_rank > 0:
             apply_lora(policy, cfg.lora_rank)
         if cfg.gradient_checkpointing:
             policy.enable_gradient_checkpointing()
         self.dataset = ChunkDataset(eps, self.stats, chunk=policy.chunk)
         self.align_config = build_align_config(cfg, policy, self.teacher)
-        # Read back through from_dict, so fields added since (at their defaults: what the
-        # checkpoint ran) do not count as a change.
-        if saved and saved.get("align") and (
-                AlignConfig.from_dict(saved["align"]).to_dict() != self.align_config.to_dict()):
-            raise RocketError(
-                "the checkpoint's alignment config (teacher dim/layers, position embedding) "
-                "differs from this run's; resume with the same teacher, layer pairs and --pos_embed."
-            )
+        if saved:
+            check_same_alignment(saved, self.align_config)
         # Only now, with data, teacher (or its cache) and student checked, may --overwrite
         # clear the old run: a refused input never costs the user their previous checkpoints.
         if resume is None:  # a fresh run never mixes into an old one's checkpoints
@@ -184,6 +164,7 @@ class Trainer:
         # from the step, so a run resumed with another number of processes continues the
         # same stream without repeating or skipping samples.
         self.data_step, self.data_position = 0, 0
+        self.clock = ComputeClock()
         if resume_ckpt is not None:
             ckpt_io.load_weights(self.model, resume_ckpt)
             state = ckpt_io.load_trainer_state(resume_ckpt)
@@ -193,6 +174,7 @@ class Trainer:
             self.step = int(state["step"])
             self.data_step = self.step
             self.data_position = int(state.get("data_position", 0))
+            self.clock = ComputeClock(state["compute"])
 
         # The scheduler is stepped by hand (once per optimizer step on every rank), so it is
         # deliberately not prepared: Accelerate would step it once per process.
@@ -208,36 +190,7 @@ class Trainer:
         """Let go of the run folder without training (``fit`` lets go when it ends)."""
         self._lease.release()
 
-    # -- checks ----------------------------------------------------------------------
-    def _check_resume(self, resume: str | Path | None) -> tuple[Path | None, dict | None]:
-        if resume is None:
-            return None, None
-        ckpt = ckpt_io.resolve_checkpoint(resume)
-        saved = ckpt_io.read_config(ckpt)
-        if "train" not in saved:
-            raise RocketError(f"{ckpt} is not a `rocket train` checkpoint; pass one it wrote.")
-        ckpt_io.require_config_digest(ckpt, saved)
-        student_spec(saved, ckpt)  # refuses configs of other formats in one sentence
-        before = TrainConfig.from_dict(saved["train"])
-        changed = self.cfg.changed_fields(before)
-        if changed:
-            detail = ", ".join(
-                f"{k}: {before.to_dict()[k]!r} -> {self.cfg.to_dict()[k]!r}" for k in changed
-            )
-            raise RocketError(
-                f"cannot resume {ckpt} with changed hyper-parameters ({detail}); use the "
-                "checkpoint's settings or start a new run."
-            )
-        check_same_code(saved.get("code_version"), f"the checkpoint {ckpt}",
-                        "resume with the rocket-vla code that wrote it, or start a new run "
-                        "(a new --out_dir folder, or --overwrite).")
-        if self.cfg.schedule == "cosine" and self.cfg.steps != before.steps:
-            raise RocketError(
-                "the cosine schedule depends on --steps; resume with the same --steps "
-                f"({before.steps}) or start a new run."
-            )
-        return ckpt, saved
-
+    # -- inputs ----------------------------------------------------------------------
     def _teacher_source(self, teacher: Any) -> TeacherSource:
         if teacher is None and self.cfg.teacher_cache:
             from rocket_vla.data.dataset import CAMERAS
@@ -260,15 +213,6 @@ class Trainer:
         return source
 
     # -- one step --------------------------------------------------------------------
-    def _log_samples(self, step: int, micro: int, start: int, order: np.ndarray) -> None:
-        """Append this rank's dataset indices to ``samples/rank<k>.jsonl`` (data-order audits)."""
-        folder = self.out_dir / "samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        row = {"step": step, "micro": micro, "start": start, "processes": self.accelerator.num_processes,
-               "indices": [int(i) for i in order]}
-        with (folder / f"rank{self.accelerator.process_index}.jsonl").open("a") as f:
-            f.write(json.dumps(row) + "\n")
-
     def _batch(self, step: int, micro: int, log: bool = True) -> dict[str, Any]:
         acc = self.accelerator
         per_rank = self.cfg.batch_size
@@ -277,7 +221,8 @@ class Trainer:
                  * per_rank)
         order = sample_order(len(self.dataset), self.cfg.seed, start, per_rank)
         if log and self.cfg.log_samples:
-            self._log_samples(step, micro, start, order)
+            log_samples(self.out_dir / "samples", step, micro, start, order,
+                        acc.process_index, acc.num_processes)
         return default_collate([self.dataset[int(i)] for i in order])
 
     def _losses(self, batch: dict[str, Any], gen: torch.Generator
@@ -321,7 +266,7 @@ class Trainer:
             totals["total"] += float(total.detach()) / cfg.grad_accum
             if per_pair.numel():
                 pairs += per_pair.cpu() / cfg.grad_accum
-        _stop_if_not_finite(acc, step, totals, self.out_dir)
+        stop_if_not_finite(acc, step, totals, self.out_dir)
         self._write_pending()
         grad_norm = clip_by_groups(acc, [self.policy.parameters(), self.aligner.parameters()],
                                    cfg.grad_clip)
@@ -332,7 +277,19 @@ class Trainer:
                 "lr": self.scheduler.get_last_lr()[0]}
 
     # -- checkpoints -----------------------------------------------------------------
-    def checkpoint_config(self) -> dict[str, Any]:
+    def samples_seen(self, step: int) -> int:
+        """Training samples consumed by all processes up to ``step``: the data stream's
+        position there, so a resumed run counts exactly as an uninterrupted one."""
+        return (self.data_position + (step - self.data_step) * self.cfg.grad_accum
+                * self.cfg.batch_size * self.accelerator.num_processes)
+
+    def compute(self, step: int) -> dict[str, Any]:
+        """The run's compute record at ``step`` (every process must call it together)."""
+        return {**self.clock.totals(self.accelerator, self.samples_seen(step)),
+                "processes": self.accelerator.num_processes,
+                **model_size(self.policy, self.aligner)}
+
+    def checkpoint_config(self, compute: dict[str, Any]) -> dict[str, Any]:
         return {
             "format": CHECKPOINT_FORMAT,
             "policy": self.policy.kind,  # `rocket eval --policy checkpoint` reads it
@@ -344,6 +301,7 @@ class Trainer:
             "stats": self.stats.to_dict(),
             "code_version": code_version(),
             "inputs": self.inputs,
+            "compute": compute,
         }
 
     def save(self, step: int, rng: torch.Tensor | None = None) -> Path | None:
@@ -353,19 +311,20 @@ class Trainer:
         """
         acc = self.accelerator
         acc.wait_for_everyone()
+        compute = self.compute(step)
         if not acc.is_main_process:
             return None
         state = {
             "step": step,
-            "data_position": self.data_position + (step - self.data_step) * self.cfg.grad_accum
-            * self.cfg.batch_size * acc.num_processes,
+            "data_position": self.samples_seen(step),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": torch.get_rng_state() if rng is None else rng,
+            "compute": {k: compute[k] for k in TOTALS},
         }
         self._written = ckpt_io.save_checkpoint(
             self.out_dir / "checkpoints", step, acc.unwrap_model(self.model),
-            self.checkpoint_config(), state, keep_last=self.cfg.keep_last,
+            self.checkpoint_config(compute), state, keep_last=self.cfg.keep_last,
             assets=self.policy.asset_files(),
         )
         return self._written
@@ -385,29 +344,14 @@ class Trainer:
             batch = self._batch(step, 0, log=False)
             total, _, _ = self._losses(batch, step_generator(self.cfg.seed, step, 0,
                                                              acc.process_index))
-        loss = float(total.detach())
-        if _any_rank(acc, not math.isfinite(loss)):
-            raise RocketError(
-                f"the loss at the weights of step {step} is not finite ({loss}), so they were not "
-                f"saved; {ckpt_io.after_bad_step(self.out_dir)}"
-            )
+        refuse_non_finite_last(acc, step, float(total.detach()), self.out_dir)
         self.save(step)
 
     # -- the loop --------------------------------------------------------------------
     def describe(self) -> str:
-        a = self.align_config
-        pairs = (f"student {a.student_layers} <-> teacher {a.teacher_layers} "
-                 f"(index k = stream after block k), projector={a.projector}, "
-                 f"matryoshka={a.matryoshka}, weight={a.weight}" if a.enabled
-                 else "no alignment (no teacher)")
-        preset = f"-{self.cfg.student_preset}" if self.cfg.student_preset else ""
-        lora = f", LoRA r={self.cfg.lora_rank}" if self.cfg.lora_rank else ""
-        return (f"variant={self.cfg.variant} | {self.policy.kind}{preset} "
-                f"{self.policy.num_parameters() / 1e6:.2f}M params "
-                f"({self.policy.num_parameters(trainable=True) / 1e6:.2f}M trained{lora}) | "
-                f"{len(self.dataset)} samples | {self.accelerator.num_processes} process(es) "
-                f"({self.accelerator.distributed_type.value}) "
-                f"| {pairs}")
+        """One line saying what this run trains (printed when it starts)."""
+        return describe_run(self.cfg, self.policy, self.align_config, len(self.dataset),
+                            self.accelerator)
 
     def fit(self) -> TrainResult:
         """Train to ``cfg.steps`` holding the run folder; a full disk is one sentence."""
@@ -429,14 +373,12 @@ class Trainer:
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             print(f"[rocket train] {self.describe()}", flush=True)
-        writer = tensorboard(self.out_dir / "tb") if (main and cfg.tensorboard) else None
-        bar = progress_bar(cfg.steps, self.step, main and cfg.progress)
+        log = RunLog(self.out_dir, cfg.steps, self.step, main=main, tensorboard_on=cfg.tensorboard,
+                     progress=cfg.progress)
         result = TrainResult(self.step, None)
         samples_per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
-        if main:  # rows past the resumed step (or all, for a fresh run) belong to no checkpoint
-            trim_metrics(self.out_dir / "metrics.jsonl", self.step)
-        metrics_file = (self.out_dir / "metrics.jsonl").open("a") if main else None
         t0 = time.perf_counter()
+        self.clock.start()
         window_t, window_steps = t0, 0
         start = self.step
         try:
@@ -448,32 +390,24 @@ class Trainer:
                     now = time.perf_counter()
                     m["samples_per_s"] = window_steps * samples_per_step / (now - window_t)
                     window_t, window_steps = now, 0
-                    row = {"step": self.step, **m}
+                    spent = self.clock.totals(acc, self.samples_seen(self.step))
+                    row = {"step": self.step, **m, **spent}
                     result.history.append(row)
-                    if main:
-                        log_row(writer, metrics_file, row)
-                        if bar is not None:
-                            bar.set_postfix(action=f"{m['action']:.4f}",
-                                            align=f"{sum(m['pairs']) / max(1, len(m['pairs'])):.4f}")
-                if bar is not None:
-                    bar.update(1)
+                    log.row(row)
+                log.advance()
                 if self.step == cfg.steps:
                     self._save_last(self.step)
                 elif self.step % cfg.save_every == 0:
                     self._pending = (self.step, torch.get_rng_state())
         finally:
             self._pending = None
-            if bar is not None:
-                bar.close()
-            if writer is not None:
-                writer.close()
-            if metrics_file is not None:
-                metrics_file.close()
+            log.close()
         result.step = self.step
         result.checkpoint = self._written
         result.seconds = time.perf_counter() - t0
         done = self.step - start
         result.samples_per_s = done * samples_per_step / result.seconds if done else 0.0
+        result.compute = self.compute(self.step)
         return result
 
 
@@ -483,30 +417,6 @@ def train(cfg: TrainConfig, **kwargs: Any) -> TrainResult:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _any_rank(acc: Any, bad: bool) -> bool:
-    """True when ``bad`` holds on any rank: every rank takes the same decision (one
-    all-reduce), so no process is left waiting for the others."""
-    flag = torch.tensor([1.0 if bad else 0.0], device=acc.device)
-    if acc.num_processes > 1:
-        flag = acc.reduce(flag, reduction="sum")
-    return float(flag.sum()) > 0
-
-
-def _stop_if_not_finite(acc: Any, step: int, totals: dict[str, float], out_dir: Path) -> None:
-    """Stop before a non-finite loss reaches the weights (no optimizer step, no checkpoint).
-
-    A NaN loss makes every later step NaN, so training on would only overwrite good
-    checkpoints with garbage. The checkpoint pending from the step before is dropped too:
-    its weights are the ones that gave this loss.
-    """
-    if not _any_rank(acc, not math.isfinite(totals["total"])):
-        return
-    raise RocketError(
-        f"the training loss became non-finite at step {step + 1} (action {totals['action']}, total "
-        f"{totals['total']}); {ckpt_io.after_bad_step(out_dir)}"
-    )
-
-
 def _is_source(obj: Any) -> bool:
     """A TeacherSource takes the batch as well as the frames; a bare Teacher does not."""
     import inspect

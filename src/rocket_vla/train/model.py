@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from rocket_vla.align import AlignConfig, Aligner, AlignOutput, LayerTaps, balanced_select
-from rocket_vla.align.config import PAPER_PAIRS
 from rocket_vla.policies.student import Student
 from rocket_vla.train.config import TrainConfig
 from rocket_vla.train.teacher_source import TeacherSource
@@ -69,23 +68,7 @@ def build_align_config(cfg: TrainConfig, policy: Student, teacher: TeacherSource
         cfg.variant, student_dim=policy.width, teacher_dim=teacher.dim,
         student_depth=policy.depth, teacher_depth=teacher.num_layers,
         student_layers=student_layers, teacher_layers=teacher_layers, num_pairs=pairs,
-        layout=paper_layout(policy, teacher.num_layers, cached is not None),
-        hidden_dim=cfg.projector_hidden, weight=align_weight(cfg, policy), **overrides,
+        hidden_dim=cfg.projector_hidden, **overrides,
+        # lambda: the config's, else AlignConfig's default (the paper's 0.5)
+        **({} if cfg.align_weight is None else {"weight": cfg.align_weight}),
     ).resolved()
-
-
-def align_weight(cfg: TrainConfig, policy: Student) -> float:
-    """``cfg.align_weight``, else the student's own default (the paper: 0.5; pi0: 0.125)."""
-    return float(cfg.align_weight if cfg.align_weight is not None else policy.align_weight)
-
-
-def paper_layout(policy: Student, teacher_depth: int, cached: bool) -> str | None:
-    """The student's paper layout (its published layer pairs) when the teacher is deep enough
-    for them (VGGT's 24 blocks) and every layer is at hand; else None: balanced pairs."""
-    layout = policy.align_layout
-    if layout is None or cached:
-        return None
-    students, teachers = PAPER_PAIRS[layout]
-    if max(teachers) > teacher_depth or max(students) > policy.depth:
-        return None
-    return layout

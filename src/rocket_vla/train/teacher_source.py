@@ -4,12 +4,13 @@ The loop asks one question per step -- "full-frame patch features of these layer
 frames of this batch" -- and does not care whether they are computed now or read back.
 Both answers are full-frame grids ``[B, S, h, w, C]``; the student's random crop is applied
 afterwards by the aligner's crop-box resampling, so live and cached features are
-interchangeable bit for bit (up to the cache's float16 storage).
+interchangeable bit for bit (up to the cache's float16 storage). Cached features come from
+a ``rocket cache-teacher`` directory (:class:`DiskCacheTeacher`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import torch
@@ -39,77 +40,6 @@ class LiveTeacher:
     def features(self, batch: dict[str, Any], frames: torch.Tensor,
                  layers: Sequence[int]) -> list[torch.Tensor]:
         return self.teacher.features(frames, list(layers))
-
-
-Lookup = Callable[[torch.Tensor, torch.Tensor, Sequence[int]], list[torch.Tensor]]
-
-
-class CachedTeacher:
-    """Reads features by source frame (episode, step) instead of running the teacher.
-
-    ``lookup(episodes, steps, layers)`` returns per layer ``[B, S, h, w, C]``; any cache
-    (the on-disk teacher cache, or :class:`MemoryFeatureCache`) plugs in through it.
-    """
-
-    def __init__(self, lookup: Lookup, dim: int, num_layers: int) -> None:
-        self.lookup = lookup
-        self.dim = int(dim)
-        self.num_layers = int(num_layers)
-
-    def features(self, batch: dict[str, Any], frames: torch.Tensor,
-                 layers: Sequence[int]) -> list[torch.Tensor]:
-        return [f.float() for f in self.lookup(batch["episode"], batch["step"], layers)]
-
-
-class MemoryFeatureCache:
-    """Teacher features of every frame of a dataset, computed once and kept in RAM (float16).
-
-    Rows are addressed by the dataset's (episode, step) keys. Filled with the live teacher
-    in batches; used by the benchmarks and by small runs that fit in memory.
-    """
-
-    def __init__(self, teacher: Any, dataset: Any, layers: Sequence[int], *,
-                 batch_size: int = 32) -> None:
-        from rocket_vla.data.dataset import images_to_float
-
-        self.layers = [int(x) for x in teacher.resolve_layers(list(layers))]
-        self.dim = int(teacher.dim)
-        self.num_layers = int(teacher.num_layers)
-        self.rows: dict[tuple[int, int], int] = {}
-        chunks: list[list[torch.Tensor]] = [[] for _ in self.layers]
-        for start in range(0, len(dataset), batch_size):
-            items = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
-            frames = images_to_float(torch.stack([it["images"] for it in items]))
-            feats = teacher.features(frames, self.layers)
-            for store, f in zip(chunks, feats, strict=True):
-                store.append(f.to(torch.float16))
-            for it in items:
-                self.rows[(int(it["episode"]), int(it["step"]))] = len(self.rows)
-        self.table = [torch.cat(c) for c in chunks]
-
-    def lookup(self, episodes: torch.Tensor, steps: torch.Tensor,
-               layers: Sequence[int]) -> list[torch.Tensor]:
-        try:
-            rows = torch.tensor([self.rows[(int(e), int(s))] for e, s in zip(episodes, steps,
-                                                                              strict=True)])
-        except KeyError as err:
-            raise RocketError(
-                f"frame {err.args[0]} is not in the teacher cache; rebuild the cache for this "
-                "dataset."
-            ) from None
-        out = []
-        for layer in layers:
-            resolved = layer + self.num_layers + 1 if layer < 0 else layer
-            if resolved not in self.layers:
-                raise RocketError(
-                    f"teacher layer {layer} is not in the cache (has {self.layers}); cache the "
-                    "layers the run aligns to."
-                )
-            out.append(self.table[self.layers.index(resolved)][rows])
-        return out
-
-    def source(self) -> CachedTeacher:
-        return CachedTeacher(self.lookup, self.dim, self.num_layers)
 
 
 class DiskCacheTeacher:
