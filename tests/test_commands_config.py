@@ -63,10 +63,12 @@ CASES: dict[str, tuple[type, list[str], Any]] = {
                   CheckEnvConfig(suites=["libero_spatial", "libero_10"], init_states=[0, 3], workers=1,
                                  tolerances=Tolerances(position_mm=3.0), premises=True, out_dir="ce")),
     "reproduce": (StudyConfig,
-                  ["--preset", "smoke", "--seeds", "0,1,2", "--variants", "baseline", "naive", "--split",
-                   "validation", "--train.teacher", "random-tiny", "--overwrite"],
+                  ["--preset", "smoke", "--seeds", "0,1,2", "--variants", "baseline", "naive",
+                   "--levels", "0.5,0.8", "--control_seeds", "1", "--train.teacher", "random-tiny",
+                   "--overwrite"],
                   StudyConfig.preset("smoke", seeds=[0, 1, 2], variants=["baseline", "naive"],
-                                     split="validation", train={"teacher": "random-tiny"}, overwrite=True)),
+                                     levels=[0.5, 0.8], control_seeds=[1], train={"teacher": "random-tiny"},
+                                     overwrite=True)),
 }
 #: the flags a command cannot do without, and the fields they set
 REQUIRED: dict[str, tuple[list[str], dict[str, Any]]] = {

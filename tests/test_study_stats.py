@@ -12,7 +12,6 @@ from rocket_vla.pipeline.config import DataConfig
 from rocket_vla.study import stats
 from rocket_vla.study.config import StudyConfig
 from rocket_vla.study.report import aggregate, table
-from rocket_vla.train.config import TrainConfig
 
 
 def test_mean_std_and_t_interval_by_hand() -> None:
@@ -56,84 +55,78 @@ def test_paired_difference_uses_shared_seeds() -> None:
     assert ci.high - diff == pytest.approx(4.302653 * 0.1 / math.sqrt(3), abs=1e-6)
 
 
-def test_steps_to_threshold() -> None:
-    curve = {800: 0.9, 266: 0.4, 532: 0.75}
-    assert stats.steps_to_threshold(curve, 0.75) == 532  # the first evaluated step, in step order
-    assert stats.steps_to_threshold(curve, 0.4) == 266
-    assert stats.steps_to_threshold(curve, 0.95) is None
-
-
-def _run(variant: str, seed: int, finals: dict[int, list[bool]], early: dict[int, list[bool]],
-         l1: float) -> dict:
+def _run(variant: str, seed: int, points: dict[int, dict[int, list[bool]]], l1: float) -> dict:
+    """A run's result file: per evaluated step, the episodes of each task."""
     def eps(by_task: dict[int, list[bool]]) -> list[dict]:
         return [{"task_id": t, "trial": k, "success": s}
                 for t, xs in by_task.items() for k, s in enumerate(xs)]
 
-    return {"variant": variant, "seed": seed, "evals": {"2": eps(early), "4": eps(finals)},
-            "action_l1": l1, "train_seconds": 10.0, "samples_per_s": 5.0}
+    return {"variant": variant, "seed": seed, "action_l1": l1,
+            "points": [{"step": step, "samples": 4 * step, "flops": None, "wall_s": 1.0, "cpu_s": 1.0,
+                        "successes": sum(sum(xs) for xs in by_task.values()),
+                        "trials": sum(len(xs) for xs in by_task.values()), "episodes": eps(by_task)}
+                       for step, by_task in points.items()]}
 
 
 def test_aggregate_by_hand() -> None:
-    cfg = StudyConfig(data=DataConfig(tasks=[1, 2], demo_first_init=2), variants=["baseline", "rocket"],
-                      seeds=[0, 1], eval_trials=2, val_trials=0, curve_points=2, curve_trials=1,
-                      train=TrainConfig(steps=4))
+    cfg = StudyConfig(data=DataConfig(tasks=[1, 2], demo_first_init=4), variants=["baseline", "rocket"],
+                      seeds=[0, 1], eval_trials=2, val_trials=2)
     T, F = True, False
-    runs = {
-        "b0": _run("baseline", 0, {1: [T, F], 2: [F, F]}, {1: [F, F], 2: [F, F]}, 0.2),  # final 1/4
-        "b1": _run("baseline", 1, {1: [T, T], 2: [F, T]}, {1: [T, F], 2: [F, F]}, 0.4),  # final 3/4
-        "r0": _run("rocket", 0, {1: [T, T], 2: [T, F]}, {1: [T, F], 2: [F, F]}, 0.1),    # final 3/4
-        "r1": _run("rocket", 1, {1: [T, T], 2: [T, T]}, {1: [T, T], 2: [T, T]}, 0.3),    # final 4/4
-    }
-    out = aggregate(cfg, runs)["variants"]
-    base, rocket = out["baseline"], out["rocket"]
-    assert base["final"]["mean"] == pytest.approx(0.5) and base["final"]["successes"] == 4
-    assert rocket["final"]["mean"] == pytest.approx(0.875)
-    assert base["final"]["std"] == pytest.approx(math.sqrt(2 * 0.25 ** 2))
+    runs = [
+        _run("baseline", 0, {2: {1: [F, F], 2: [F, F]}, 4: {1: [T, F], 2: [F, F]}}, 0.2),  # final 1/4
+        _run("baseline", 1, {2: {1: [T, F], 2: [F, F]}, 4: {1: [T, T], 2: [F, T]}}, 0.4),  # final 3/4
+        _run("rocket", 0, {2: {1: [T, F], 2: [T, F]}, 4: {1: [T, T], 2: [T, F]}}, 0.1),    # final 3/4
+        _run("rocket", 1, {2: {1: [T, T], 2: [T, T]}, 4: {1: [T, T], 2: [T, T]}}, 0.3),    # final 4/4
+    ]
+    controls = [{**_run("rocket", 0, {4: {1: [F, F], 2: [T, F]}}, 0.5), "teacher": "random-tiny"}]
+    budget = {"budget": 4, "checks": [], "reason": "test"}
+    out = aggregate(cfg, runs, controls, budget, [2, 4])
+    base, rocket = out["variants"]["baseline"], out["variants"]["rocket"]
     assert base["per_task"]["1"]["mean"] == pytest.approx(0.75) and base["per_task"]["2"]["mean"] == 0.25
-    # curves use the first trial of each task only: baseline at step 4: seed 0 1/2, seed 1 1/2
-    assert base["curve"] == {"2": pytest.approx(0.25), "4": pytest.approx(0.5)}
-    assert rocket["curve"] == {"2": pytest.approx(0.75), "4": pytest.approx(1.0)}
-    assert rocket["steps_to_baseline"] == 2 and base["steps_to_baseline"] == 4
-    assert rocket["vs_baseline"]["mean"] == pytest.approx(0.375)  # (0.75-0.25 + 1.0-0.75) / 2
+    assert rocket["per_seed"] == {"0": (3, 4), "1": (4, 4)}
     assert rocket["action_l1"]["mean"] == pytest.approx(0.2)
-    text = table(aggregate(cfg, runs))
-    assert "| rocket | 87.5 (7/8) |" in text and "+37.5" in text
-    # without a baseline there is no threshold: the column says so instead of "not reached"
-    alone = StudyConfig(data=DataConfig(tasks=[1, 2], demo_first_init=2), variants=["rocket"],
-                        seeds=[0, 1], eval_trials=2, val_trials=0, curve_points=2, curve_trials=1,
-                        train=TrainConfig(steps=4))
-    row = table(aggregate(alone, {k: v for k, v in runs.items() if k.startswith("r")})).splitlines()[-1]
-    assert row.endswith("| - | - | 0.2000 |")
+    samples = out["compute"]["samples"]
+    assert "flops" not in out["compute"]  # no student token count: no FLOPs axis
+    assert samples["baseline_converged"] == pytest.approx(0.5)
+    # level 0.25 (half of 0.5): baseline seed 0 at step 4 interpolated from (2, 0.0) to (4, 0.25) ->
+    # step 4 = 16 samples; seed 1 at step 2 (0.25) = 8 samples; rocket seed 0 reaches 0.5 at step 2:
+    # 0.25 at half of 8 = 4 samples; seed 1: 1.0 at step 2 -> 0.25 at 2 samples
+    base_reach, rocket_reach = (samples["variants"][v]["reach"][0]["per_seed"]
+                                for v in ("baseline", "rocket"))
+    assert base_reach == {0: pytest.approx(16.0), 1: pytest.approx(8.0)}
+    assert rocket_reach == {0: pytest.approx(4.0), 1: pytest.approx(2.0)}
+    assert samples["variants"]["rocket"]["ratio"][0]["geo_mean"] == pytest.approx(0.25)
+    assert out["control"]["converged"]["mean"] == pytest.approx(0.25)
+    assert out["control"]["rocket_minus_control"]["mean"] == pytest.approx(0.5)  # seed 0: 0.75 - 0.25
+    assert "| rocket | 87.5 (7/8)" in table(out)
 
 
-def test_study_config_checks_and_curve_steps() -> None:
+def test_study_config_checks() -> None:
     from rocket_vla.errors import RocketError
 
     cfg = StudyConfig()
-    assert cfg.curve_steps() == [266, 532, 800] and cfg.save_every == 266
-    assert (cfg.first_trial, cfg.trials) == (0, cfg.eval_trials)
-    val = StudyConfig(split="validation")
-    assert (val.first_trial, val.trials) == (cfg.eval_trials, cfg.val_trials)
-    for bad in (dict(split="eval"), dict(variants=["rocket", "rocket"]), dict(data={"demo_first_init": 5}),
-                dict(curve_trials=50), dict(variants=["fancy"]), dict(data={"train_demos": 40}),
-                dict(train={"seed": 3})):
+    assert cfg.points(4000) == [500, 1000, 1500, 2500, 4000]
+    run = cfg.run_train_config("rocket", 1, 1500, "d", "o", "tiny", "c")
+    assert (run.steps, run.save_every, run.keep_last, run.seed) == (1500, 500, 17, 1)
+    assert run.schedule == "constant"
+    assert cfg.run_train_config("baseline", 0, 500, "d", "o", "tiny", "c").teacher_cache is None
+    for bad in (dict(variants=["baseline", "baseline"]), dict(data={"demo_first_init": 5}),
+                dict(variants=["fancy"]), dict(data={"train_demos": 40}), dict(train={"seed": 3}),
+                dict(train={"steps": 100}), dict(seeds=[])):
         with pytest.raises(RocketError):
             StudyConfig.preset("default", **bad)
 
 
 def test_pos_embed_reaches_training_and_the_run_identity(tmp_path) -> None:
     """``--pos_embed`` is part of what an aligned run depends on, and never of the baseline's."""
-    from pathlib import Path
-
     from rocket_vla.errors import RocketError
-    from rocket_vla.study.run import train_config
     from rocket_vla.study.runs import RunKey, run_identity
 
     uv = StudyConfig.preset("default", out_dir=str(tmp_path), train={"pos_embed": "vggt-uv"})
     plain = StudyConfig(out_dir=str(tmp_path))
     rocket, base = RunKey("rocket", 0), RunKey("baseline", 0)
-    assert train_config(uv, rocket, Path("d"), None).pos_embed == "vggt-uv"
-    assert train_config(plain, rocket, Path("d"), None).pos_embed is None
+    assert uv.run_train_config("rocket", 0, 500, "d", "o", "tiny", None).pos_embed == "vggt-uv"
+    assert plain.run_train_config("rocket", 0, 500, "d", "o", "tiny", None).pos_embed is None
     ident = {c.train.pos_embed: (run_identity(c, rocket, {}, "t", {}), run_identity(c, base, {}, None, {}))
              for c in (uv, plain)}
     assert ident["vggt-uv"][0] != ident[None][0] and ident["vggt-uv"][1] == ident[None][1]

@@ -232,6 +232,11 @@ class MiniVLA(Student):
         return self.config.proprio_dim
 
     @property
+    def tokens_per_sample(self) -> int:
+        """Length of the sequence the blocks run per sample (the training FLOPs estimate)."""
+        return self.config.seq_len
+
+    @property
     def visual_spans(self) -> list[tuple[int, int]]:
         return [self.config.visual_span]
 

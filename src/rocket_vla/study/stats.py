@@ -91,13 +91,3 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float]) -> tuple[f
         raise ValueError("no seed in common")
     diffs = [a[s] - b[s] for s in common]
     return mean_std(diffs)[0], t_interval(diffs)
-
-
-def steps_to_threshold(curve: Mapping[int, float], threshold: float) -> int | None:
-    """The first evaluated step whose success reaches ``threshold`` (None: never reached).
-
-    Only evaluated checkpoints count: the answer is an upper bound at the curve's spacing."""
-    for step in sorted(curve):
-        if curve[step] >= threshold - 1e-12:
-            return step
-    return None

@@ -91,13 +91,14 @@ class TrainConfig:
     num_pairs: int = 4
     """pairs for the balanced selection when no layers are given"""
     align_weight: float | None = None
-    """lambda, the weight of the alignment loss (None: the student's default -- the paper's
-    0.5, and 0.125 for pi0)"""
+    """lambda, the weight of the alignment loss (None: AlignConfig's 0.5, the paper's; the
+    paper presets set their own, e.g. 0.125 for pi0)"""
     projector_hidden: int | None = None
-    """projector hidden width H (None: AlignConfig's default, half the student width)"""
+    """projector hidden width H (None: AlignConfig's default, the teacher's width as in the
+    official code)"""
     pos_embed: str | None = None
     """position embedding added to teacher targets: sincos (MAE-style) or vggt-uv (VGGT's own,
-    the official code's) -- None: vggt-uv with the student's paper layer pairs, else sincos"""
+    the official code's, which the paper presets set) -- None: sincos"""
     teacher: str = "tiny"
     """'tiny' (bundled), 'random-tiny' (pipeline checks only), or a VGGT checkpoint path"""
     teacher_cache: str | None = None

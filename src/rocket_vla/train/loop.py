@@ -49,7 +49,13 @@ from rocket_vla.data.normalize import DatasetStats
 from rocket_vla.errors import RocketError
 from rocket_vla.fingerprint import code_version
 from rocket_vla.optim import build_optimizer, build_scheduler
-from rocket_vla.policies.student import CHECKPOINT_FORMAT, apply_lora, build_student, lora_settings
+from rocket_vla.policies.student import (
+    CHECKPOINT_FORMAT,
+    apply_lora,
+    build_student,
+    lora_settings,
+    student_class,
+)
 from rocket_vla.train import checkpoint as ckpt_io
 from rocket_vla.train.compute import TOTALS, ComputeClock, model_size
 from rocket_vla.train.config import TrainConfig
@@ -60,7 +66,9 @@ from rocket_vla.train.resume import check_resume, check_same_alignment, check_sa
 from rocket_vla.train.run_lock import RunLease
 from rocket_vla.train.run_log import RunLog, describe_run, log_samples
 from rocket_vla.train.setup import (
+    check_data_shapes,
     clip_by_groups,
+    data_shapes,
     load_episodes,
     make_accelerator,
     resolve_precision,
@@ -137,7 +145,10 @@ class Trainer:
             check_same_inputs(saved.get("inputs"), self.inputs, resume_ckpt)
 
         torch.manual_seed(cfg.seed)
-        policy = build_student(cfg.student, cfg.student_preset, cfg.student_path, **cfg.student_config)
+        shapes = data_shapes(self.stats, student_class(cfg.student).config_class)
+        policy = build_student(cfg.student, cfg.student_preset, cfg.student_path,
+                               **{**shapes, **cfg.student_config})
+        check_data_shapes(policy, self.stats)
         if saved is not None:  # a resumed run must rebuild the very architecture it saved
             check_same_student(saved, resume_ckpt, policy)
         if cfg.lora_rank > 0:

@@ -95,3 +95,26 @@ def clip_by_groups(acc: Any, groups: Sequence[Iterable[torch.nn.Parameter]],
         return torch.zeros(())
     torch.nn.utils.clip_grads_with_norm_([p for group in params for p in group], max_norm, total)
     return total
+
+
+def data_shapes(stats: Any, config_class: type) -> dict[str, int]:
+    """The action and proprio widths of the training data, as overrides of the student's config
+    fields of those names (a config without such a field keeps its own width).
+
+    Why from the data: a student's head and proprio projection must match what the dataset
+    holds, and a LIBERO-shaped default would silently misfit a robot with another arm."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_class)}
+    widths = {"action_dim": int(stats.action.low.size), "proprio_dim": int(stats.proprio.low.size)}
+    return {k: v for k, v in widths.items() if k in names}
+
+
+def check_data_shapes(policy: Any, stats: Any) -> None:
+    """Refuse a student whose action or proprio width differs from the data's (e.g. one fixed
+    by ``--student_config``)."""
+    for name, width in (("action", stats.action.low.size), ("proprio", stats.proprio.low.size)):
+        own = getattr(policy, f"{name}_dim")
+        if own != width:
+            raise RocketError(f"the dataset has {width}-dim {name}s but the {policy.kind} student takes "
+                              f"{own}; drop --student_config.{name}_dim or train on matching data.")
