@@ -1,8 +1,9 @@
 """The tally of a full fault pass: every fault case run, counted by verdict and outcome.
 
-Each fault case in ``tests/test_faults*.py`` carries ``@pytest.mark.fault("refused")`` (the
-fault must be refused with one clear sentence) or ``@pytest.mark.fault("survived")`` (the
-run must end with the right result and nothing lost). A case whose test fails did not reach
+Each fault case (most in ``tests/test_faults*.py``, the rest beside the feature they test)
+carries ``@pytest.mark.fault("refused")`` (the fault must be refused with one clear sentence)
+or ``@pytest.mark.fault("survived")`` (the run must end with the right result and nothing
+lost). A case whose test fails did not reach
 its verdict: it is listed as open, with the test's name, so the tally never hides one.
 Parametrised cases count once per parameter set (each is a distinct bad input).
 
@@ -44,10 +45,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-libero", action="store_true", help="leave out the real-simulator cases")
     args, extra = parser.parse_known_args()
-    files = sorted(str(p) for p in (ROOT / "tests").glob("test_faults*.py"))
-    pytest_args = ["-q", "-p", "no:cacheprovider", *files, *extra]
-    if args.no_libero:
-        pytest_args += ["-m", "not libero"]
+    # every test marked ``fault``, wherever it lives (most are in tests/test_faults*.py)
+    select = "fault and not libero" if args.no_libero else "fault"
+    pytest_args = ["-q", "-p", "no:cacheprovider", str(ROOT / "tests"), "-m", select, *extra]
     tally = Tally()
     code = pytest.main(pytest_args, plugins=[tally])
     counts = Counter(tally.cases.values())

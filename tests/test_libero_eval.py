@@ -114,3 +114,13 @@ def test_collect_round_trip_and_crash_safety(tmp_path: Path) -> None:
     assert 0.3 < float(np.median(ep.obs["agentview_depth"])) < 3.0  # metres
     log = [json.loads(line) for line in (out / "attempts.jsonl").read_text().splitlines()]
     assert sum(r["success"] for r in log) == len(files)
+
+
+@pytest.mark.fault("refused")
+def test_collect_beyond_the_init_states_is_refused_before_any_episode(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "demos"
+    assert main(["collect", "--suites", "spatial", "--tasks", "0", "--first_init", "45",
+                 "--init_states", "10", "--out_dir", str(out)]) == 2
+    assert ("demonstration 54 needs init state 54, but libero_spatial task 0 has 50; use --first_init "
+            "+ --init_states <= 50.") in capsys.readouterr().err
+    assert not list(out.rglob("*.hdf5"))

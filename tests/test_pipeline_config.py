@@ -30,14 +30,14 @@ def test_presets_scale_the_schedule_with_the_steps() -> None:
         6, 4, 3, 4, "tiny")
 
 
-def test_the_study_trains_each_run_with_its_seed_and_curve_checkpoints() -> None:
+def test_the_study_trains_each_run_with_its_seed_and_all_checkpoints() -> None:
     cfg = StudyConfig.preset("default", train={"pos_embed": "sincos"})
-    got = cfg.run_train_config("shared", 2, "d", "o", "c")
+    got = cfg.run_train_config("shared", 2, 4000, "d", "o", "tiny", "c")
     assert got == TrainConfig(
         dataset="d", out_dir="o", student="minivla", student_preset="demo", variant="shared", num_pairs=4,
-        teacher="tiny", steps=800, batch_size=32, lr=1e-3, seed=2, pos_embed="sincos", decay_after=640,
-        save_every=266, keep_last=4, progress=False, teacher_cache="c")
-    assert cfg.run_train_config("baseline", 0, "d", "o", "c").teacher_cache is None
+        teacher="tiny", steps=4000, batch_size=32, lr=1e-3, schedule="constant", seed=2, pos_embed="sincos",
+        decay_after=3200, save_every=500, keep_last=17, progress=False, teacher_cache="c")
+    assert cfg.run_train_config("baseline", 0, 500, "d", "o", "tiny", "c").teacher_cache is None
 
 
 def test_settings_the_pipeline_sets_per_run_are_refused_in_the_template() -> None:

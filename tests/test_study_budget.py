@@ -58,6 +58,7 @@ def test_max_budget_ends_a_search_that_is_still_rising(tmp_path: Path) -> None:
     assert record["budget"] == 400 and "still rising" in record["reason"]
 
 
+@pytest.mark.fault("survived")
 def test_a_stopped_search_resumes_and_a_finished_one_is_reused(tmp_path: Path) -> None:
     first = Curve(RISING_THEN_FLAT, fail_at=300)
     with pytest.raises(KeyboardInterrupt):

@@ -234,20 +234,15 @@ def run_jobs(cfg: CollectConfig, jobs: Iterable[CollectJob], emit: Any) -> None:
 
 
 def plan_collection(cfg: CollectConfig, done: set[tuple[str, int, int, int]]) -> list[CollectJob]:
-    from rocket_vla.envs.suites import get_task, list_tasks, normalize_suite, num_init_states
+    from rocket_vla.envs.suites import get_task, list_tasks, normalize_suite, require_init_states
 
     jobs = []
     for suite_name in cfg.suites:
         suite = normalize_suite(suite_name)
         specs = [get_task(suite, t) for t in cfg.tasks] if cfg.tasks else list_tasks(suite)
         for spec in specs:
-            n = num_init_states(spec)
             last = cfg.first_init + cfg.init_states - 1
-            if last >= n:
-                raise RocketError(
-                    f"init state {last} is out of range for {suite} task {spec.task_id} "
-                    f"({n} states); use --first_init + --init_states <= {n}."
-                )
+            require_init_states(spec, last, "demonstration", "--first_init + --init_states")
             items = tuple((k, v) for k in range(cfg.first_init, last + 1)
                           for v in range(cfg.variations + 1)
                           if (suite, spec.task_id, k, v) not in done)

@@ -72,7 +72,7 @@ def plan_jobs(cfg: EvalConfig, done: set[tuple[str, int, int]]) -> list[Job]:
 
 def plan_items(cfg: EvalConfig) -> list[tuple[str, int, int]]:
     """Every (suite, task, trial) this run (this shard of it) promises, validated."""
-    from rocket_vla.envs.suites import get_task, normalize_suite, num_init_states
+    from rocket_vla.envs.suites import get_task, normalize_suite, require_init_states
 
     items: list[tuple[str, int, int]] = []
     for suite_name in cfg.suites:
@@ -83,13 +83,8 @@ def plan_items(cfg: EvalConfig) -> list[tuple[str, int, int]]:
 
             specs = list_tasks(suite)
         for spec in specs:
-            n = num_init_states(spec)
             last = cfg.first_trial + cfg.trials - 1
-            if last >= n:
-                raise RocketError(
-                    f"trial {last} needs init state {last}, but {suite} task {spec.task_id} has "
-                    f"{n}; use --first_trial + --trials <= {n}."
-                )
+            require_init_states(spec, last, "trial", "--first_trial + --trials")
             items += [(suite, spec.task_id, k) for k in range(cfg.first_trial, last + 1)]
     if cfg.shard is not None:
         from rocket_vla.envs.shards import shard_slice

@@ -175,6 +175,16 @@ def num_init_states(task: TaskSpec) -> int:
     return int(_init_states(task.suite, task.task_id).shape[0])
 
 
+def require_init_states(task: TaskSpec, last: int, what: str, fix: str) -> None:
+    """Refuse a run that would need init state ``last`` of ``task`` when the task has fewer
+    (checked before any episode, so nothing is half done): ``what`` names the use, ``fix`` the
+    flags to change."""
+    n = num_init_states(task)
+    if last >= n:
+        raise RocketError(f"{what} {last} needs init state {last}, but {task.suite} task {task.task_id} "
+                          f"has {n}; use {fix} <= {n}.")
+
+
 def get_init_state(task: TaskSpec, index: int) -> np.ndarray:
     """The flattened MuJoCo state of the task's init state ``index`` (trial k uses state k)."""
     states = _init_states(task.suite, task.task_id)

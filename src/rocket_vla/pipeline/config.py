@@ -128,7 +128,8 @@ class PipelineConfig:
         """One run's TrainConfig: the template ``train`` with the per-run ``fields``; its
         step schedule drops the learning rate at 80% of the run (the paper's drop point is
         for runs 10-20x longer)."""
-        return dataclasses.replace(self.train, decay_after=max(1, int(self.train.steps * 0.8)), **fields)
+        steps = fields.get("steps", self.train.steps)
+        return dataclasses.replace(self.train, decay_after=max(1, int(steps * 0.8)), **fields)
 
     @property
     def aligned(self) -> bool:
