@@ -3,6 +3,8 @@ each variant's TrainConfig is pinned against one written out by hand, field by f
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from rocket_vla.demo.config import DemoConfig
@@ -36,7 +38,10 @@ def test_the_study_trains_each_run_with_its_seed_and_all_checkpoints() -> None:
     assert got == TrainConfig(
         dataset="d", out_dir="o", student="minivla", student_preset="demo", variant="shared", num_pairs=4,
         teacher="tiny", steps=4000, batch_size=32, lr=1e-3, schedule="constant", seed=2, pos_embed="sincos",
-        decay_after=3200, save_every=500, keep_last=17, progress=False, teacher_cache="c")
+        decay_after=8000, save_every=500, keep_last=17, progress=False, teacher_cache="c")
+    # growing the run (the budget search) keeps every setting a resume compares
+    grown = cfg.run_train_config("shared", 2, 500, "d", "o", "tiny", "c")
+    assert grown == dataclasses.replace(got, steps=500)
     assert cfg.run_train_config("baseline", 0, 500, "d", "o", "tiny", "c").teacher_cache is None
 
 

@@ -129,7 +129,8 @@ class PipelineConfig:
         step schedule drops the learning rate at 80% of the run (the paper's drop point is
         for runs 10-20x longer)."""
         steps = fields.get("steps", self.train.steps)
-        return dataclasses.replace(self.train, decay_after=max(1, int(steps * 0.8)), **fields)
+        fields.setdefault("decay_after", max(1, int(steps * 0.8)))
+        return dataclasses.replace(self.train, **fields)
 
     @property
     def aligned(self) -> bool:

@@ -121,8 +121,10 @@ class StudyConfig(PipelineConfig):
         to ``steps`` with a checkpoint every ``check_every`` steps (all kept: any may become an
         evaluation point). ``steps`` grows while the budget is searched; a constant schedule
         makes that the same as one run to the end."""
+        # decay_after is unused by the constant schedule; fixed so that a run trained further
+        # resumes with the settings it was saved with
         return self.run_config(dataset=dataset, out_dir=out_dir, variant=variant, seed=seed, steps=steps,
-                               teacher=teacher, save_every=self.check_every,
+                               teacher=teacher, save_every=self.check_every, decay_after=self.max_budget,
                                keep_last=self.max_budget // self.check_every + 1, progress=False,
                                teacher_cache=teacher_cache if variant != "baseline" else None)
 
