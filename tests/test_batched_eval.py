@@ -260,3 +260,25 @@ def test_simulator_workers_exit_when_the_policy_process_is_killed(tmp_path: Path
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in pids)
+
+
+def test_a_slot_gets_the_same_bits_alone_or_with_others_waiting() -> None:
+    """Every forward pass has one row per worker: an episode's chunk is bit-identical whether
+    the other worker was waiting at the same moment or not (a batch of one takes another
+    kernel path, whose last-bit differences can change an episode's outcome)."""
+    from rocket_vla.envs.policy_server import Answerer
+
+    policy = random_student_policy("minivla")
+    obs = [o[0] for o in _observations(2, 1)]
+
+    def fresh() -> Answerer:
+        answerer = Answerer(policy, rebuild=lambda: None, width=2)
+        for slot in range(2):
+            answerer.reset(slot, TaskInfo("libero_goal", slot, "t", LANGUAGES[slot]), 100 + slot)
+        return answerer
+
+    together = fresh().answer({0: obs[0], 1: obs[1]})
+    alone = {slot: fresh().answer({slot: obs[slot]})[slot] for slot in range(2)}
+    for slot in range(2):
+        assert together[slot][0] == alone[slot][0] == "chunk"
+        assert np.array_equal(together[slot][1], alone[slot][1])

@@ -11,10 +11,11 @@ recording every finished episode the moment it arrives. Episodes end independent
 that finishes a job takes the next one from the shared queue.
 
 Determinism: everything random in prediction is drawn from a per-episode generator seeded
-from the episode's identity (``begin_episode``), and the environments are the workers' own,
-so an episode's result does not depend on which others shared its batches, nor on the number
-of workers. A policy without ``act_batch`` (the scripted experts, a user's callable) gets one
-copy per worker slot in the parent, called one observation at a time.
+from the episode's identity (``begin_episode``), the environments are the workers' own, and
+every batched forward pass has one row per worker (:meth:`Answerer._padded`), so an episode's
+result does not depend on which others shared its batches or on timing. A policy without
+``act_batch`` (the scripted experts, a user's callable) gets one copy per worker slot in the
+parent, called one observation at a time.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ class ServerStats:
 class Answerer:
     """Keeps each worker slot's episode state and answers waiting slots, batched when it can."""
 
-    def __init__(self, policy: Any, rebuild: Callable[[], Any]) -> None:
+    def __init__(self, policy: Any, rebuild: Callable[[], Any], width: int = 1) -> None:
         self.policy = policy
+        self.width = width  # rows of every batched forward pass: one per worker slot
         self.batched = callable(getattr(policy, "act_batch", None)) and callable(
             getattr(policy, "new_episode", None))
         self._rebuild = rebuild
@@ -124,10 +126,9 @@ class Answerer:
         start = time.perf_counter()
         try:
             if self.batched:
-                chunks = self.policy.act_batch([pending[s] for s in slots],
-                                               [self._episodes[s] for s in slots])
+                chunks = self._padded({s: pending[s] for s in slots})
                 self._count(len(slots), start)
-                return {s: ("chunk", c) for s, c in zip(slots, chunks, strict=True)}
+                return {s: ("chunk", chunks[s]) for s in slots}
         except Exception:  # noqa: BLE001 -- find the episode it belongs to, below
             pass
         out = {}
@@ -135,13 +136,30 @@ class Answerer:
             start = time.perf_counter()
             try:
                 if self.batched:
-                    out[slot] = ("chunk", self.policy.act_batch([pending[slot]], [self._episodes[slot]])[0])
+                    out[slot] = ("chunk", self._padded({slot: pending[slot]})[slot])
                 else:
                     out[slot] = ("chunk", self._copy(slot).act(pending[slot]))
             except Exception as err:  # noqa: BLE001 -- the policy's code is arbitrary
                 out[slot] = ("raise", err)
             self._count(1, start)
         return out
+
+    def _padded(self, pending: dict[int, Any]) -> dict[int, Any]:
+        """``policy.act_batch`` over a batch of fixed size, each waiting slot's observation in
+        its own row and copies of one of them (with throwaway episode states) in the rest.
+
+        Why fixed: CPU kernels take another path for a batch of one than for several, so the
+        same observation gives actions that differ in the last bits, and over a long episode
+        those bits can decide success. With every forward pass the same size, an episode's
+        actions no longer depend on how many other workers happened to be waiting at that
+        moment (machine load, timing); they depend on the number of workers only."""
+        first = min(pending)
+        rows = range(max(self.width, max(pending) + 1))
+        observations = [pending.get(r, pending[first]) for r in rows]
+        episodes = [self._episodes[r] if r in pending
+                    else self.policy.new_episode(self._episodes[first].instruction, 0) for r in rows]
+        chunks = self.policy.act_batch(observations, episodes)
+        return {r: chunks[r] for r in pending}
 
     def _count(self, size: int, start: float) -> None:
         self.stats.forward_calls += 1
@@ -286,7 +304,7 @@ def run_batched(run_jobs: RunJobs, config: Any, jobs: list[Any], workers: int,
     ``rebuild()`` builds another copy for a policy that cannot batch (one per worker slot).
     ``linger``: seconds the parent waits for busy workers before answering the ones waiting
     (0: answer whoever waits at once)."""
-    answerer = Answerer(policy, rebuild)
+    answerer = Answerer(policy, rebuild, width=workers)
     if workers <= 1 or len(jobs) <= 1:
         run_jobs(config, jobs, emit, LocalPolicy(answerer))
         return answerer.stats.as_dict()
