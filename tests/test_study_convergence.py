@@ -123,6 +123,8 @@ def test_compute_report_by_hand(tmp_path) -> None:
     assert base["budget_step"] == 400
     text = table(out)
     assert "| rocket | 85.0 (17/20)" in text and "0.32 [" in text
+    # rocket's samples to 40%: mean 2,400, t(0.975, 1) interval 2,400 +- 12.71 x 800 (below 0)
+    assert "2,400 [-7,765, 12,565]" in text
     assert plot(out, tmp_path / "curves.png").stat().st_size > 1000
 
 

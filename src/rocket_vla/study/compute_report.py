@@ -71,7 +71,8 @@ def _num(value: float | None, scale: float = 1.0, digits: int = 0) -> str:
 
 
 def _interval(ci: Mapping[str, float] | None, scale: float = 1.0, digits: int = 0) -> str:
-    return "-" if ci is None else f"{ci['low'] / scale:,.{digits}f}-{ci['high'] / scale:,.{digits}f}"
+    """``low, high`` -- a comma, not a dash, since a t-interval over few seeds can go below 0."""
+    return "-" if ci is None else f"{ci['low'] / scale:,.{digits}f}, {ci['high'] / scale:,.{digits}f}"
 
 
 def table(summary: Mapping[str, Any]) -> str:
