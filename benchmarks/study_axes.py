@@ -5,8 +5,8 @@ fixed student) on the x-axis, so an aligned run and the baseline cost the same p
 What alignment adds per step -- the projector, the cosine loss, reading cached teacher
 features -- shows only in the time each run spent. Every evaluated checkpoint records its
 run's cumulative training CPU and wall seconds (``train/compute.py``), so this script reads
-the per-run results the study wrote and prints the same compute-to-success table on
-``cpu_s`` (and ``wall_s``), plus each run's training time at the budget. It reads only; it
+the per-run results the study wrote and prints the compute-to-success table on samples
+(as the report does), ``cpu_s`` and ``wall_s``, plus each run's training time at the budget. It reads only; it
 never writes into the study folder.
 
     python benchmarks/study_axes.py runs/study
@@ -46,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     results, runs, controls = load_runs(args.out_dir)
     cfg = results["config"]
-    for axis in ("cpu_s", "wall_s"):
+    for axis in ("samples", "cpu_s", "wall_s"):
         summary = compute_report.summarise(runs, cfg["variants"], cfg["levels"], axis)
         print(f"\n### {compute_report.AXES[axis]}\n")
         print(compute_report.table(summary))
