@@ -5,9 +5,10 @@ fixed student) on the x-axis, so an aligned run and the baseline cost the same p
 What alignment adds per step -- the projector, the cosine loss, reading cached teacher
 features -- shows only in the time each run spent. Every evaluated checkpoint records its
 run's cumulative training CPU and wall seconds (``train/compute.py``), so this script reads
-the per-run results the study wrote and prints the compute-to-success table on samples
-(as the report does), ``cpu_s`` and ``wall_s``, plus each run's training time at the budget. It reads only; it
-never writes into the study folder.
+the per-run results the study wrote and prints the success of every run at every evaluated
+step (the curves as numbers), the compute-to-success table on samples (as the report does),
+``cpu_s`` and ``wall_s``, and each run's training time at the budget. It reads only; it never
+writes into the study folder.
 
     python benchmarks/study_axes.py runs/study
 """
@@ -40,12 +41,38 @@ def load_runs(out: Path) -> tuple[dict, list[dict], list[dict]]:
     return results, runs, controls
 
 
+def curve_table(runs: list[dict], controls: list[dict]) -> str:
+    """Markdown: per variant and evaluated step, the mean success over seeds and each seed's count."""
+    steps = sorted({p["step"] for r in runs + controls for p in r["points"]})
+    groups: dict[str, list[dict]] = {}
+    for run in runs + controls:
+        name = run["variant"] + (f" (`{run['teacher']}`)" if run in controls else "")
+        groups.setdefault(name, []).append(run)
+    lines = ["| variant | " + " | ".join(f"step {s:,}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
+    for name, group in groups.items():
+        group = sorted(group, key=lambda r: r["seed"])
+        cells = []
+        for step in steps:
+            at = [next((p for p in r["points"] if p["step"] == step), None) for r in group]
+            if any(p is None for p in at):
+                cells.append("")
+                continue
+            rate = sum(p["successes"] / p["trials"] for p in at) / len(at)
+            cells.append(f"{100 * rate:.0f}% ({' / '.join(str(p['successes']) for p in at)})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path, help="the folder given to rocket reproduce --out_dir")
     args = parser.parse_args()
     results, runs, controls = load_runs(args.out_dir)
     cfg = results["config"]
+    trials = runs[0]["points"][0]["trials"]
+    print(f"### success on the test init states at each evaluated step (mean over seeds; successes of "
+          f"{trials} per seed)\n")
+    print(curve_table(runs, controls))
     for axis in ("samples", "cpu_s", "wall_s"):
         summary = compute_report.summarise(runs, cfg["variants"], cfg["levels"], axis)
         print(f"\n### {compute_report.AXES[axis]}\n")
