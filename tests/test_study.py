@@ -81,3 +81,60 @@ def test_smoke_study_runs_resumes_and_refuses_stale_runs(tmp_path: Path, capsys)
     assert main([*argv, "--overwrite"]) == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("result-*.json") if stale not in p.parents} == others
     assert json.loads((stale / "identity.json").read_text())["code"]["source"] != "made-by-other-code"
+
+
+def _records_script():
+    """benchmarks/study_records.py, loaded by path (benchmarks/ is not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "study_records.py"
+    spec = importlib.util.spec_from_file_location("study_records", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.libero
+def test_a_study_split_by_only_and_carried_without_checkpoints_finishes_the_same(
+        tmp_path: Path, capsys) -> None:
+    """Session one runs only ROCKET seed 0; its records (no checkpoint) go to a new folder on
+    a "new machine" (empty cache), where the rest finishes without retraining ROCKET; the
+    results equal those of one uninterrupted study."""
+    records = _records_script()
+    whole = tmp_path / "whole"
+    base = ["reproduce", "--preset", "smoke"]
+    assert main([*base, "--out_dir", str(whole), "--cache_dir", str(tmp_path / "cache0")]) == 0
+
+    first = tmp_path / "first"
+    assert main([*base, "--out_dir", str(first), "--cache_dir", str(tmp_path / "cache1"),
+                 "--only", "[rocket-seed0]"]) == 0
+    out = capsys.readouterr().out
+    assert "still to do baseline-seed0, rocket-random-tiny-seed0" in out and "--only" in out
+    assert not (first / "report.md").exists()
+    assert not (first / "runs" / "rocket-random-tiny-seed0" / "train").exists()
+    assert (first / "grad" / "record.json").is_file()  # made while ROCKET's checkpoint was there
+
+    saved = tmp_path / "saved"
+    assert records.main(["save", str(first), str(saved)]) == 0
+    assert not [p for p in saved.rglob("*") if p.suffix in (".safetensors", ".pt", ".hdf5")]
+    second = tmp_path / "second"
+    assert records.main(["restore", str(saved), str(second)]) == 0
+    assert main([*base, "--out_dir", str(second), "--cache_dir", str(tmp_path / "cache2")]) == 0
+    assert not (second / "runs" / "rocket-seed0" / "train").exists()  # reused, not retrained
+    got, want = (json.loads((d / "results.json").read_text()) for d in (second, whole))
+    for key in ("variants", "control", "points"):
+        assert got[key] == want[key]
+    assert got["grad"]["checkpoints"][0]["cosine"] == want["grad"]["checkpoints"][0]["cosine"]
+
+    # Restoring onto other records is refused, naming the file, and changes nothing.
+    identity = saved / "rocket-seed0" / "identity.json"
+    identity.write_text(identity.read_text().replace('"seed": 0', '"seed": 0, "edited": 1', 1))
+    before = _snapshot(second)
+    with pytest.raises(SystemExit, match="identity.json already holds another record"):
+        records.main(["restore", str(saved), str(second)])
+    assert _snapshot(second) == before
+    # An --only naming no run is refused before any work.
+    assert main([*base, "--out_dir", str(tmp_path / "x"), "--cache_dir", str(tmp_path / "cache1"),
+                 "--only", "[rocket-seed7]"]) == 2
+    assert "--only names no run of this study: rocket-seed7" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "runs").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -164,11 +165,39 @@ def test_input_validation(teacher: VGGTTeacher, tmp_path: Path) -> None:
         fill_cache(FeatureCache.create(tmp_path, spec), teacher, [], shard=(2, 2))
 
 
-def test_dataset_fingerprint_follows_content(tmp_path: Path) -> None:
-    a = tmp_path / "a.hdf5"
-    a.write_bytes(b"abc")
-    first = fingerprint_files([a])
-    a.write_bytes(b"abd")
-    assert fingerprint_files([a]) != first
+def _h5(path: Path, order: tuple[str, ...], chunks: bool, action: float = 0.5, task: str = "put") -> Path:
+    """An episode-like HDF5 file whose datasets are written in ``order`` and laid out with or
+    without chunking: the same content, other bytes."""
+    import h5py
+
+    arrays = {"obs/rgb": np.arange(2 * 8 * 8 * 3, dtype=np.uint8).reshape(2, 8, 8, 3),
+              "actions": np.full((2, 7), action, dtype=np.float32)}
+    with h5py.File(path, "w") as f:
+        f.attrs["task"] = task
+        for name in order:
+            f.create_dataset(name, data=arrays[name], chunks=True if chunks else None)
+    return path
+
+
+def test_dataset_fingerprint_follows_content_not_layout(tmp_path: Path) -> None:
+    for sub in "abc":
+        (tmp_path / sub).mkdir()
+    first = fingerprint_files([_h5(tmp_path / "a" / "e.hdf5", ("obs/rgb", "actions"), False)])
+    relaid = _h5(tmp_path / "b" / "e.hdf5", ("actions", "obs/rgb"), True)
+    assert relaid.read_bytes() != (tmp_path / "a" / "e.hdf5").read_bytes()
+    assert fingerprint_files([relaid]) == first  # re-collected demonstrations key the same
+    for change in ({"action": 0.25}, {"task": "pick"}):
+        other = _h5(tmp_path / "c" / "e.hdf5", ("obs/rgb", "actions"), False, **change)
+        assert fingerprint_files([other]) != first
+    assert fingerprint_files([_h5(tmp_path / "c" / "f.hdf5", ("obs/rgb", "actions"), False)]) != first  # name
+    raw = tmp_path / "a.bin"
+    raw.write_bytes(b"abc")
+    before = fingerprint_files([raw])
+    raw.write_bytes(b"abd")
+    assert fingerprint_files([raw]) != before
+    broken = tmp_path / "broken.hdf5"
+    broken.write_bytes(b"abc")
+    with pytest.raises(RocketError, match="cannot be read as HDF5"):
+        fingerprint_files([broken])
     with pytest.raises(RocketError, match="does not exist"):
         fingerprint_files([tmp_path / "missing.hdf5"])

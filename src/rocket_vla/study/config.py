@@ -93,6 +93,10 @@ class StudyConfig(PipelineConfig):
     """batches averaged for the gradient-conflict matrices (first seed's final checkpoints)"""
     log_seconds: float = 60.0
     """progress line interval while runs train in parallel"""
+    only: list[str] = field(default_factory=list)
+    """names of the runs this invocation trains and evaluates (e.g. [rocket-seed1,
+    rocket-random-tiny-seed0]); [] for all. Splits a long study across sessions or machines: each
+    run's result is final once written, and the invocation that finds every result writes the report"""
 
     NAME: ClassVar[str] = "study"
     RUN_FIELDS: ClassVar[tuple[str, ...]] = (*PipelineConfig.RUN_FIELDS, "seed", "steps")

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rocket_vla.errors import RocketError
 from rocket_vla.pipeline import data as pipeline_data
 from rocket_vla.pipeline.log import Log, print_log
 from rocket_vla.pipeline.processes import map_processes, set_threads
@@ -19,6 +20,7 @@ from rocket_vla.study import report
 from rocket_vla.study.budget import budget_identity, find_budget
 from rocket_vla.study.config import CONTROL_TEACHER, StudyConfig
 from rocket_vla.study.runs import (
+    IDENTITY_FILE,
     RunKey,
     check_settings,
     checkpoint_dir,
@@ -28,10 +30,12 @@ from rocket_vla.study.runs import (
     run_dir,
     run_identity,
     run_teacher,
+    saved_identity,
 )
 
 POLICY = "rocket_vla.policies.student_policy:load_policy"
 GRAD_VARIANTS = ("naive", "shared", "rocket")
+GRAD_RECORD = "record.json"
 
 
 def run_study(cfg: StudyConfig, log: Log = print_log) -> dict[str, Any]:
@@ -48,6 +52,7 @@ def run_study(cfg: StudyConfig, log: Log = print_log) -> dict[str, Any]:
     controls = [RunKey("rocket", s, CONTROL_TEACHER) for s in cfg.control_seeds]
     with records.FolderLock(out, "rocket reproduce"):
         check_settings(cfg, keys + controls)  # before collecting anything
+        selected(cfg, keys + controls)  # refuses an --only naming no run, also before
         t0 = time.perf_counter()
         train_dir, heldout_dir = pipeline_data.collect(cfg.data, cfg.cache_dir, cfg.workers, log)
         timings["collect_s"] = time.perf_counter() - t0
@@ -74,20 +79,33 @@ def run_study(cfg: StudyConfig, log: Log = print_log) -> dict[str, Any]:
         timings["budget_s"] = time.perf_counter() - t0
         log(f"budget {steps} steps; test evaluation at steps {points}")
 
+        at = {k: points if k in keys else [steps] for k in keys + controls}
+        todo = [k for k in selected(cfg, keys + controls) if not result_file(cfg, k, at[k]).is_file()]
+        grad_keys = [RunKey(v, cfg.seeds[0]) for v in GRAD_VARIANTS if v in cfg.variants]
+        grad_done = grad_record(cfg, steps) is not None
+        # a finished run is trained again only when the gradient profile still needs its checkpoint
+        needs = [k for k in todo if trained_step(cfg, k) < steps]
+        needs += [k for k in grad_keys if not grad_done and k not in todo and trained_step(cfg, k) < steps
+                  and (not cfg.only or k.name in cfg.only)]
         t0 = time.perf_counter()
-        train_runs(cfg, [k for k in keys + controls if trained_step(cfg, k) < steps], steps, train_dir,
-                   caches, log)
+        train_runs(cfg, needs, steps, train_dir, caches, log)
         timings["train_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        todo = [(k, points) for k in keys if not result_file(cfg, k, points).is_file()]
-        todo += [(k, [steps]) for k in controls if not result_file(cfg, k, [steps]).is_file()]
-        for i, (key, at) in enumerate(todo):
-            log(f"evaluating {key.name} ({i + 1}/{len(todo)}) on the test init states at steps {at}")
-            finish_run(cfg, key, at, heldout_dir)
+        for i, key in enumerate(todo):
+            log(f"evaluating {key.name} ({i + 1}/{len(todo)}) on the test init states at steps {at[key]}")
+            finish_run(cfg, key, at[key], heldout_dir)
         timings["eval_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        grad = gradient_conflict(cfg, steps, train_dir, out / "grad")
+        grad = gradient_conflict(cfg, steps, train_dir, grad_keys)
         timings["grad_s"] = time.perf_counter() - t0
+        missing = [k.name for k in keys + controls if not result_file(cfg, k, at[k]).is_file()]
+        if grad_keys and grad is None:
+            missing.append("the gradient profile (from the final checkpoints of "
+                           + ", ".join(k.name for k in grad_keys) + ")")
+        if missing:
+            log(f"stopping before the report: still to do {', '.join(missing)}; rerun with --only naming "
+                "them (or without --only) to finish")
+            return {"budget": budget, "points": points, "missing": missing}
         runs = [_read(result_file(cfg, k, points)) for k in keys]
         control_runs = [_read(result_file(cfg, k, [steps])) for k in controls]
         timings["wall_s"] = time.perf_counter() - start
@@ -195,20 +213,59 @@ def finish_run(cfg: StudyConfig, key: RunKey, points: list[int], heldout_dir: Pa
         "variant": key.variant, "seed": key.seed, "teacher": teacher, "points": records, "action_l1": l1})
 
 
-def gradient_conflict(cfg: StudyConfig, steps: int, train_dir: Path, out: Path) -> dict[str, Any] | None:
+def selected(cfg: StudyConfig, keys: list[RunKey]) -> list[RunKey]:
+    """The runs ``cfg.only`` names (all when it is empty); a name of no run is refused."""
+    if not cfg.only:
+        return keys
+    names = [k.name for k in keys]
+    unknown = [n for n in cfg.only if n not in names]
+    if unknown:
+        raise RocketError(f"--only names no run of this study: {', '.join(unknown)}; the runs are "
+                          f"{', '.join(names)}.")
+    return [k for k in keys if k.name in cfg.only]
+
+
+def grad_identity(cfg: StudyConfig, steps: int, grad_keys: list[RunKey]) -> dict[str, Any]:
+    """What the gradient profile depends on: the profiled runs (their recorded identities), the
+    step and the batches."""
+    return {"runs": {k.name: saved_identity(run_dir(cfg, k) / IDENTITY_FILE) for k in grad_keys},
+            "step": steps, "grad_batches": cfg.grad_batches, "batch_size": cfg.train.batch_size}
+
+
+def grad_record(cfg: StudyConfig, steps: int) -> dict[str, Any] | None:
+    """The saved gradient profile when it was made from the runs and settings of now."""
+    grad_keys = [RunKey(v, cfg.seeds[0]) for v in GRAD_VARIANTS if v in cfg.variants]
+    old = saved_identity(Path(cfg.out_dir) / "grad" / GRAD_RECORD)
+    if not old or old.get("identity") != grad_identity(cfg, steps, grad_keys):
+        return None
+    return old["result"]
+
+
+def gradient_conflict(cfg: StudyConfig, steps: int, train_dir: Path,
+                      grad_keys: list[RunKey]) -> dict[str, Any] | None:
     """Cosines between per-pair (and action) gradients of the first seed's final naive,
-    shared and ROCKET checkpoints, on the same training batches (``rocket profile grad``)."""
+    shared and ROCKET checkpoints, on the same training batches (``rocket profile grad``).
+
+    Recorded with what it was made from, so an invocation without those checkpoints (they
+    may live on another machine, or have been deleted once evaluated) reuses it; None while
+    neither the record nor every checkpoint is there."""
     from rocket_vla.analysis.profiles import GradSettings, profile_grad
     from rocket_vla.analysis.subject import StudentSubject
     from rocket_vla.data.episodes import read_episodes
 
-    variants = [v for v in GRAD_VARIANTS if v in cfg.variants]
-    if not variants:
+    if not grad_keys:
         return None
+    done = grad_record(cfg, steps)
+    if done is not None:
+        return done
+    if any(trained_step(cfg, k) < steps for k in grad_keys):
+        return None
+    out = Path(cfg.out_dir) / "grad"
     episodes = read_episodes(train_dir)
-    seed = cfg.seeds[0]
-    subjects = [StudentSubject.load(checkpoint_dir(cfg, RunKey(v, seed), steps), episodes=episodes,
-                                    seed=cfg.data.seed) for v in variants]
+    subjects = [StudentSubject.load(checkpoint_dir(cfg, k, steps), episodes=episodes, seed=cfg.data.seed)
+                for k in grad_keys]
     settings = GradSettings(batches=cfg.grad_batches, batch_size=cfg.train.batch_size)
     data = profile_grad(subjects, settings, out)
-    return {"seed": seed, "png": str(out / "grad.png"), **data}
+    result = {"seed": grad_keys[0].seed, "png": str(out / "grad.png"), **data}
+    write_json_atomic(out / GRAD_RECORD, {"identity": grad_identity(cfg, steps, grad_keys), "result": result})
+    return result

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,20 +31,56 @@ from rocket_vla.teachers.cache_writer import EntryWriter
 
 
 def fingerprint_files(paths: Iterable[str | Path]) -> str:
-    """Content fingerprint of dataset files (names, sizes and bytes).
+    """Content fingerprint of dataset files (names and content).
 
     Keying on content rather than paths or modification times means a copied dataset
-    keeps its cache and an edited one invalidates it.
+    keeps its cache and an edited one invalidates it. An HDF5 file is keyed by what it holds
+    (every group's and dataset's name, attributes, dtype, shape and values), not its bytes:
+    HDF5 lays the same content out differently from one write to the next, and demonstrations
+    re-collected by the same code on another machine must key the same as the first ones.
     """
     digest = hashlib.blake2b(digest_size=16)
     for path in sorted(Path(p) for p in paths):
         if not path.is_file():
             raise RocketError(f"dataset file {path} does not exist; check the dataset path.")
+        if path.suffix in HDF5_SUFFIXES:
+            digest.update(f"{path.name}:hdf5".encode())
+            _hdf5_content(path, digest)
+            continue
         digest.update(f"{path.name}:{path.stat().st_size}".encode())
         with path.open("rb") as handle:
             while chunk := handle.read(1 << 22):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+HDF5_SUFFIXES = (".hdf5", ".h5")
+
+
+def _hdf5_content(path: Path, digest: Any) -> None:
+    """Feed ``digest`` an HDF5 file's content in a fixed (sorted) order."""
+    import h5py
+    import numpy as np
+
+    def value(v: object) -> bytes:
+        arr = np.asarray(v)
+        body = repr(arr.tolist()).encode() if arr.dtype == object else arr.tobytes()
+        return f"{arr.dtype.str}{arr.shape}".encode() + b"\0" + body
+
+    try:
+        with h5py.File(path, "r") as handle:
+            names: list[str] = []
+            handle.visit(names.append)
+            for name in ["", *sorted(names)]:
+                obj = handle[name] if name else handle
+                digest.update(b"\1" + name.encode() + b"\0")
+                for key in sorted(obj.attrs):
+                    digest.update(key.encode() + b"\0" + value(obj.attrs[key]))
+                if isinstance(obj, h5py.Dataset):
+                    digest.update(b"\2" + value(obj[()]))
+    except OSError as exc:
+        raise RocketError(f"dataset file {path} cannot be read as HDF5 ({exc}); collect it again or "
+                          "remove it.") from exc
 
 
 class CacheEntryError(RocketError):
