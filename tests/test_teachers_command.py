@@ -7,6 +7,7 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -54,7 +55,8 @@ def test_core_fills_from_plain_tensors(tmp_path: Path) -> None:
 
 def test_cli_fills_resumes_and_checks(tmp_path: Path, monkeypatch, capsys) -> None:
     data = tmp_path / "demos.hdf5"
-    data.write_bytes(b"fake dataset bytes")
+    with h5py.File(data, "w") as f:  # its content keys the cache; the episodes come from _episodes()
+        f.create_dataset("data/demo_0/actions", data=np.zeros((2, 7)))
     fake = types.ModuleType("rocket_vla.data.episodes")
     fake.iter_episodes = lambda path: iter(_episodes())  # type: ignore[attr-defined]
     fake.list_episode_files = lambda path: [Path(path)]  # type: ignore[attr-defined]
