@@ -27,12 +27,22 @@ def _snapshot(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
 
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Path, dict]:
+    """One uninterrupted smoke study (shared: it is the costliest case of the suite): its
+    command line, its cache and the results it wrote before any test changed its folder."""
+    root = tmp_path_factory.mktemp("smoke")
+    out = root / "study"
+    argv = ["reproduce", "--preset", "smoke", "--out_dir", str(out), "--cache_dir", str(root / "cache")]
+    with single_thread():
+        assert main(argv) == 0
+    return argv, root / "cache", json.loads((out / "results.json").read_text())
+
+
 @pytest.mark.libero
-def test_smoke_study_runs_resumes_and_refuses_stale_runs(tmp_path: Path, capsys) -> None:
-    out = tmp_path / "study"
-    argv = ["reproduce", "--preset", "smoke", "--out_dir", str(out), "--cache_dir", str(tmp_path / "cache")]
-    assert main(argv) == 0
-    results = json.loads((out / "results.json").read_text())
+def test_smoke_study_runs_resumes_and_refuses_stale_runs(smoke_study, capsys) -> None:
+    argv, _, results = smoke_study
+    out = Path(argv[argv.index("--out_dir") + 1])
     # the budget was searched on the validation state (init state 1) before any test episode
     budget = json.loads((out / "budget.json").read_text())
     assert [c["step"] for c in budget["checks"]] == [2, 4] and budget["budget"] == 4
@@ -96,18 +106,15 @@ def _records_script():
 
 @pytest.mark.libero
 def test_a_study_split_by_only_and_carried_without_checkpoints_finishes_the_same(
-        tmp_path: Path, capsys) -> None:
+        smoke_study, tmp_path: Path, capsys) -> None:
     """Session one runs only ROCKET seed 0; its records (no checkpoint) go to a new folder on
-    a "new machine" (empty cache), where the rest finishes without retraining ROCKET; the
-    results equal those of one uninterrupted study."""
+    a "new machine" (an empty cache: the demonstrations are collected again), where the rest
+    finishes without retraining ROCKET; the results equal those of one uninterrupted study."""
     records = _records_script()
-    whole = tmp_path / "whole"
+    _, cache, want = smoke_study
     base = ["reproduce", "--preset", "smoke"]
-    assert main([*base, "--out_dir", str(whole), "--cache_dir", str(tmp_path / "cache0")]) == 0
-
     first = tmp_path / "first"
-    assert main([*base, "--out_dir", str(first), "--cache_dir", str(tmp_path / "cache1"),
-                 "--only", "[rocket-seed0]"]) == 0
+    assert main([*base, "--out_dir", str(first), "--cache_dir", str(cache), "--only", "[rocket-seed0]"]) == 0
     out = capsys.readouterr().out
     assert "still to do baseline-seed0, rocket-random-tiny-seed0" in out and "--only" in out
     assert not (first / "report.md").exists()
@@ -121,7 +128,7 @@ def test_a_study_split_by_only_and_carried_without_checkpoints_finishes_the_same
     assert records.main(["restore", str(saved), str(second)]) == 0
     assert main([*base, "--out_dir", str(second), "--cache_dir", str(tmp_path / "cache2")]) == 0
     assert not (second / "runs" / "rocket-seed0" / "train").exists()  # reused, not retrained
-    got, want = (json.loads((d / "results.json").read_text()) for d in (second, whole))
+    got = json.loads((second / "results.json").read_text())
     for key in ("variants", "control", "points"):
         assert got[key] == want[key]
     assert got["grad"]["checkpoints"][0]["cosine"] == want["grad"]["checkpoints"][0]["cosine"]
@@ -134,7 +141,7 @@ def test_a_study_split_by_only_and_carried_without_checkpoints_finishes_the_same
         records.main(["restore", str(saved), str(second)])
     assert _snapshot(second) == before
     # An --only naming no run is refused before any work.
-    assert main([*base, "--out_dir", str(tmp_path / "x"), "--cache_dir", str(tmp_path / "cache1"),
+    assert main([*base, "--out_dir", str(tmp_path / "x"), "--cache_dir", str(cache),
                  "--only", "[rocket-seed7]"]) == 2
     assert "--only names no run of this study: rocket-seed7" in capsys.readouterr().err
     assert not (tmp_path / "x" / "runs").exists()
