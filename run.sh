@@ -16,6 +16,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   touch "$stamp"
 fi
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
+# One CPU kernel path on every x86 machine (src/rocket_vla/kernels.py): torch's AVX512 and
+# AVX2 kernels round differently, so the same run trained on two CPUs would differ.
+if [ "$(uname -m)" = x86_64 ]; then
+  export ATEN_CPU_CAPABILITY="${ATEN_CPU_CAPABILITY:-avx2}" MKL_CBWR="${MKL_CBWR:-AVX2}"
+  export ONEDNN_MAX_CPU_ISA="${ONEDNN_MAX_CPU_ISA:-AVX2}"
+fi
 job="${1:-demo}"; shift || true
 case "$job" in
   test)

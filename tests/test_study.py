@@ -75,9 +75,19 @@ def test_smoke_study_runs_resumes_and_refuses_stale_runs(smoke_study, capsys) ->
     assert "budget search: step" not in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
 
-    # A run made by other code is refused, naming the fix, and left as it was.
+    # A run trained on other CPU kernels is refused, naming run.sh's pin, and left as it was.
     stale = out / "runs" / "rocket-seed0"
     identity = json.loads((stale / "identity.json").read_text())
+    kernels = {**identity["code"]["kernels"], "aten": "AVX9"}
+    moved = {**identity, "code": {**identity["code"], "kernels": kernels}}
+    (stale / "identity.json").write_text(json.dumps(moved))
+    before = _snapshot(stale)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "rocket-seed0" in err and "other CPU kernels" in err and "AVX9" in err and "./run.sh" in err
+    assert _snapshot(stale) == before
+
+    # A run made by other code is refused, naming the fix, and left as it was.
     identity["code"]["source"] = "made-by-other-code"
     (stale / "identity.json").write_text(json.dumps(identity))
     before = _snapshot(stale)

@@ -6,6 +6,8 @@ silently reused next to one made by this code. The source hash is computed from 
 installed package's own ``.py`` files, so it works from a wheel as well as from a
 checkout; the git commit is added when the package sits in a git work tree (a bonus for
 reading records, never compared: an uncommitted edit changes the hash, not the commit).
+The CPU kernel path (:func:`rocket_vla.kernels.cpu_kernels`) is compared with the code: the
+same code on other kernels computes other numbers, so it counts as other code.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from rocket_vla.errors import RocketError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 #: Keys of :func:`code_version` that decide whether two runs used the same code.
-COMPARED = ("version", "source")
+COMPARED = ("version", "source", "kernels")
 
 
 @functools.lru_cache(maxsize=1)
@@ -63,10 +65,11 @@ def file_digest(path: Path) -> str:
 
 
 def code_version() -> dict[str, Any]:
-    """``{"version", "source", "git"}`` of the running rocket-vla."""
+    """``{"version", "source", "git", "kernels"}`` of the running rocket-vla."""
     from rocket_vla import __version__
+    from rocket_vla.kernels import cpu_kernels
 
-    return {"version": __version__, "source": source_hash(), "git": git_commit()}
+    return {"version": __version__, "source": source_hash(), "git": git_commit(), "kernels": cpu_kernels()}
 
 
 def compared_code_version() -> dict[str, Any]:
@@ -91,5 +94,10 @@ def code_changes(recorded: dict[str, Any] | None) -> list[str]:
 def check_same_code(recorded: dict[str, Any] | None, what: str, fix: str) -> None:
     """Refuse to continue ``what`` (e.g. "the run folder runs/x") made by other code."""
     changes = code_changes(recorded)
+    if changes and all(c.startswith("kernels ") for c in changes):
+        from rocket_vla.kernels import PIN_FIX
+
+        raise RocketError(f"{what} was computed on other CPU kernels ({changes[0]}); to continue it, "
+                          f"{PIN_FIX}; else {fix}")
     if changes:
         raise RocketError(f"{what} was made by other rocket-vla code ({'; '.join(changes)}); {fix}")

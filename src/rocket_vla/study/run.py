@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rocket_vla.errors import RocketError
+from rocket_vla.kernels import kernel_line
 from rocket_vla.pipeline import data as pipeline_data
 from rocket_vla.pipeline.log import Log, print_log
 from rocket_vla.pipeline.processes import map_processes, set_threads
@@ -52,6 +53,7 @@ def run_study(cfg: StudyConfig, log: Log = print_log) -> dict[str, Any]:
     controls = [RunKey("rocket", s, CONTROL_TEACHER) for s in cfg.control_seeds]
     with records.FolderLock(out, "rocket reproduce"):
         check_settings(cfg, keys + controls)  # before collecting anything
+        log(kernel_line())
         selected(cfg, keys + controls)  # refuses an --only naming no run, also before
         t0 = time.perf_counter()
         train_dir, heldout_dir = pipeline_data.collect(cfg.data, cfg.cache_dir, cfg.workers, log)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rocket_vla.errors import RocketError
+from rocket_vla.kernels import PIN_FIX
 from rocket_vla.records import write_json_atomic
 from rocket_vla.study.config import StudyConfig
 from rocket_vla.train.config import RESUMABLE_CHANGES
@@ -153,6 +154,9 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def _describe(key: str, old: dict[str, Any], new: dict[str, Any]) -> str:
     if key == "code":
+        before, now = old.get(key), new.get(key)
+        if isinstance(before, dict) and isinstance(now, dict) and set(changes(before, now)) == {"kernels"}:
+            return f"other CPU kernels ({before.get('kernels')} -> {now.get('kernels')}; {PIN_FIX})"
         return "other rocket-vla code"
     if key in ("data", "teacher_fingerprint"):
         return f"other {'demonstrations' if key == 'data' else 'teacher weights'} ({key})"
