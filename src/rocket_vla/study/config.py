@@ -75,8 +75,9 @@ class StudyConfig(PipelineConfig):
     """validation init states per task, right after the test ones (the budget search)"""
     check_every: int = 500
     """training steps between the budget search's validation checks; checkpoints every as many"""
-    patience: int = 2
-    """validation checks without a gain that end the budget search"""
+    patience: int = 3
+    """validation checks without a gain that end the budget search (2 stopped a rising
+    baseline on one-trial noise: docs/results.md, Status)"""
     min_gain: float = 0.05
     """a validation success gain at most this large is no gain (one trial of 20 is 0.05)"""
     max_budget: int = 8000
