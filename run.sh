@@ -21,6 +21,9 @@ export MUJOCO_GL="${MUJOCO_GL:-egl}"
 if [ "$(uname -m)" = x86_64 ]; then
   export ATEN_CPU_CAPABILITY="${ATEN_CPU_CAPABILITY:-avx2}" MKL_CBWR="${MKL_CBWR:-AVX2}"
   export ONEDNN_MAX_CPU_ISA="${ONEDNN_MAX_CPU_ISA:-AVX2}"
+  # torch.compile's on-disk cache does not tell the two paths apart: kernels it compiled
+  # unpinned are reused pinned and return NaN, so the pinned path keeps its own cache.
+  export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-${TMPDIR:-/tmp}/torchinductor_$(id -un)_$ATEN_CPU_CAPABILITY}"
 fi
 job="${1:-demo}"; shift || true
 case "$job" in
